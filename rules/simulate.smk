@@ -1,0 +1,17 @@
+rule simulate_scan:
+    output:
+        patterns="results/simulated/{scan}.up2",
+        truth="results/simulated/{scan}_truth.h5",
+    params:
+        spec=lambda wc: config["scans"][wc.scan]["simulate"],
+        settings=config["simulation"],
+        seed=lambda wc: scan_seed(config, wc.scan),
+    log:
+        "logs/simulate/{scan}.log",
+    benchmark:
+        "benchmarks/out/simulate_{scan}.tsv"
+    threads: 1
+    conda:
+        "../envs/latentebsd.yaml"
+    script:
+        "../scripts/simulate.py"

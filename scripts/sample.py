@@ -1,0 +1,14 @@
+"""Snakemake entry point of rule ``sample``: preprocessed scans -> train/val sample."""
+
+from latentebsd.sample import sample_training_set
+from latentebsd.workflow import rule_log
+
+if "snakemake" in globals():
+    with rule_log(snakemake.log[0]):  # noqa: F821
+        sample_training_set(
+            preprocessed=list(snakemake.input),  # noqa: F821
+            out_path=snakemake.output[0],  # noqa: F821
+            patterns_per_scan=snakemake.params.patterns_per_scan,  # noqa: F821
+            val_fraction=snakemake.params.val_fraction,  # noqa: F821
+            seed=snakemake.params.seed,  # noqa: F821
+        )

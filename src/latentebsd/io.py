@@ -1,0 +1,273 @@
+"""Pattern files: chunked reading of any scan kikuchipy reads, and UP2 writing.
+
+Reading never loads a whole scan: EDAX UP1/UP2 files are read in row-major chunks
+straight from disk (after their header has been checked against the file size), and
+every other format goes through ``kikuchipy.load(lazy=True)`` whose dask array is
+sliced one chunk at a time. UP2 files are written with PyEBSDIndex's ``UPFile``
+(version-3 header) one chunk at a time, to a temporary name renamed on success.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+UP_SUFFIXES = {".up1": np.uint8, ".up2": np.uint16}
+_UP_HEADER_V3_BYTES = 42
+
+
+class PatternFileError(ValueError):
+    """A pattern file is missing, truncated, corrupt or inconsistent with its config."""
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary sibling of ``path``; rename it to ``path`` only on success.
+
+    The temporary name keeps the suffix (PyEBSDIndex picks the UP1/UP2 bit depth from
+    it). On any exception the temporary file is removed, so no half-written output is
+    left where Snakemake or a user would take it for a result.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.partial{path.suffix}")
+    tmp.unlink(missing_ok=True)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+class PatternReader:
+    """Chunked, read-only access to the patterns of one scan.
+
+    Parameters
+    ----------
+    path
+        A file ``kikuchipy.load`` reads (UP1/UP2, h5ebsd, H5OINA, NORDIF, ...).
+    nav_shape
+        ``(n_rows, n_cols)``. Required for UP1 (no map shape in the file); for other
+        formats, if given, it must agree with the file.
+
+    Attributes
+    ----------
+    n_patterns, pattern_shape, map_shape, dtype, step_um
+        What the file holds. ``step_um`` is ``None`` when the file does not say.
+    """
+
+    def __init__(self, path: str | os.PathLike, nav_shape: tuple[int, int] | None = None):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise PatternFileError(f"{self.path}: pattern file not found")
+        self.step_um: float | None = None
+        suffix = self.path.suffix.lower()
+        if suffix in UP_SUFFIXES:
+            self._open_up(UP_SUFFIXES[suffix], nav_shape)
+        else:
+            self._open_kikuchipy(nav_shape)
+        if self.n_patterns == 0:
+            raise PatternFileError(f"{self.path}: holds no patterns")
+
+    # -- EDAX UP1/UP2 ---------------------------------------------------------------
+    def _open_up(self, dtype: type, nav_shape: tuple[int, int] | None) -> None:
+        size = self.path.stat().st_size
+        if size < 16:
+            raise PatternFileError(f"{self.path}: {size} bytes is too short for a UP header")
+        with open(self.path, "rb") as f:
+            version = int(np.fromfile(f, np.uint32, 1)[0])
+            width, height, offset = (int(v) for v in np.fromfile(f, np.uint32, 3))
+            n_cols = n_rows = 0
+            if version >= 3:
+                if size < _UP_HEADER_V3_BYTES:
+                    raise PatternFileError(f"{self.path}: truncated version-{version} UP header")
+                f.read(1)  # extra-patterns flag
+                n_cols, n_rows = (int(v) for v in np.fromfile(f, np.uint32, 2))
+                hexflag = int(np.fromfile(f, np.uint8, 1)[0])
+                x_step, _ = (float(v) for v in np.fromfile(f, np.float64, 2))
+                if hexflag:
+                    raise PatternFileError(
+                        f"{self.path}: hexagonal-grid scan; only square grids are supported"
+                    )
+                self.step_um = x_step if x_step > 0 else None
+        if version not in (1, 3, 4, 5) or not (0 < width <= 4096 and 0 < height <= 4096):
+            raise PatternFileError(
+                f"{self.path}: not a valid UP file (version {version}, pattern "
+                f"{width} x {height}); expected version 1 or >= 3 and a pattern size <= 4096"
+            )
+        if offset < 16 or offset > size:
+            raise PatternFileError(f"{self.path}: corrupt header (data offset {offset})")
+        itemsize = np.dtype(dtype).itemsize
+        pattern_bytes = width * height * itemsize
+        n_in_file, leftover = divmod(size - offset, pattern_bytes)
+        if version >= 3 and n_rows * n_cols > 0:
+            expected = n_rows * n_cols
+            if n_in_file < expected:
+                raise PatternFileError(
+                    f"{self.path}: truncated: header says {n_rows} x {n_cols} = {expected} "
+                    f"patterns of {height} x {width}, but the file holds only {n_in_file}"
+                    f"{' and a partial one' if leftover else ''}"
+                )
+            map_shape = (n_rows, n_cols)
+        else:
+            if leftover:
+                raise PatternFileError(
+                    f"{self.path}: file size is not a whole number of {height} x {width} "
+                    f"patterns ({leftover} bytes left over): truncated or wrong pattern size"
+                )
+            if nav_shape is None:
+                raise PatternFileError(
+                    f"{self.path}: UP1/version-1 files store no map shape: set nav_shape "
+                    f"[n_rows, n_cols] for this scan in the config"
+                )
+            map_shape = (int(nav_shape[0]), int(nav_shape[1]))
+            nav_shape = None  # the file cannot contradict it; the count is checked below
+        if nav_shape is not None and tuple(nav_shape) != map_shape:
+            raise PatternFileError(
+                f"{self.path}: expected map shape {tuple(nav_shape)} (config nav_shape or "
+                f"scan geometry) does not match the file's map shape {map_shape}"
+            )
+        n = map_shape[0] * map_shape[1]
+        if n > n_in_file or (version < 3 and n != n_in_file):
+            raise PatternFileError(
+                f"{self.path}: map shape {map_shape} means {n} patterns, but the file holds "
+                f"{n_in_file} of {height} x {width}"
+            )
+        self.map_shape = map_shape
+        self.n_patterns = n
+        self.pattern_shape = (height, width)
+        self.dtype = np.dtype(dtype)
+        self._memmap = np.memmap(self.path, dtype=dtype, mode="r", offset=offset,
+                                 shape=(n, height, width))
+        self._dask = None
+
+    # -- anything else kikuchipy reads -----------------------------------------------
+    def _open_kikuchipy(self, nav_shape: tuple[int, int] | None) -> None:
+        import kikuchipy as kp
+
+        try:
+            signal = kp.load(self.path, lazy=True)
+        except Exception as err:  # kikuchipy raises many types for unreadable files
+            raise PatternFileError(f"{self.path}: kikuchipy could not read it: {err}") from err
+        if isinstance(signal, list):
+            raise PatternFileError(
+                f"{self.path}: holds {len(signal)} scans; point the config at one"
+            )
+        data = signal.data
+        if data.ndim not in (3, 4):
+            raise PatternFileError(
+                f"{self.path}: expected a map of 2D patterns, got data of shape {data.shape}"
+            )
+        file_map = tuple(int(v) for v in data.shape[:-2])
+        file_map = file_map if len(file_map) == 2 else (1, file_map[0])
+        if nav_shape is not None and tuple(nav_shape) != file_map:
+            raise PatternFileError(
+                f"{self.path}: expected map shape {tuple(nav_shape)} (config nav_shape or "
+                f"scan geometry) does not match the file's map shape {file_map}"
+            )
+        self.map_shape = file_map
+        self.n_patterns = file_map[0] * file_map[1]
+        self.pattern_shape = (int(data.shape[-2]), int(data.shape[-1]))
+        self.dtype = np.dtype(data.dtype)
+        self._dask = data.reshape((self.n_patterns, *self.pattern_shape))
+        self._memmap = None
+        try:
+            scale = signal.axes_manager.navigation_axes[0].scale
+            self.step_um = float(scale) if scale and scale > 0 else None
+        except (IndexError, AttributeError):
+            self.step_um = None
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """Patterns ``start:stop`` (row-major) as an in-memory array ``(n, h, w)``."""
+        if not 0 <= start <= stop <= self.n_patterns:
+            raise IndexError(f"pattern range {start}:{stop} outside 0:{self.n_patterns}")
+        if self._memmap is not None:
+            return np.array(self._memmap[start:stop])
+        return np.asarray(self._dask[start:stop].compute())
+
+    def chunks(self, chunk_size: int) -> Iterator[tuple[int, np.ndarray]]:
+        """Yield ``(start, patterns)`` chunks of at most ``chunk_size`` patterns."""
+        for start in range(0, self.n_patterns, chunk_size):
+            yield start, self.read(start, min(start + chunk_size, self.n_patterns))
+
+
+def write_up2(
+    path: str | os.PathLike,
+    chunks: Iterable[np.ndarray],
+    map_shape: tuple[int, int],
+    pattern_shape: tuple[int, int],
+    step_um: float,
+) -> Path:
+    """Write 16-bit patterns to an EDAX UP2 file (version-3 header), chunk by chunk.
+
+    Parameters
+    ----------
+    path
+        Output ``.up2`` path; written to a temporary sibling, renamed when complete.
+    chunks
+        Iterable of ``uint16`` arrays ``(n_i, h, w)`` in row-major map order. The caller
+        scales to ``uint16`` once for the whole scan: PyEBSDIndex's own float
+        conversion rescales every chunk by its own maximum.
+    map_shape
+        ``(n_rows, n_cols)``; the chunks must add up to ``n_rows * n_cols`` patterns.
+    pattern_shape
+        ``(height, width)``.
+    step_um
+        Step size stored as both x and y step.
+
+    Returns
+    -------
+    Path
+        ``path``.
+    """
+    from pyebsdindex import ebsd_pattern
+
+    path = Path(path)
+    if path.suffix.lower() != ".up2":
+        raise ValueError(f"{path}: a UP2 file name must end in .up2")
+    n_rows, n_cols = (int(v) for v in map_shape)
+    height, width = (int(v) for v in pattern_shape)
+    n_total = n_rows * n_cols
+    with atomic_path(path) as tmp:
+        up = ebsd_pattern.UPFile(str(tmp))
+        up.version = 3
+        up.filedatatype = np.uint16
+        up.patternW, up.patternH = width, height
+        up.filePos = _UP_HEADER_V3_BYTES
+        up.extraPatterns = 0
+        up.hexflag = 0
+        up.xStep = up.yStep = float(step_um)
+        up.set_scan_rc((n_rows, n_cols))
+        up.write_header(writeBlank=False)
+        written = 0
+        for chunk in chunks:
+            chunk = np.asarray(chunk)
+            if chunk.dtype != np.uint16:
+                raise TypeError(f"UP2 chunks must be uint16, got {chunk.dtype}")
+            if chunk.ndim != 3 or chunk.shape[1:] != (height, width):
+                raise ValueError(
+                    f"chunk of shape {chunk.shape} does not hold {height} x {width} patterns"
+                )
+            if written + len(chunk) > n_total:
+                raise ValueError(f"more than {n_total} patterns given for a {map_shape} map")
+            up.write_data(newpatterns=chunk, patStartCount=[written, len(chunk)])
+            written += len(chunk)
+        if written != n_total:
+            raise ValueError(f"{written} patterns given for a {n_rows} x {n_cols} map")
+        expected_size = _UP_HEADER_V3_BYTES + n_total * height * width * 2
+        if tmp.stat().st_size != expected_size:
+            raise OSError(f"{tmp}: wrote {tmp.stat().st_size} bytes, expected {expected_size}")
+    return path
+
+
+def to_uint16(patterns: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """Map ``[lo, hi]`` linearly onto the full ``uint16`` range (one scale for a scan)."""
+    if hi <= lo:
+        raise ValueError(f"empty intensity range [{lo}, {hi}]")
+    scaled = (np.asarray(patterns, dtype=np.float64) - lo) * (65535.0 / (hi - lo))
+    return np.clip(np.rint(scaled), 0, 65535).astype(np.uint16)

@@ -1,0 +1,169 @@
+"""Preprocessing: invariants, chunked == in-memory, and bad input."""
+
+from __future__ import annotations
+
+import hashlib
+
+import h5py
+import numpy as np
+import pytest
+
+from latentebsd.geometry import ScanGeometry
+from latentebsd.io import PatternFileError, write_up2
+from latentebsd.preprocess import MaskSettings, bin_mask, preprocess_scan
+
+
+def reference(raw: np.ndarray, mask: np.ndarray, factor: int, per_scan: bool) -> np.ndarray:
+    """The paper's preprocessing on a whole in-memory scan, written independently."""
+    x = raw.astype(np.float64)
+    x = x - x.mean(axis=0)
+    n, h, w = x.shape
+    binned = np.zeros((n, h // factor, w // factor))
+    for i in range(factor):
+        for j in range(factor):
+            binned += x[:, i::factor, j::factor]
+    binned /= factor**2
+    on = binned[:, mask]
+    if per_scan:
+        lo, hi = on.min(), on.max()
+    else:
+        lo, hi = on.min(axis=1, keepdims=True), on.max(axis=1, keepdims=True)
+    out = np.zeros_like(binned)
+    out[:, mask] = 2 * (on - lo) / (hi - lo) - 1
+    return out
+
+
+def run(tiny_scan, out, **kwargs):
+    preprocess_scan(tiny_scan["path"], out, tiny_scan["geometry"], progress=False, **kwargs)
+    with h5py.File(out, "r") as f:
+        return {k: f[k][()] for k in ("patterns", "mask", "valid", "background")}, \
+            ScanGeometry.from_h5(f["geometry"])
+
+
+def test_invariants_range_mask_background(tiny_scan, tmp_path):
+    result, geometry = run(tiny_scan, tmp_path / "p.h5", binning=2)
+    pats, mask = result["patterns"], result["mask"]
+    assert pats.shape == (35, 12, 12) and pats.dtype == np.float32
+    np.testing.assert_array_equal(mask, bin_mask(tiny_scan["screen"], 2))
+    assert 0.4 < mask.mean() < 0.9  # the dark corners really are masked
+    on = pats[:, mask]
+    np.testing.assert_allclose(on.min(axis=1), -1, atol=1e-6)
+    np.testing.assert_allclose(on.max(axis=1), 1, atol=1e-6)
+    assert np.all(pats[:, ~mask] == 0)
+    np.testing.assert_allclose(result["background"], tiny_scan["patterns"].mean(axis=0), rtol=1e-5)
+    assert geometry.pattern_shape == (12, 12) and geometry.map_shape == (5, 7)
+    np.testing.assert_allclose(geometry.pc, tiny_scan["geometry"].pc)
+
+
+def test_background_is_removed_per_scan(tiny_scan, tmp_path):
+    """With one linear scale per scan, the scan mean after background removal is flat."""
+    result, _ = run(tiny_scan, tmp_path / "p.h5", binning=2, rescale="per_scan")
+    mask = result["mask"]
+    raw_mean = tiny_scan["patterns"].mean(axis=0)
+    assert raw_mean[tiny_scan["screen"]].std() > 1000  # the raw background is far from flat
+    scan_mean = result["patterns"].mean(axis=0)[mask]
+    assert scan_mean.std() < 1e-5
+    on = result["patterns"][:, mask]
+    assert on.min() == pytest.approx(-1, abs=1e-6) and on.max() == pytest.approx(1, abs=1e-6)
+
+
+@pytest.mark.parametrize("rescale", ["per_pattern", "per_scan"])
+def test_chunked_equals_in_memory(tiny_scan, tmp_path, rescale):
+    chunked, _ = run(tiny_scan, tmp_path / "a.h5", binning=2, rescale=rescale, chunk_size=4)
+    whole, _ = run(tiny_scan, tmp_path / "b.h5", binning=2, rescale=rescale, chunk_size=10_000)
+    np.testing.assert_array_equal(chunked["patterns"], whole["patterns"])
+    expected = reference(tiny_scan["patterns"], whole["mask"], 2, rescale == "per_scan")
+    np.testing.assert_allclose(chunked["patterns"], expected, atol=2e-5)
+
+
+def test_mask_methods(tiny_scan, tmp_path):
+    none, _ = run(tiny_scan, tmp_path / "n.h5", binning=1, mask=MaskSettings(method="none"))
+    assert none["mask"].all()
+    circle, _ = run(tiny_scan, tmp_path / "c.h5", binning=1,
+                    mask=MaskSettings(method="circle", radius=0.9))
+    np.testing.assert_array_equal(circle["mask"], tiny_scan["screen"])
+
+
+def _sha(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _assert_nothing_written(tmp_path, keep):
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(keep)
+
+
+def test_blank_pattern_is_an_error_naming_file_and_index(tmp_path, tiny_scan):
+    pats = tiny_scan["patterns"].copy()
+    pats[3] = 0
+    pats[17] = 1234
+    path = write_up2(tmp_path / "blank.up2", [pats], (5, 7), (24, 24), 0.5)
+    before = _sha(path)
+    with pytest.raises(PatternFileError, match=r"blank\.up2: 2 constant .*\[3, 17\]"):
+        preprocess_scan(path, tmp_path / "out.h5", tiny_scan["geometry"], binning=2, progress=False)
+    _assert_nothing_written(tmp_path, ["blank.up2", "tiny.up2"])
+    assert _sha(path) == before
+
+
+def test_blank_patterns_can_be_flagged(tmp_path, tiny_scan):
+    pats = tiny_scan["patterns"].copy()
+    pats[3] = 0
+    path = write_up2(tmp_path / "blank.up2", [pats], (5, 7), (24, 24), 0.5)
+    preprocess_scan(path, tmp_path / "out.h5", tiny_scan["geometry"], binning=2,
+                    blank_patterns="flag", progress=False)
+    with h5py.File(tmp_path / "out.h5") as f:
+        assert f["valid"][()].sum() == 34 and not f["valid"][3]
+        assert np.all(f["patterns"][3] == 0)
+        keep = np.ones(35, bool)
+        keep[3] = False
+        np.testing.assert_allclose(f["background"][()], pats[keep].mean(axis=0), rtol=1e-5)
+
+
+def test_nan_patterns_are_an_error(tmp_path, tiny_scan):
+    import kikuchipy as kp
+
+    data = tiny_scan["patterns"].astype(np.float32)
+    data[8, 2, 2] = np.nan
+    path = tmp_path / "nan.h5"
+    kp.signals.EBSD(data.reshape(5, 7, 24, 24)).save(path)
+    with pytest.raises(PatternFileError, match=r"nan\.h5: 1 pattern\(s\) contain NaN.*index 8"):
+        preprocess_scan(path, tmp_path / "out.h5", tiny_scan["geometry"], binning=2, progress=False)
+    assert not (tmp_path / "out.h5").exists()
+
+
+def test_binning_must_divide_pattern_size(tiny_scan, tmp_path):
+    with pytest.raises(ValueError, match=r"preprocess\.binning: 5 does not divide .*24 x 24"):
+        preprocess_scan(tiny_scan["path"], tmp_path / "o.h5", tiny_scan["geometry"], binning=5,
+                        progress=False)
+
+
+def test_pattern_size_inconsistent_with_geometry(tiny_scan, tmp_path):
+    geometry = ScanGeometry(5, 7, 0.5, (30, 30))
+    with pytest.raises(PatternFileError, match=r"patterns are \(24, 24\).*expects \(30, 30\)"):
+        preprocess_scan(tiny_scan["path"], tmp_path / "o.h5", geometry, binning=2, progress=False)
+
+
+def test_map_shape_inconsistent_with_geometry(tiny_scan, tmp_path):
+    geometry = ScanGeometry(7, 5, 0.5, (24, 24))
+    with pytest.raises(PatternFileError, match=r"map shape \(7, 5\).*\(5, 7\)"):
+        preprocess_scan(tiny_scan["path"], tmp_path / "o.h5", geometry, binning=2, progress=False)
+    assert not (tmp_path / "o.h5").exists()
+
+
+def test_failure_midway_leaves_no_output(tiny_scan, tmp_path, monkeypatch):
+    import latentebsd.preprocess as pre
+
+    calls = {"n": 0}
+    original = pre.rescale_to_unit_range
+
+    def fail_on_third(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RuntimeError("disk full")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(pre, "rescale_to_unit_range", fail_on_third)
+    out_dir = tmp_path / "out"
+    with pytest.raises(RuntimeError, match="disk full"):
+        preprocess_scan(tiny_scan["path"], out_dir / "p.h5", tiny_scan["geometry"], binning=2,
+                        chunk_size=5, progress=False)
+    assert list(out_dir.iterdir()) == []

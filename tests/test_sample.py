@@ -1,0 +1,64 @@
+"""Training/validation sample drawn from preprocessed scans."""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import pytest
+
+from latentebsd.geometry import ScanGeometry
+from latentebsd.sample import sample_training_set
+
+
+def fake_preprocessed(path, n, shape=(6, 6), invalid=(), offset=0.0, mask=None):
+    patterns = (np.arange(n, dtype=np.float32)[:, None, None] + offset) * np.ones(shape, np.float32)
+    valid = np.ones(n, bool)
+    valid[list(invalid)] = False
+    with h5py.File(path, "w") as f:
+        f["patterns"] = patterns
+        f["valid"] = valid
+        f["mask"] = np.ones(shape, bool) if mask is None else mask
+        ScanGeometry(1, n, 1.0, shape).to_h5(f.create_group("geometry"))
+    return path
+
+
+def read(path):
+    with h5py.File(path) as f:
+        return {k: f[k][()] for k in f}, dict(f.attrs)
+
+
+def test_counts_split_sources_and_mask(tmp_path):
+    mask_b = np.ones((6, 6), bool)
+    mask_b[0, 0] = False
+    a = fake_preprocessed(tmp_path / "a.h5", 50, invalid=[0, 1, 2])
+    b = fake_preprocessed(tmp_path / "b.h5", 40, offset=1000, mask=mask_b)
+    data, attrs = read(sample_training_set([a, b], tmp_path / "s.h5", 20, 0.2, seed=1, progress=False))
+    assert data["train"].shape == (32, 6, 6) and data["val"].shape == (8, 6, 6)
+    assert list(attrs["scans"]) == ["a", "b"]
+    for split in ("train", "val"):
+        src = data[f"{split}_source"]
+        # each stored pattern is the one its source row names (fake patterns = index + offset)
+        expected = src[:, 1] + 1000 * src[:, 0]
+        np.testing.assert_array_equal(data[split][:, 3, 3], expected)
+        assert not np.isin(src[src[:, 0] == 0, 1], [0, 1, 2]).any()  # invalid never drawn
+    both = np.concatenate([data["train_source"], data["val_source"]])
+    assert len(np.unique(both, axis=0)) == 40  # no pattern drawn twice
+    assert (np.bincount(data["val_source"][:, 0]) == [4, 4]).all()  # 20 % of each scan
+    assert data["mask"].sum() == 35
+
+
+def test_seeded(tmp_path):
+    a = fake_preprocessed(tmp_path / "a.h5", 100)
+    s1, _ = read(sample_training_set([a], tmp_path / "1.h5", 30, seed=5, progress=False))
+    s2, _ = read(sample_training_set([a], tmp_path / "2.h5", 30, seed=5, progress=False))
+    s3, _ = read(sample_training_set([a], tmp_path / "3.h5", 30, seed=6, progress=False))
+    np.testing.assert_array_equal(s1["train_source"], s2["train_source"])
+    assert not np.array_equal(s1["train_source"], s3["train_source"])
+
+
+def test_scans_of_different_pattern_shape_are_rejected(tmp_path):
+    a = fake_preprocessed(tmp_path / "a.h5", 10)
+    b = fake_preprocessed(tmp_path / "b.h5", 10, shape=(8, 8))
+    with pytest.raises(ValueError, match=r"differ in pattern shape \(a\.h5: \(6, 6\), b\.h5: \(8, 8\)\)"):
+        sample_training_set([a, b], tmp_path / "s.h5", 5, progress=False)
+    assert not (tmp_path / "s.h5").exists()
