@@ -5,6 +5,11 @@
 #   preprocess     background, binning, [-1, 1], detector mask       -> results/preprocessed/
 #   sample         N random patterns per scan, 80/20 train/val split -> results/sample/
 #   train          one job per model variant (GPU when present)      -> results/models/
+#   encode, maps   latent cube per scan x variant, feature maps, ranking, segmentation
+#                                                                    -> results/latent/, results/maps/
+#   decode, index, evaluate
+#                  decoded UP2, Hough re-indexing, Table 1, conventional maps, figures
+#                                                                    -> results/decoded/, results/index/, results/evaluation/
 #
 # Run: snakemake --cores all --resources gpu=1          (embedded default)
 #      snakemake --cores all --configfile config/paper.yaml   (your own scans)
@@ -27,6 +32,8 @@ include: "rules/simulate.smk"
 include: "rules/preprocess.smk"
 include: "rules/sample.smk"
 include: "rules/train.smk"
+include: "rules/maps.smk"
+include: "rules/evaluate.smk"
 
 
 rule all:

@@ -17,4 +17,6 @@ def all_targets():
         "results/sample/dataset.h5",
         *expand("results/models/{variant}/weights.pt", variant=VARIANTS),
         "results/models/losses_all.png",
+        *maps_targets(),
+        *evaluation_targets(),
     ]

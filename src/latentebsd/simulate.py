@@ -1,0 +1,920 @@
+"""Synthetic EBSD scans with known ground truth, for testing the whole workflow.
+
+Patterns are projected from kikuchipy's shipped 20 kV nickel master pattern (FCC, as
+the Ni-based Inconel 718 of the paper; nothing is downloaded) with
+:meth:`kikuchipy.signals.EBSDMasterPattern.get_patterns`, one detector PC per pattern
+(the PC drifts across the map as on a real SEM), then dressed up as raw, not
+background-corrected detector images: a smooth non-uniform background, the circular
+phosphor screen, Poisson shot noise and camera read noise, and one fixed gain
+(counts -> 16-bit grey levels) for the whole scan.
+
+Two microstructures are drawn on the scan grid (see :func:`simulate_scan`):
+
+``wrought``
+    Equiaxed Voronoi grains, annealing twin lamellae (Sigma3: 60 deg about the
+    <111> normal of the twin plane, bounded by straight traces of that {111} plane),
+    some of them only 1-2 scan points thick, and polishing scratches.
+``am``
+    Columnar grains elongated along one map axis with smooth orientation gradients,
+    rotation domains (sub-grains misoriented by a few tenths of a degree to ~2 deg),
+    a dislocation-cell network whose walls blur the Kikuchi bands and rotate the
+    lattice slightly, and small particles on some cell walls whose pattern (a second
+    orientation) overlaps the matrix pattern.
+
+Orientation convention: quaternions are orix's (an :class:`orix.quaternion.Orientation`
+maps sample-frame vectors into the crystal frame), exactly the rotations passed to
+kikuchipy. PyEBSDIndex (vendor ``EDAX``/``KIKUCHIPY``) returns the same convention,
+checked in ``tests/test_simulate.py``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+
+from latentebsd.geometry import ScanGeometry
+
+MICROSTRUCTURES = ("wrought", "am")
+
+#: Default settings for :func:`simulate_scan` (the ``simulation:`` block of the config).
+#: Lengths named ``*_size``/``*_width``/``*_thickness`` are in scan points; blurs are
+#: Gaussian sigmas as a fraction of the pattern width (so they survive binning).
+DEFAULT_SIMULATION_SETTINGS: dict[str, Any] = {
+    "pattern_shape": [120, 120],
+    "step_um": 0.5,
+    "pc": [0.50, 0.30, 0.60],
+    "pc_drift": 0.02,
+    "sample_tilt": 70.0,
+    "camera_tilt": 5.0,
+    "counts": 300.0,
+    "gain": 16.0,
+    "read_noise": 20.0,
+    "dark_counts": 2.0,
+    "kikuchi_contrast": 0.2,
+    "background_hump": 0.6,
+    "background_width": 0.35,
+    "background_offset": 0.15,
+    "background_gradient": 0.3,
+    "screen_radius": 0.95,
+    "chunk_size": 256,
+    "scratch_width": 1.5,
+    "scratch_blur": 0.02,
+    "scratch_contrast": 0.6,
+    "scratch_rotation_deg": 1.5,
+    "scratch_density": 2.0,
+    "wrought": {
+        "grain_size": 16.0,
+        "twin_fraction": 0.6,
+        "twins_per_grain": [1, 2],
+        "twin_thickness": [3.0, 7.0],
+        "thin_twin_fraction": 0.4,
+        "n_scratches": 1,
+    },
+    "am": {
+        "grain_width": 10.0,
+        "grain_aspect": 4.0,
+        "elongation_axis": "vertical",
+        "orientation_gradient_deg": 0.06,
+        "domain_size": 10.0,
+        "domain_misorientation_deg": [0.3, 2.0],
+        "cell_size": 6.0,
+        "cell_wall_width": 1.0,
+        "cell_misorientation_deg": 0.2,
+        "wall_rotation_deg": 0.3,
+        "wall_density": [0.5, 1.5],
+        "wall_blur": 0.012,
+        "particle_fraction": 0.05,
+        "particle_weight": [0.2, 0.4],
+        "n_scratches": 0,
+    },
+}
+
+
+# --------------------------------------------------------------------------------------
+# Settings validation
+# --------------------------------------------------------------------------------------
+Validator = Callable[[str, Any], Any]
+
+
+def _number(lo: float | None = None, hi: float | None = None, *, lo_open: bool = False,
+            integer: bool = False) -> Validator:
+    """A validator for one real (or integer) number in ``[lo, hi]`` (``(lo, hi]``)."""
+    kind = "an integer" if integer else "a number"
+    bounds = []
+    if lo is not None:
+        bounds.append(f"{'>' if lo_open else '>='} {lo}")
+    if hi is not None:
+        bounds.append(f"<= {hi}")
+    expected = kind + (" " + " and ".join(bounds) if bounds else "")
+
+    def check(key: str, value: Any) -> Any:
+        ok_type = isinstance(value, (int, np.integer)) if integer else \
+            isinstance(value, (int, float, np.integer, np.floating))
+        if isinstance(value, bool) or not ok_type or not np.isfinite(value):
+            raise ValueError(f"simulation setting {key!r}: expected {expected}, got {value!r}")
+        if (lo is not None and (value <= lo if lo_open else value < lo)) or \
+                (hi is not None and value > hi):
+            raise ValueError(f"simulation setting {key!r}: expected {expected}, got {value!r}")
+        return int(value) if integer else float(value)
+
+    return check
+
+
+def _sequence(length: int, item: Validator, what: str, ordered: bool = False) -> Validator:
+    """A validator for a fixed-length list of items (``ordered``: non-decreasing)."""
+
+    def check(key: str, value: Any) -> Any:
+        if isinstance(value, (str, bytes, Mapping)) or not hasattr(value, "__len__") \
+                or len(value) != length:
+            raise ValueError(f"simulation setting {key!r}: expected {what}, got {value!r}")
+        out = [item(f"{key}[{i}]", v) for i, v in enumerate(value)]
+        if ordered and any(a > b for a, b in zip(out[:-1], out[1:])):
+            raise ValueError(f"simulation setting {key!r}: expected {what} with low <= high, "
+                             f"got {value!r}")
+        return out
+
+    return check
+
+
+def _choice(options: tuple[str, ...]) -> Validator:
+    def check(key: str, value: Any) -> Any:
+        if value not in options:
+            raise ValueError(f"simulation setting {key!r}: expected one of {options}, "
+                             f"got {value!r}")
+        return value
+
+    return check
+
+
+_TOP_SPEC: dict[str, Validator] = {
+    "pattern_shape": _sequence(2, _number(16, 4096, integer=True),
+                               "[height, width] as two integers >= 16"),
+    "step_um": _number(0, lo_open=True),
+    "pc": _sequence(3, _number(-1.0, 2.0), "a Bruker PC [PCx, PCy, PCz]"),
+    "pc_drift": _number(0.0, 0.5),
+    "sample_tilt": _number(0.0, 90.0),
+    "camera_tilt": _number(-30.0, 30.0),
+    "counts": _number(0, 1e5, lo_open=True),
+    "gain": _number(0, lo_open=True),
+    "read_noise": _number(0.0),
+    "dark_counts": _number(0.0),
+    "kikuchi_contrast": _number(0.0, 1.0),
+    "background_hump": _number(0.0, 1.0),
+    "background_width": _number(0, lo_open=True),
+    "background_offset": _number(-1.0, 1.0),
+    "background_gradient": _number(0.0, 1.0),
+    "screen_radius": _number(0, 1.5, lo_open=True),
+    "chunk_size": _number(1, integer=True),
+    "scratch_width": _number(0, lo_open=True),
+    "scratch_blur": _number(0.0, 0.5),
+    "scratch_contrast": _number(0.0, 1.0),
+    "scratch_rotation_deg": _number(0.0, 20.0),
+    "scratch_density": _number(0.0),
+}
+_RANGE_DEG = _sequence(2, _number(0.0, 30.0), "[low, high] in degrees", ordered=True)
+_MICRO_SPEC: dict[str, dict[str, Validator]] = {
+    "wrought": {
+        "grain_size": _number(1, lo_open=True),
+        "twin_fraction": _number(0.0, 1.0),
+        "twins_per_grain": _sequence(2, _number(1, 20, integer=True),
+                                     "[min, max] lamellae per twinned grain", ordered=True),
+        "twin_thickness": _sequence(2, _number(1.0, 1000.0),
+                                    "[min, max] thickness in scan points", ordered=True),
+        "thin_twin_fraction": _number(0.0, 1.0),
+        "n_scratches": _number(0, 100, integer=True),
+    },
+    "am": {
+        "grain_width": _number(1, lo_open=True),
+        "grain_aspect": _number(1.0),
+        "elongation_axis": _choice(("vertical", "horizontal")),
+        "orientation_gradient_deg": _number(0.0, 5.0),
+        "domain_size": _number(1, lo_open=True),
+        "domain_misorientation_deg": _RANGE_DEG,
+        "cell_size": _number(1.5),
+        "cell_wall_width": _number(0, lo_open=True),
+        "cell_misorientation_deg": _number(0.0, 10.0),
+        "wall_rotation_deg": _number(0.0, 10.0),
+        "wall_density": _sequence(2, _number(0, lo_open=True),
+                                  "[low, high] dislocation density (> 0)", ordered=True),
+        "wall_blur": _number(0.0, 0.5),
+        "particle_fraction": _number(0.0, 1.0),
+        "particle_weight": _sequence(2, _number(0.0, 1.0), "[low, high] in [0, 1]",
+                                     ordered=True),
+        "n_scratches": _number(0, 100, integer=True),
+    },
+}
+
+
+def resolve_settings(settings: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Merge ``settings`` over :data:`DEFAULT_SIMULATION_SETTINGS` and validate.
+
+    Parameters
+    ----------
+    settings
+        Possibly partial settings (nested ``wrought``/``am`` blocks may be partial too).
+        ``None`` means all defaults.
+
+    Returns
+    -------
+    dict
+        A complete, validated copy with plain Python types.
+
+    Raises
+    ------
+    ValueError
+        On an unknown key or a bad value; the message names the key and what was
+        expected.
+    """
+    out = copy.deepcopy(DEFAULT_SIMULATION_SETTINGS)
+    if settings is None:
+        settings = {}
+    if not isinstance(settings, Mapping):
+        raise ValueError(f"simulation settings: expected a mapping, got {type(settings).__name__}")
+    for key, value in settings.items():
+        if key in _MICRO_SPEC:
+            if not isinstance(value, Mapping):
+                raise ValueError(f"simulation setting {key!r}: expected a mapping of "
+                                 f"{sorted(_MICRO_SPEC[key])}, got {value!r}")
+            for sub, sub_value in value.items():
+                if sub not in _MICRO_SPEC[key]:
+                    raise ValueError(f"simulation setting '{key}.{sub}': unknown key; expected "
+                                     f"one of {sorted(_MICRO_SPEC[key])}")
+                out[key][sub] = sub_value
+        elif key in _TOP_SPEC:
+            out[key] = value
+        else:
+            raise ValueError(f"simulation setting {key!r}: unknown key; expected one of "
+                             f"{sorted([*_TOP_SPEC, *_MICRO_SPEC])}")
+    for key, check in _TOP_SPEC.items():
+        out[key] = check(key, out[key])
+    for micro, spec in _MICRO_SPEC.items():
+        for key, check in spec.items():
+            out[micro][key] = check(f"{micro}.{key}", out[micro][key])
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# Microstructure ground truth
+# --------------------------------------------------------------------------------------
+@dataclass
+class Truth:
+    """Per-point ground truth of one simulated map; every array is ``(n_rows, n_cols)``.
+
+    Attributes
+    ----------
+    grain_id
+        Parent grain (twins keep their parent's id).
+    quaternion
+        ``(n_rows, n_cols, 4)`` orientation simulated at each point (orix convention).
+    twin_mask
+        Point lies in an annealing twin lamella.
+    dislocation_density
+        Arbitrary units: cell walls (and scratches), 0 in cell interiors.
+    cell_wall_mask, particle_mask, scratch_mask
+        Point lies on a dislocation-cell wall / on a particle / in a scratch.
+    domain_id
+        Region of one base orientation: a twin lamella or the rest of a grain
+        (``wrought``), a rotation domain / sub-grain of a grain (``am``).
+    grain_boundary_mask
+        Point has a 4-neighbour in another grain or across a twin boundary.
+    particle_quaternion, particle_weight
+        Orientation and mixing weight of the overlapping particle pattern (weight 0
+        where there is no particle).
+    pattern_blur_px
+        Gaussian sigma (pixels of the simulated pattern) applied to the Kikuchi signal.
+    contrast_factor
+        Multiplier on ``kikuchi_contrast`` (below 1 in scratches).
+    """
+
+    grain_id: np.ndarray
+    quaternion: np.ndarray
+    twin_mask: np.ndarray
+    dislocation_density: np.ndarray
+    cell_wall_mask: np.ndarray
+    particle_mask: np.ndarray
+    scratch_mask: np.ndarray
+    domain_id: np.ndarray
+    grain_boundary_mask: np.ndarray
+    particle_quaternion: np.ndarray
+    particle_weight: np.ndarray
+    pattern_blur_px: np.ndarray
+    contrast_factor: np.ndarray
+
+    @classmethod
+    def empty(cls, shape: tuple[int, int]) -> "Truth":
+        qid = np.zeros((*shape, 4))
+        qid[..., 0] = 1.0
+        return cls(
+            grain_id=np.zeros(shape, np.int32), quaternion=qid.copy(),
+            twin_mask=np.zeros(shape, bool), dislocation_density=np.zeros(shape, np.float32),
+            cell_wall_mask=np.zeros(shape, bool), particle_mask=np.zeros(shape, bool),
+            scratch_mask=np.zeros(shape, bool), domain_id=np.zeros(shape, np.int32),
+            grain_boundary_mask=np.zeros(shape, bool), particle_quaternion=qid.copy(),
+            particle_weight=np.zeros(shape, np.float32),
+            pattern_blur_px=np.zeros(shape, np.float32),
+            contrast_factor=np.ones(shape, np.float32),
+        )
+
+
+def random_quaternions(rng: np.random.Generator, n: int) -> np.ndarray:
+    """``n`` unit quaternions uniform on SO(3) (normalised 4D Gaussians), ``a >= 0``."""
+    q = rng.normal(size=(n, 4))
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    q[q[:, 0] < 0] *= -1
+    return q
+
+
+def small_rotations(rng: np.random.Generator, angles_deg: np.ndarray) -> np.ndarray:
+    """Quaternions of the given angles about uniformly random axes, shape ``(n, 4)``."""
+    from orix.quaternion import Rotation
+
+    angles_deg = np.atleast_1d(np.asarray(angles_deg, dtype=np.float64))
+    axes = rng.normal(size=(angles_deg.size, 3))
+    axes /= np.linalg.norm(axes, axis=1, keepdims=True)
+    return Rotation.from_axes_angles(axes, angles_deg, degrees=True).data.reshape(-1, 4)
+
+
+def _compose(q: np.ndarray, r: np.ndarray) -> np.ndarray:
+    """``q * r`` elementwise with orix: ``r`` is a rotation in the *sample* frame.
+
+    An orix orientation maps sample to crystal, so a lattice rotation described in the
+    sample frame (bending, sub-grain tilt) multiplies on the right.
+    """
+    from orix.quaternion import Rotation
+
+    out = (Rotation(q.reshape(-1, 4)) * Rotation(r.reshape(-1, 4))).data
+    return out.reshape(q.shape)
+
+
+def _grid(shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    rows, cols = np.indices(shape, dtype=np.float64)
+    return rows, cols
+
+
+def _voronoi(shape: tuple[int, int], seeds: np.ndarray, scale: tuple[float, float] = (1.0, 1.0),
+             k: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Nearest-seed labels (and distances) of every grid point; ``scale`` stretches axes."""
+    from scipy.spatial import cKDTree
+
+    rows, cols = _grid(shape)
+    pts = np.column_stack([rows.ravel() * scale[0], cols.ravel() * scale[1]])
+    tree = cKDTree(seeds * np.asarray(scale))
+    dist, idx = tree.query(pts, k=k)
+    if k == 1:
+        return idx.reshape(shape), dist.reshape(shape)
+    return idx.reshape(*shape, k), dist.reshape(*shape, k)
+
+
+def _relabel(labels: np.ndarray) -> np.ndarray:
+    """Consecutive ids ``0..n-1`` in sorted label order (seeds that own no point vanish)."""
+    _, inverse = np.unique(labels, return_inverse=True)
+    return inverse.reshape(labels.shape).astype(np.int32)
+
+
+def _boundary_mask(labels: np.ndarray) -> np.ndarray:
+    """Points with a 4-neighbour of a different label."""
+    mask = np.zeros(labels.shape, bool)
+    dv = labels[1:, :] != labels[:-1, :]
+    dh = labels[:, 1:] != labels[:, :-1]
+    mask[1:, :] |= dv
+    mask[:-1, :] |= dv
+    mask[:, 1:] |= dh
+    mask[:, :-1] |= dh
+    return mask
+
+
+def _n_seeds(shape: tuple[int, int], area_per_seed: float) -> int:
+    return max(2, int(round(shape[0] * shape[1] / area_per_seed)))
+
+
+def _uniform_seeds(rng: np.random.Generator, shape: tuple[int, int], n: int) -> np.ndarray:
+    return rng.uniform([-0.5, -0.5], [shape[0] - 0.5, shape[1] - 0.5], size=(n, 2))
+
+
+def _add_scratches(truth: Truth, n_scratches: int, cfg: dict[str, Any],
+                   rng: np.random.Generator) -> None:
+    """Straight polishing scratches: blurred, low-contrast, slightly rotated patterns.
+
+    The scratch keeps the underlying orientation plus a random rotation of up to
+    ``scratch_rotation_deg`` per point (plastic damage of the surface layer).
+    """
+    shape = truth.grain_id.shape
+    rows, cols = _grid(shape)
+    width = cfg["pattern_shape"][1]
+    for _ in range(n_scratches):
+        r0, c0 = rng.uniform([0, 0], [shape[0] - 1, shape[1] - 1])
+        phi = rng.uniform(0, np.pi)
+        dist = np.abs((rows - r0) * np.cos(phi) - (cols - c0) * np.sin(phi))
+        mask = (dist < cfg["scratch_width"] / 2) & ~truth.scratch_mask
+        n = int(mask.sum())
+        if n == 0:
+            continue
+        rot = small_rotations(rng, rng.uniform(0, cfg["scratch_rotation_deg"], n))
+        truth.quaternion[mask] = _compose(truth.quaternion[mask], rot)
+        truth.scratch_mask |= mask
+        truth.pattern_blur_px[mask] = np.maximum(truth.pattern_blur_px[mask],
+                                                 cfg["scratch_blur"] * width)
+        truth.contrast_factor[mask] *= cfg["scratch_contrast"]
+        truth.dislocation_density[mask] += cfg["scratch_density"]
+
+
+def _wrought(shape: tuple[int, int], cfg: dict[str, Any], rng: np.random.Generator) -> Truth:
+    """Equiaxed grains with annealing twin lamellae and polishing scratches."""
+    from orix.quaternion import Rotation
+    from orix.vector import Vector3d
+
+    p = cfg["wrought"]
+    truth = Truth.empty(shape)
+    seeds = _uniform_seeds(rng, shape, _n_seeds(shape, p["grain_size"] ** 2))
+    grain, _ = _voronoi(shape, seeds)
+    grain = _relabel(grain)
+    n_grains = int(grain.max()) + 1
+    q_grain = random_quaternions(rng, n_grains)
+    truth.grain_id = grain
+    truth.quaternion = q_grain[grain]
+    domain = grain.astype(np.int64).copy()
+    next_domain = n_grains
+
+    rows, cols = _grid(shape)
+    planes = np.array([[1, 1, 1], [-1, 1, 1], [1, -1, 1], [1, 1, -1]], float) / np.sqrt(3)
+    lamellae: list[tuple[int, int]] = []  # (grain, n lamellae)
+    for g in range(n_grains):
+        if rng.random() < p["twin_fraction"]:
+            lamellae.append((g, int(rng.integers(p["twins_per_grain"][0],
+                                                  p["twins_per_grain"][1] + 1))))
+    n_lamellae = sum(n for _, n in lamellae)
+    thin = rng.random(n_lamellae) < p["thin_twin_fraction"]
+    if p["thin_twin_fraction"] > 0 and n_lamellae and not thin.any():
+        thin[0] = True  # a thin twin is the point of the wrought demo: always have one
+    k = 0
+    for g, n in lamellae:
+        in_grain = grain == g
+        pts = np.argwhere(in_grain)
+        # The {111} twin planes seen from the sample frame (orix: ~O maps crystal -> sample)
+        normals = (~Rotation(q_grain[g])) * Vector3d(planes)
+        normals = normals.data.reshape(-1, 3)
+        for _ in range(n):
+            in_plane = np.linalg.norm(normals[:, :2], axis=1)
+            # A plane nearly parallel to the surface has no clean trace: prefer steep ones
+            candidates = np.flatnonzero(in_plane > 0.5)
+            v = int(rng.choice(candidates)) if candidates.size else int(np.argmax(in_plane))
+            # orix/TSL sample x runs along map columns, y along map rows
+            nx, ny = normals[v, :2] / in_plane[v]
+            lo, hi = (1.0, 2.0) if thin[k] else p["twin_thickness"]
+            thickness = rng.uniform(lo, hi)
+            r0, c0 = pts[rng.integers(len(pts))]
+            dist = np.abs((cols - c0) * nx + (rows - r0) * ny)
+            mask = in_grain & (dist < thickness / 2) & ~truth.twin_mask
+            k += 1
+            if not mask.any():
+                continue
+            twin_op = Rotation.from_axes_angles(planes[v], 60.0, degrees=True)
+            # Sigma3 twin: 60 deg about the twin-plane normal, in the crystal frame (left)
+            q_twin = (twin_op * Rotation(q_grain[g])).data.reshape(4)
+            truth.quaternion[mask] = q_twin
+            truth.twin_mask |= mask
+            domain[mask] = next_domain
+            next_domain += 1
+    truth.domain_id = _relabel(domain)
+    truth.grain_boundary_mask = _boundary_mask(grain * 2 + truth.twin_mask)
+    _add_scratches(truth, p["n_scratches"], cfg, rng)
+    return truth
+
+
+def _am(shape: tuple[int, int], cfg: dict[str, Any], rng: np.random.Generator) -> Truth:
+    """Columnar grains, gradients, rotation domains, dislocation cells, particles."""
+    from orix.quaternion import Rotation
+
+    p = cfg["am"]
+    truth = Truth.empty(shape)
+    aspect = p["grain_aspect"]
+    axis = 0 if p["elongation_axis"] == "vertical" else 1
+    # Shrinking the long axis in the metric makes Voronoi cells elongated along it
+    scale = (1.0 / aspect, 1.0) if axis == 0 else (1.0, 1.0 / aspect)
+    seeds = _uniform_seeds(rng, shape, _n_seeds(shape, p["grain_width"] ** 2 * aspect))
+    grain, _ = _voronoi(shape, seeds, scale)
+    grain = _relabel(grain)
+    n_grains = int(grain.max()) + 1
+    truth.grain_id = grain
+    q = random_quaternions(rng, n_grains)[grain].reshape(-1, 4)
+
+    # Smooth gradient: rotation angle linear along the grain's long axis, random axis
+    coord = np.indices(shape, dtype=np.float64)[axis].ravel()
+    g_flat = grain.ravel()
+    centre = np.bincount(g_flat, coord) / np.bincount(g_flat)
+    rate = rng.uniform(0.0, p["orientation_gradient_deg"], n_grains)
+    axes = rng.normal(size=(n_grains, 3))
+    axes /= np.linalg.norm(axes, axis=1, keepdims=True)
+    grad = Rotation.from_axes_angles(axes[g_flat], rate[g_flat] * (coord - centre[g_flat]),
+                                     degrees=True).data.reshape(-1, 4)
+    q = _compose(q, grad)
+
+    # Rotation domains: sub-grains cut from each grain by a finer (half as elongated) tiling
+    d_scale = (1.0 / np.sqrt(aspect), 1.0) if axis == 0 else (1.0, 1.0 / np.sqrt(aspect))
+    d_seeds = _uniform_seeds(rng, shape, _n_seeds(shape, p["domain_size"] ** 2))
+    dom, _ = _voronoi(shape, d_seeds, d_scale)
+    domain = _relabel(grain.astype(np.int64) * (len(d_seeds) + 1) + dom)
+    n_dom = int(domain.max()) + 1
+    lo, hi = p["domain_misorientation_deg"]
+    q_dom = small_rotations(rng, rng.uniform(lo, hi, n_dom))
+    q = _compose(q, q_dom[domain.ravel()])
+    truth.domain_id = domain
+
+    # Dislocation cells: jittered-grid Voronoi; walls where the two nearest seeds are
+    # nearly equidistant, so walls are ~cell_wall_width points thick everywhere
+    cs = p["cell_size"]
+    gr, gc = np.meshgrid(np.arange(-cs / 2, shape[0] + cs, cs),
+                         np.arange(-cs / 2, shape[1] + cs, cs), indexing="ij")
+    c_seeds = np.column_stack([gr.ravel(), gc.ravel()])
+    c_seeds = c_seeds + rng.uniform(-0.35, 0.35, c_seeds.shape) * cs
+    idx, dist = _voronoi(shape, c_seeds, k=2)
+    cell = idx[..., 0]
+    gap = dist[..., 1] - dist[..., 0]
+    wall = gap < p["cell_wall_width"]
+    n_cells = len(c_seeds)
+    q_cell = small_rotations(rng, rng.uniform(0.0, p["cell_misorientation_deg"], n_cells))
+    q = _compose(q, q_cell[cell.ravel()])
+    n_wall = int(wall.sum())
+    wall_flat = wall.ravel()
+    q[wall_flat] = _compose(q[wall_flat],
+                            small_rotations(rng, rng.uniform(0.0, p["wall_rotation_deg"], n_wall)))
+    level = rng.uniform(*p["wall_density"], n_cells)
+    # Densest at the wall centre, half that at its edge
+    density = level[cell] * (1.0 - 0.5 * gap / p["cell_wall_width"])
+    truth.dislocation_density = np.where(wall, density, 0.0).astype(np.float32)
+    truth.cell_wall_mask = wall
+    truth.pattern_blur_px = (p["wall_blur"] * cfg["pattern_shape"][1]
+                             * truth.dislocation_density).astype(np.float32)
+    truth.quaternion = q.reshape(*shape, 4)
+
+    # Particles sit on cell walls; their pattern overlaps the matrix pattern
+    particle = wall & (rng.random(shape) < p["particle_fraction"])
+    n_part = int(particle.sum())
+    truth.particle_mask = particle
+    truth.particle_quaternion[particle] = random_quaternions(rng, n_part)
+    truth.particle_weight[particle] = rng.uniform(*p["particle_weight"], n_part)
+
+    truth.grain_boundary_mask = _boundary_mask(grain)
+    _add_scratches(truth, p["n_scratches"], cfg, rng)
+    return truth
+
+
+def generate_microstructure(microstructure: str, map_shape: tuple[int, int],
+                            settings: dict[str, Any], rng: np.random.Generator) -> Truth:
+    """Draw the ground-truth microstructure of one map.
+
+    Parameters
+    ----------
+    microstructure
+        ``"wrought"`` or ``"am"``.
+    map_shape
+        ``(n_rows, n_cols)``.
+    settings
+        Resolved settings (:func:`resolve_settings`).
+    rng
+        The scan's random generator (consumed).
+    """
+    micro = _check_microstructure(microstructure)
+    shape = _check_map_shape(map_shape)
+    return _wrought(shape, settings, rng) if micro == "wrought" else _am(shape, settings, rng)
+
+
+# --------------------------------------------------------------------------------------
+# Detector and patterns
+# --------------------------------------------------------------------------------------
+def scan_geometry(map_shape: tuple[int, int], settings: dict[str, Any]) -> ScanGeometry:
+    """The scan geometry, with a PC per pattern drifting as the beam moves.
+
+    ``settings["pc"]`` is the PC at the map centre. The drift follows kikuchipy's
+    :meth:`~kikuchipy.detectors.EBSDDetector.extrapolate_pc` (Singh et al. 2017):
+    moving the beam along the map's x (columns) shifts PCx, moving along y (rows)
+    shifts PCy and PCz by the cosine / sine of ``90 - sample_tilt + camera_tilt``. The
+    detector pixel size is chosen so that PCx changes by ``pc_drift`` across the map
+    width, whatever the map size.
+    """
+    from kikuchipy.detectors import EBSDDetector
+
+    n_rows, n_cols = _check_map_shape(map_shape)
+    h, w = settings["pattern_shape"]
+    step = settings["step_um"]
+    pc0 = np.asarray(settings["pc"], dtype=np.float64)
+    drift = settings["pc_drift"]
+    if drift == 0 or n_rows * n_cols == 1:
+        pc = pc0
+    else:
+        det = EBSDDetector(shape=(h, w), pc=pc0, sample_tilt=settings["sample_tilt"],
+                           tilt=settings["camera_tilt"])
+        # px_size * binning * ncols = detector width in um: drift = map width / that
+        px_size = step * max(n_cols - 1, 1) / (drift * w)
+        centre = np.array([(n_rows - 1) // 2, (n_cols - 1) // 2])
+        det = det.extrapolate_pc(centre, (n_rows, n_cols), (step, step), shape=(h, w),
+                                 px_size=px_size, binning=1)
+        pc = det.pc.reshape(-1, 3)
+    return ScanGeometry(n_rows, n_cols, step, (h, w), pc, settings["sample_tilt"],
+                        settings["camera_tilt"])
+
+
+@lru_cache(maxsize=1)
+def _master_pattern() -> tuple[Any, float, float]:
+    """The shipped 20 kV Ni master pattern as float32, with its mean and std.
+
+    float32 in, float32 out keeps get_patterns from rescaling every pattern to its own
+    range, so intensities stay comparable between patterns.
+    """
+    import kikuchipy as kp
+
+    mp = kp.data.nickel_ebsd_master_pattern_small(projection="lambert", hemisphere="upper")
+    mp.change_dtype("float32")
+    data = np.asarray(mp.data, dtype=np.float64)
+    return mp, float(data.mean()), float(data.std())
+
+
+def screen_mask(pattern_shape: tuple[int, int], screen_radius: float) -> np.ndarray:
+    """Pixels on the circular phosphor screen (radius as a fraction of half the width)."""
+    h, w = pattern_shape
+    r, c = np.indices((h, w), dtype=np.float64)
+    radius = screen_radius * w / 2
+    return (r - (h - 1) / 2) ** 2 + (c - (w - 1) / 2) ** 2 <= radius ** 2
+
+
+def background(pcs: np.ndarray, settings: dict[str, Any]) -> np.ndarray:
+    """Smooth raw-detector background, one per PC, mean 1 over the screen.
+
+    A Gaussian hump centred a little below the PC (forward-scattered electrons are
+    brighter towards the sample) on a flat floor, times a vertical gradient.
+    """
+    h, w = settings["pattern_shape"]
+    r, c = np.indices((h, w), dtype=np.float32)
+    pcs = np.asarray(pcs, dtype=np.float32).reshape(-1, 3)
+    cy = (pcs[:, 1] + settings["background_offset"]) * h
+    cx = pcs[:, 0] * w
+    sigma = settings["background_width"] * w
+    hump = settings["background_hump"]
+    d2 = (r[None] - cy[:, None, None]) ** 2 + (c[None] - cx[:, None, None]) ** 2
+    bg = (1.0 - hump) + hump * np.exp(-d2 / np.float32(2 * sigma ** 2))
+    bg *= 1.0 + settings["background_gradient"] * (r[None] / max(h - 1, 1) - 0.5)
+    screen = screen_mask((h, w), settings["screen_radius"])
+    bg /= bg[:, screen].mean(axis=1)[:, None, None]
+    return bg.astype(np.float32)
+
+
+def project_patterns(quaternions: np.ndarray, pcs: np.ndarray,
+                     settings: dict[str, Any]) -> np.ndarray:
+    """Noise-free Kikuchi signal, zero mean / unit std over the master pattern.
+
+    Parameters
+    ----------
+    quaternions
+        ``(n, 4)`` orientations (orix convention).
+    pcs
+        ``(n, 3)`` Bruker PCs.
+    settings
+        Resolved settings (pattern shape, tilts).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(n, h, w)`` float32.
+    """
+    from kikuchipy.detectors import EBSDDetector
+    from orix.quaternion import Rotation
+
+    mp, mean, std = _master_pattern()
+    pcs = np.asarray(pcs, dtype=np.float64).reshape(-1, 3)
+    quaternions = np.asarray(quaternions, dtype=np.float64).reshape(-1, 4)
+    # One PC for the chunk takes kikuchipy's 3x faster fixed-PC path
+    pc = pcs[0] if np.all(pcs == pcs[0]) else pcs
+    det = EBSDDetector(shape=tuple(settings["pattern_shape"]), pc=pc,
+                       sample_tilt=settings["sample_tilt"], tilt=settings["camera_tilt"])
+    sim = mp.get_patterns(Rotation(quaternions), det, compute=True, dtype_out=np.float32,
+                          show_progressbar=False).data
+    sim = sim.reshape(len(quaternions), *settings["pattern_shape"])
+    return ((sim - np.float32(mean)) / np.float32(std)).astype(np.float32)
+
+
+def render_chunk(truth: Truth, geometry: ScanGeometry, settings: dict[str, Any],
+                 start: int, stop: int, noise_key: int) -> np.ndarray:
+    """16-bit raw patterns ``start:stop`` (row-major) of the simulated scan.
+
+    Noise of pattern ``i`` comes from ``default_rng([noise_key, i])``, so the output
+    does not depend on ``chunk_size``.
+    """
+    from scipy.ndimage import gaussian_filter
+
+    idx = np.arange(start, stop)
+    q = truth.quaternion.reshape(-1, 4)[idx]
+    pcs = geometry.pc_of(start, stop)
+    pw = truth.particle_weight.ravel()[idx]
+    part = np.flatnonzero(pw > 0)
+    qp = truth.particle_quaternion.reshape(-1, 4)[idx[part]]
+    k = project_patterns(np.concatenate([q, qp]), np.concatenate([pcs, pcs[part]]), settings)
+    kikuchi, k_part = k[: len(idx)], k[len(idx):]
+    if part.size:
+        w = pw[part][:, None, None]
+        kikuchi[part] = (1 - w) * kikuchi[part] + w * k_part
+    blur = truth.pattern_blur_px.ravel()[idx]
+    for i in np.flatnonzero(blur > 0):
+        kikuchi[i] = gaussian_filter(kikuchi[i], float(blur[i]), mode="nearest")
+    contrast = settings["kikuchi_contrast"] * truth.contrast_factor.ravel()[idx]
+    lam = settings["counts"] * background(pcs, settings) * (1.0 + contrast[:, None, None] * kikuchi)
+    screen = screen_mask(tuple(settings["pattern_shape"]), settings["screen_radius"])
+    lam = np.where(screen, np.maximum(lam, 0.0), np.float32(settings["dark_counts"]))
+    out = np.empty(lam.shape, np.uint16)
+    gain, read_noise = settings["gain"], settings["read_noise"]
+    for j, i in enumerate(idx):
+        rng = np.random.default_rng([noise_key, int(i)])
+        dn = gain * rng.poisson(lam[j]).astype(np.float32)
+        if read_noise > 0:
+            dn += rng.normal(0.0, read_noise, dn.shape).astype(np.float32)
+        out[j] = np.clip(np.rint(dn), 0, 65535).astype(np.uint16)
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# Entry point
+# --------------------------------------------------------------------------------------
+def _check_microstructure(microstructure: str) -> str:
+    if microstructure not in MICROSTRUCTURES:
+        raise ValueError(f"microstructure: expected one of {MICROSTRUCTURES}, "
+                         f"got {microstructure!r}")
+    return microstructure
+
+
+def _check_map_shape(map_shape: Any) -> tuple[int, int]:
+    try:
+        n_rows, n_cols = (int(v) for v in map_shape)
+        ok = all(float(v) == int(v) for v in map_shape)
+    except (TypeError, ValueError):
+        ok = False
+    if not ok or n_rows < 1 or n_cols < 1:
+        raise ValueError(f"map_shape: expected [n_rows, n_cols] as two positive integers, "
+                         f"got {map_shape!r}")
+    return n_rows, n_cols
+
+
+def write_truth(path: str | os.PathLike, truth: Truth, geometry: ScanGeometry,
+                microstructure: str, seed: int, settings: dict[str, Any]) -> None:
+    """Write the ground truth and geometry to HDF5 (atomically)."""
+    import h5py
+
+    from latentebsd.io import atomic_path
+
+    with atomic_path(path) as tmp:
+        with h5py.File(tmp, "w") as f:
+            geometry.to_h5(f.create_group("geometry"))
+            g = f.create_group("truth")
+            for name in Truth.__dataclass_fields__:
+                g.create_dataset(name, data=getattr(truth, name))
+            g["quaternion"].attrs["convention"] = (
+                "orix: rotation from the (EDAX TSL) sample frame to the crystal frame; "
+                "the rotation passed to kikuchipy get_patterns")
+            g["dislocation_density"].attrs["units"] = "arbitrary"
+            g["pattern_blur_px"].attrs["units"] = "pixels of the simulated pattern"
+            f.attrs["microstructure"] = microstructure
+            f.attrs["seed"] = int(seed)
+            f.attrs["settings"] = json.dumps(settings, sort_keys=True)
+            f.attrs["master_pattern"] = "kikuchipy nickel_ebsd_master_pattern_small, 20 kV"
+
+
+def read_truth(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], ScanGeometry,
+                                                 dict[str, Any]]:
+    """Read what :func:`simulate_scan` wrote to ``truth_path``.
+
+    Returns
+    -------
+    truth, geometry, attrs
+        ``truth``: name -> array; ``attrs``: ``microstructure``, ``seed``, ``settings``
+        (a dict).
+    """
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        truth = {name: f["truth"][name][()] for name in f["truth"]}
+        geometry = ScanGeometry.from_h5(f["geometry"])
+        attrs = {"microstructure": str(f.attrs["microstructure"]),
+                 "seed": int(f.attrs["seed"]),
+                 "settings": json.loads(f.attrs["settings"])}
+    return truth, geometry, attrs
+
+
+def simulate_scan(up2_path: str | os.PathLike, truth_path: str | os.PathLike,
+                  microstructure: str, map_shape: tuple[int, int],
+                  settings: Mapping[str, Any] | None, seed: int, *,
+                  progress: bool = True) -> None:
+    """Simulate one EBSD scan: a UP2 pattern file plus an HDF5 ground-truth file.
+
+    Parameters
+    ----------
+    up2_path
+        Output EDAX UP2 (16-bit, version-3 header), written chunk by chunk and renamed
+        into place when complete.
+    truth_path
+        Output HDF5: group ``geometry`` (:meth:`ScanGeometry.to_h5`, one Bruker PC per
+        pattern) and group ``truth`` with ``(n_rows, n_cols)`` arrays ``grain_id``,
+        ``quaternion`` (``(..., 4)``, orix convention), ``twin_mask``,
+        ``dislocation_density``, ``cell_wall_mask``, ``particle_mask``,
+        ``scratch_mask``, ``domain_id``, ``grain_boundary_mask`` and the extras
+        ``particle_quaternion``, ``particle_weight``, ``pattern_blur_px``,
+        ``contrast_factor`` (see :class:`Truth`); file attrs ``microstructure``, ``seed``
+        and ``settings`` (JSON of the resolved settings).
+    microstructure
+        ``"wrought"`` (equiaxed grains, annealing twins, scratches) or ``"am"``
+        (columnar grains, gradients, rotation domains, dislocation cells, particles).
+    map_shape
+        ``(n_rows, n_cols)`` of the scan grid.
+    settings
+        Partial or full settings; missing keys take :data:`DEFAULT_SIMULATION_SETTINGS`.
+
+        Detector and acquisition (top level):
+
+        - ``pattern_shape`` [h, w]: simulated pattern size in pixels.
+        - ``step_um``: scan step (um), stored in the UP2 header.
+        - ``pc`` [PCx, PCy, PCz]: Bruker PC at the map centre.
+        - ``pc_drift``: PCx change across the map width (fraction of the pattern
+          width); PCy/PCz drift along the rows follows the tilt geometry
+          (:func:`scan_geometry`). 0 = fixed PC.
+        - ``sample_tilt``, ``camera_tilt``: degrees (kikuchipy ``sample_tilt``/``tilt``,
+          PyEBSDIndex ``sampleTilt``/``camElev``).
+        - ``counts``: mean detected counts per screen pixel (Poisson shot noise).
+        - ``gain``: grey levels (DN) per count; one gain for the whole scan, values
+          clip at 65535.
+        - ``read_noise``: camera read noise, Gaussian sigma in DN.
+        - ``dark_counts``: mean counts off the phosphor screen.
+        - ``kikuchi_contrast``: band modulation depth: intensity = counts * background
+          * (1 + contrast * kikuchi), with ``kikuchi`` the master-pattern signal
+          normalised to zero mean and unit std.
+        - ``background_hump``: share of the background in a Gaussian hump (0 = flat).
+        - ``background_width``: hump sigma as a fraction of the pattern width.
+        - ``background_offset``: hump centre below the PC, fraction of the height.
+        - ``background_gradient``: relative top-to-bottom brightening.
+        - ``screen_radius``: phosphor disc radius as a fraction of half the pattern
+          width; pixels outside are dark.
+        - ``chunk_size``: patterns generated and written per step (memory ~ 0.4 MB
+          per 120x120 pattern in flight); does not change the output.
+        - ``scratch_width`` (points), ``scratch_blur`` (sigma, fraction of the pattern
+          width), ``scratch_contrast`` (contrast multiplier), ``scratch_rotation_deg``
+          (max random lattice rotation per point), ``scratch_density`` (dislocation
+          density added in scratches).
+
+        ``wrought`` block: ``grain_size`` (sqrt of the mean grain area, points),
+        ``twin_fraction`` (probability that a grain holds twins), ``twins_per_grain``
+        [min, max] lamellae, ``twin_thickness`` [min, max] points for ordinary
+        lamellae, ``thin_twin_fraction`` (share of lamellae 1-2 points thick; at least
+        one when > 0 and any twin exists), ``n_scratches``.
+
+        ``am`` block: ``grain_width`` (points), ``grain_aspect`` (length / width),
+        ``elongation_axis`` (``vertical``: along the map rows' direction, i.e. grains
+        are tall; ``horizontal``), ``orientation_gradient_deg`` (max lattice rotation
+        per point along a grain), ``domain_size`` (points),
+        ``domain_misorientation_deg`` [low, high], ``cell_size`` (points),
+        ``cell_wall_width`` (points), ``cell_misorientation_deg`` (max per cell),
+        ``wall_rotation_deg`` (max extra random rotation on wall points),
+        ``wall_density`` [low, high] (dislocation density at wall centres),
+        ``wall_blur`` (blur sigma per unit density, fraction of the pattern width),
+        ``particle_fraction`` (share of wall points holding a particle),
+        ``particle_weight`` [low, high] (weight of the particle's pattern),
+        ``n_scratches``.
+    seed
+        Seeds :func:`numpy.random.default_rng`; the same seed and settings give a
+        byte-identical UP2.
+    progress
+        Show a tqdm progress bar.
+
+    Raises
+    ------
+    ValueError
+        Unknown microstructure, bad map shape, seed or settings (the message names
+        the key).
+    """
+    from tqdm import tqdm
+
+    from latentebsd.io import write_up2
+
+    micro = _check_microstructure(microstructure)
+    shape = _check_map_shape(map_shape)
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed: expected a non-negative integer, got {seed!r}")
+    cfg = resolve_settings(settings)
+    rng = np.random.default_rng(int(seed))
+    truth = generate_microstructure(micro, shape, cfg, rng)
+    geometry = scan_geometry(shape, cfg)
+    noise_key = int(rng.integers(2 ** 62))
+    n = geometry.n_patterns
+    chunk = cfg["chunk_size"]
+
+    def chunks() -> Iterator[np.ndarray]:
+        with tqdm(total=n, unit="pat", desc=f"simulate {micro}", disable=not progress) as bar:
+            for start in range(0, n, chunk):
+                stop = min(start + chunk, n)
+                yield render_chunk(truth, geometry, cfg, start, stop, noise_key)
+                bar.update(stop - start)
+
+    write_up2(up2_path, chunks(), shape, tuple(cfg["pattern_shape"]), cfg["step_um"])
+    write_truth(truth_path, truth, geometry, micro, int(seed), cfg)
