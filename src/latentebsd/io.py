@@ -142,8 +142,7 @@ class PatternReader:
         self.n_patterns = n
         self.pattern_shape = (height, width)
         self.dtype = np.dtype(dtype)
-        self._memmap = np.memmap(self.path, dtype=dtype, mode="r", offset=offset,
-                                 shape=(n, height, width))
+        self._offset = offset
         self._dask = None
 
     # -- anything else kikuchipy reads -----------------------------------------------
@@ -175,7 +174,6 @@ class PatternReader:
         self.pattern_shape = (int(data.shape[-2]), int(data.shape[-1]))
         self.dtype = np.dtype(data.dtype)
         self._dask = data.reshape((self.n_patterns, *self.pattern_shape))
-        self._memmap = None
         try:
             scale = signal.axes_manager.navigation_axes[0].scale
             self.step_um = float(scale) if scale and scale > 0 else None
@@ -186,9 +184,16 @@ class PatternReader:
         """Patterns ``start:stop`` (row-major) as an in-memory array ``(n, h, w)``."""
         if not 0 <= start <= stop <= self.n_patterns:
             raise IndexError(f"pattern range {start}:{stop} outside 0:{self.n_patterns}")
-        if self._memmap is not None:
-            return np.array(self._memmap[start:stop])
-        return np.asarray(self._dask[start:stop].compute())
+        if self._dask is not None:
+            return np.asarray(self._dask[start:stop].compute())
+        # Plain reads, not a memmap: mapped pages count towards the process's resident
+        # memory and would make it grow with the scan.
+        h, w = self.pattern_shape
+        count = (stop - start) * h * w
+        with open(self.path, "rb") as f:
+            f.seek(self._offset + start * h * w * self.dtype.itemsize)
+            data = np.fromfile(f, dtype=self.dtype, count=count)
+        return data.reshape(stop - start, h, w)
 
     def chunks(self, chunk_size: int) -> Iterator[tuple[int, np.ndarray]]:
         """Yield ``(start, patterns)`` chunks of at most ``chunk_size`` patterns."""
