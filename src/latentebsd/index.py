@@ -187,3 +187,125 @@ def indexed_orientations(result: np.ndarray):
     q[np.asarray(result["phase"]).ravel() < 0] = [1.0, 0.0, 0.0, 0.0]
     # PyEBSDIndex returns the sample->crystal rotation orix uses: no inverse needed
     return Orientation(q, symmetry=symmetry.Oh)
+
+
+# --------------------------------------------------------------------------------------
+# Indexed or not, crystal maps and .ang files
+# --------------------------------------------------------------------------------------
+#: The paper's OIM Hough settings and how :data:`DEFAULT_HOUGH` translates them:
+#:
+#: - theta step 1 deg -> ``nTheta=180`` (180 deg / 180 bins).
+#: - rho fraction 85 % -> ``rhoMaskFrac=0.075`` with ``nRho=90``: PyEBSDIndex blanks
+#:   ``int(nRho * rhoMaskFrac)`` rho bins at each end, keeping ``1 - 2 * 6 / 90`` = 87 %
+#:   of rho (0.085 would keep 84 %; 87 % is the closer of the two).
+#: - min peak distance 10 -> ``tSigma = rSigma = 2``: the Radon peak search takes a
+#:   peak only where it is the maximum of a ``2 * ksz + 1`` window, ``ksz = max(int(4 *
+#:   sigma), 5)`` made odd = 9, i.e. 19 bins: peaks at least ~9-10 bins (deg) apart.
+#: - min peak magnitude 5 -> no PyEBSDIndex argument (it keeps the ``nBands`` strongest
+#:   local maxima); ``nBands=9`` is the number of bands OIM typically keeps.
+PAPER_HOUGH_MAPPING: dict[str, str] = {
+    "theta step 1 deg": "nTheta=180",
+    "rho fraction 85 %": "nRho=90, rhoMaskFrac=0.075 (87 % of rho kept)",
+    "min peak distance 10": "tSigma=rSigma=2 (19-bin local-maximum window)",
+    "min peak magnitude 5": "no equivalent; nBands=9 strongest peaks",
+}
+
+#: Lattice parameter of Ni (Angstrom), written to .ang headers.
+NICKEL_LATTICE_A = 3.524
+
+
+def is_indexed(result: np.ndarray, min_nmatch: int = 3) -> np.ndarray:
+    """Patterns with a solution that at least ``min_nmatch`` bands agree on.
+
+    Parameters
+    ----------
+    result
+        Structured array with fields ``phase`` and ``nmatch`` (:data:`INDEX_DTYPE`).
+    min_nmatch
+        Minimum number of matched bands; 0 accepts any solution (``phase >= 0``), which
+        is how OIM counts a point as indexed.
+
+    Returns
+    -------
+    numpy.ndarray
+        Boolean array of ``result``'s shape.
+    """
+    if min_nmatch < 0:
+        raise ValueError(f"min_nmatch must be >= 0, got {min_nmatch}")
+    return (np.asarray(result["phase"]) >= 0) & (np.asarray(result["nmatch"]) >= min_nmatch)
+
+
+def nickel_phase(name: str = "Ni"):
+    """orix ``Phase`` of FCC nickel (space group Fm-3m, point group m-3m)."""
+    from diffpy.structure import Lattice, Structure
+    from orix.crystal_map import Phase
+
+    a = NICKEL_LATTICE_A
+    return Phase(name=name, space_group=225,
+                 structure=Structure(lattice=Lattice(a, a, a, 90, 90, 90)))
+
+
+def crystal_map(result: np.ndarray, geometry: ScanGeometry, indexed: np.ndarray | None = None,
+                extra_props: dict[str, np.ndarray] | None = None):
+    """An orix ``CrystalMap`` of a whole scan's indexing result.
+
+    Parameters
+    ----------
+    result
+        ``(n_rows * n_cols,)`` structured array of :data:`INDEX_DTYPE`, row-major.
+    geometry
+        Map shape and step (x = column * step, y = row * step, micrometres).
+    indexed
+        Which points count as indexed (default: :func:`is_indexed` with 3 bands); the
+        others get phase ``-1`` (orix's ``not_indexed``; ``.ang``: CI -1, fit 180).
+    extra_props
+        More per-point properties (``(n,)`` arrays) to carry in the map.
+
+    Returns
+    -------
+    orix.crystal_map.CrystalMap
+        Properties ``iq`` (PyEBSDIndex ``pq``), ``ci`` (``cm``), ``fit``, ``nmatch``
+        plus ``extra_props``.
+    """
+    from orix.crystal_map import CrystalMap, PhaseList
+    from orix.quaternion import Rotation
+
+    n = geometry.n_patterns
+    if result.shape != (n,):
+        raise ValueError(f"result holds {result.shape} points, the geometry {n}")
+    ok = is_indexed(result) if indexed is None else np.asarray(indexed, dtype=bool)
+    rows, cols = np.divmod(np.arange(n), geometry.n_cols)
+    props = {"iq": result["pq"].astype(np.float64), "ci": result["cm"].astype(np.float64),
+             "fit": result["fit"].astype(np.float64),
+             "nmatch": result["nmatch"].astype(np.float64)}
+    for key, value in (extra_props or {}).items():
+        value = np.asarray(value, dtype=np.float64)
+        if value.shape != (n,):
+            raise ValueError(f"property {key!r} has shape {value.shape}, expected ({n},)")
+        props[key] = value
+    q = np.array(result["quat"], dtype=np.float64)
+    q[~ok] = [1.0, 0.0, 0.0, 0.0]
+    return CrystalMap(
+        rotations=Rotation(q), phase_id=np.where(ok, 0, -1), x=cols * geometry.step_um,
+        y=rows * geometry.step_um, phase_list=PhaseList({0: nickel_phase()}),
+        prop=props, scan_unit="um",
+    )
+
+
+def write_ang(path, result: np.ndarray, geometry: ScanGeometry,
+              indexed: np.ndarray | None = None) -> None:
+    """Write an indexing result as an EDAX ``.ang`` file (orix) that OIM and MTEX open.
+
+    Columns: Euler angles, x, y, IQ (PyEBSDIndex ``pq``), CI (``cm``), phase, detector
+    signal (0), fit. Points not ``indexed`` are written as orix writes non-indexed
+    points (Euler 4 pi, CI -1, fit 180). Written to a temporary name, then renamed.
+    """
+    import orix.io
+
+    from latentebsd.io import atomic_path
+
+    xmap = crystal_map(result, geometry, indexed)
+    with atomic_path(path) as tmp:
+        # overwrite=True: without it orix asks on stdin when the file exists
+        orix.io.save(str(tmp), xmap, overwrite=True, image_quality_prop="iq",
+                     confidence_index_prop="ci", pattern_fit_prop="fit")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -54,3 +53,14 @@ def scan_seed(config: dict, name: str) -> int:
     if "seed" in spec:
         return int(spec["seed"])
     return (int(config["seed"]) * 1_000_003 + zlib.crc32(name.encode())) % 2**32
+
+
+def wants_gpu(resources) -> bool:  # noqa: ANN001 - Snakemake's Resources object
+    """True when the job was given a GPU (``resources.gpu >= 1``) and CUDA is present.
+
+    ``snakemake --resources gpu=0`` scales GPU jobs down to ``gpu=0``: they then run on
+    the CPU even on a machine with a GPU.
+    """
+    import torch
+
+    return int(resources.get("gpu", 0) or 0) >= 1 and torch.cuda.is_available()

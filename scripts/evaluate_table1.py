@@ -1,0 +1,15 @@
+"""Snakemake entry point of rule ``evaluate_table1``: Table 1 (CSV, Markdown, HTML)."""
+
+from latentebsd.evaluate import run_table_rule
+from latentebsd.workflow import rule_log
+
+if "snakemake" in globals():
+    with rule_log(snakemake.log[0]):  # noqa: F821
+        run_table_rule(
+            metric_paths=snakemake.params.metric_paths,  # noqa: F821
+            variants=snakemake.params.variants,  # noqa: F821
+            settings=snakemake.params.settings,  # noqa: F821
+            out_csv=snakemake.output.csv,  # noqa: F821
+            out_md=snakemake.output.md,  # noqa: F821
+            out_html=snakemake.output.html,  # noqa: F821
+        )

@@ -1,0 +1,19 @@
+"""Snakemake entry point of rule ``train``: one model variant."""
+
+from latentebsd.train import train_variant
+from latentebsd.workflow import rule_log, wants_gpu
+
+if "snakemake" in globals():
+    with rule_log(snakemake.log[0]):  # noqa: F821
+        train_variant(
+            dataset_path=snakemake.input.dataset,  # noqa: F821
+            variant=dict(snakemake.params.variant),  # noqa: F821
+            training=dict(snakemake.params.training),  # noqa: F821
+            weights_path=snakemake.output.weights,  # noqa: F821
+            losses_csv_path=snakemake.output.losses,  # noqa: F821
+            plot_path=snakemake.output.plot,  # noqa: F821
+            checkpoint_path=snakemake.params.checkpoint,  # noqa: F821
+            seed=int(snakemake.params.seed),  # noqa: F821
+            use_gpu=wants_gpu(snakemake.resources),  # noqa: F821
+            threads=int(snakemake.threads),  # noqa: F821
+        )

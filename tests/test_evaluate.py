@@ -1,0 +1,309 @@
+"""Decode -> UP2 -> Hough re-index -> per-pattern metrics -> Table 1 (latentebsd.evaluate).
+
+One small simulated scan (6 x 8 points, 60 x 60 patterns) is simulated, preprocessed
+and indexed once per module; an identity "decoder" (latent = the pattern's pixels)
+sends it through the real decode / UP2 / index chain.
+"""
+
+from __future__ import annotations
+
+import latentebsd  # noqa: F401  (imports PyEBSDIndex before kikuchipy/orix)
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from latentebsd.evaluate import (
+    METRICS,
+    PAPER_TABLE1,
+    UP2_RANGE,
+    decode_scan,
+    from_uint16,
+    image_quality,
+    index_scan,
+    misorientation_deg,
+    pattern_metrics,
+    pattern_sharpness,
+    read_index,
+    read_metrics,
+    read_screen,
+    resolve_evaluation_settings,
+    run_metrics_rule,
+    run_table_rule,
+    sharpness,
+    table1,
+    table1_markdown,
+)
+from latentebsd.io import to_uint16
+
+MAP = (6, 8)
+SHAPE = (60, 60)
+
+
+class IdentityDecoder(torch.nn.Module):
+    """Latent vector = the pattern's pixels; decoding reshapes them back."""
+
+    def __init__(self, shape: tuple[int, int]) -> None:
+        super().__init__()
+        self.pattern_shape = shape
+        self.latent_dim = shape[0] * shape[1]
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return z.reshape(len(z), 1, *self.pattern_shape)
+
+
+def write_latent_cube(path, mean: np.ndarray, step_um: float = 0.5) -> None:
+    """A latent cube in the encode stage's contract (``(feature, y, x)``, h5netcdf)."""
+    import xarray as xr
+
+    d, n_rows, n_cols = mean.shape
+    ds = xr.Dataset(
+        {"latent_mean": (("feature", "y", "x"), mean.astype(np.float32)),
+         "latent_logvar": (("feature", "y", "x"), np.zeros_like(mean, np.float32))},
+        coords={"feature": np.arange(d), "y": np.arange(n_rows) * step_um,
+                "x": np.arange(n_cols) * step_um},
+        attrs={"scan": "s", "variant": "identity", "latent_dim": d, "step_um": step_um,
+               "data_reduction_factor": 1.0},
+    )
+    ds.to_netcdf(path, engine="h5netcdf")
+
+
+@pytest.fixture(scope="module")
+def scan(tmp_path_factory):
+    """A preprocessed simulated scan, indexed once: paths and arrays."""
+    from latentebsd.preprocess import preprocess_scan
+    from latentebsd.simulate import read_truth, simulate_scan
+
+    d = tmp_path_factory.mktemp("evaluate")
+    simulate_scan(d / "s.up2", d / "s_truth.h5", "wrought", MAP,
+                  {"pattern_shape": list(SHAPE), "chunk_size": 48,
+                   "wrought": {"grain_size": 4.0}}, 3, progress=False)
+    _, geometry, _ = read_truth(d / "s_truth.h5")
+    preprocess_scan(d / "s.up2", d / "s.h5", geometry, binning=1, progress=False)
+    original = index_scan(d / "s.h5", d / "s.h5", d / "orig.h5", d / "orig.ang", {},
+                          "original", progress=False)
+    with h5py.File(d / "s.h5", "r") as f:
+        patterns = f["patterns"][()]
+    return {"dir": d, "pre": d / "s.h5", "orig_h5": d / "orig.h5", "orig_ang": d / "orig.ang",
+            "original": original, "patterns": patterns}
+
+
+@pytest.fixture(scope="module")
+def decoded(scan):
+    """The scan through an identity decoder: latent cube -> UP2 -> index."""
+    d = scan["dir"]
+    geometry, mask, _ = read_screen(scan["pre"])
+    cube = scan["patterns"].reshape(*MAP, -1).transpose(2, 0, 1)
+    write_latent_cube(d / "identity.nc", cube)
+    # chunk_size 20 -> blocks of 2 map rows: several blocks, the last one partial
+    decode_scan(d / "identity.nc", IdentityDecoder(SHAPE), d / "identity.up2", geometry, mask,
+                chunk_size=20, batch_size=7, progress=False)
+    arrays = index_scan(d / "identity.up2", scan["pre"], d / "identity.h5", None, {},
+                        "identity", progress=False)
+    return {"up2": d / "identity.up2", "h5": d / "identity.h5", "arrays": arrays,
+            "mask": mask, "geometry": geometry}
+
+
+# -- settings --------------------------------------------------------------------------
+def test_settings_defaults_and_errors_name_the_key():
+    cfg = resolve_evaluation_settings({})
+    assert cfg["hough"]["nTheta"] == 180 and cfg["min_nmatch"] == 3
+    assert cfg["sharpness"] == {"part": "real", "divisor": 2500.0, "intensity": "up2"}
+    cfg = resolve_evaluation_settings({"kam": {"neighbours": 8}, "panel_region": [0, 4, 2, 6]})
+    assert cfg["kam"] == {"threshold_deg": 5.0, "neighbours": 8}
+    for bad, key in [({"bogus": 1}, "evaluation.bogus"),
+                     ({"kam": {"radius": 2}}, "evaluation.kam.radius"),
+                     ({"kam": {"neighbours": 6}}, "evaluation.kam.neighbours"),
+                     ({"hough": {"vendor": "EDAX"}}, "evaluation.hough.vendor"),
+                     ({"sharpness": {"part": "imag"}}, "evaluation.sharpness.part"),
+                     ({"sharpness": {"intensity": "raw"}}, "evaluation.sharpness.intensity"),
+                     ({"agree_deg": 0}, "evaluation.agree_deg"),
+                     ({"quantiles": [0.1, 1.5]}, "evaluation.quantiles[1]"),
+                     ({"panel_region": [4, 2, 0, 3]}, "evaluation.panel_region"),
+                     ({"chunk_size": 0}, "evaluation.chunk_size")]:
+        with pytest.raises(ValueError, match=key.replace("[", r"\[").replace("]", r"\]")):
+            resolve_evaluation_settings(bad)
+
+
+# -- per-pattern quality -----------------------------------------------------------------
+def test_sharpness_falls_when_a_pattern_is_blurred(scan):
+    from scipy.ndimage import gaussian_filter
+
+    p = scan["patterns"][:4].astype(np.float64)
+    blurred = np.stack([gaussian_filter(x, 1.5) for x in p])
+    for part in ("real", "abs"):
+        s, sb = sharpness(p, part), sharpness(blurred, part)
+        assert np.all(sb < 0.8 * s), (part, s, sb)
+        # a threshold relative to max|F| makes it independent of the intensity scale
+        np.testing.assert_allclose(sharpness(3.0 * p, part), s)
+    # as the workflow measures it: on the UP2 intensity scale (p + 1)
+    up2 = resolve_evaluation_settings({})["sharpness"]
+    assert np.all(pattern_sharpness(blurred, up2) < 0.8 * pattern_sharpness(p, up2))
+    np.testing.assert_allclose(pattern_sharpness(p, up2), sharpness(p + 1.0))
+    np.testing.assert_allclose(pattern_sharpness(p, {**up2, "intensity": "signed"}), sharpness(p))
+    # (Krieger Lassen IQ is no blur measure: smoothing away noise raises it)
+    assert sharpness(np.zeros(SHAPE)) == 0.0
+    assert np.isnan(image_quality(np.ones((1, *SHAPE)))[0])
+
+
+def test_paper_sharpness_definition_by_hand():
+    rng = np.random.default_rng(0)
+    p = rng.normal(size=(8, 10))
+    f = np.fft.fftshift(np.fft.fft2(p).real)
+    expected = np.count_nonzero(f > np.abs(f).max() / 2500) / p.size
+    assert sharpness(p) == pytest.approx(expected)
+    f_abs = np.abs(np.fft.fft2(p))
+    assert sharpness(p, "abs", 10) == pytest.approx(np.count_nonzero(f_abs > f_abs.max() / 10) / p.size)
+
+
+# -- identity ----------------------------------------------------------------------------
+def test_identity_metrics_are_exactly_one(scan):
+    a = scan["original"]
+    assert a["indexed"].mean() > 0.9
+    m = pattern_metrics(a, a)
+    assert np.array_equal(m["indexed"], a["indexed"])
+    for key in ("ci_ratio", "iq_pq_ratio", "iq_kp_ratio", "sharpness_ratio"):
+        finite = m[key][np.isfinite(m[key])]
+        assert finite.size > 0.9 * len(finite) and np.all(finite == 1.0), key
+    assert np.nanmax(m["misorientation_deg"]) < 1e-3
+
+
+def test_identity_decoder_through_up2_and_indexing(scan, decoded):
+    a, b = scan["original"], decoded["arrays"]
+    m = pattern_metrics(a, b)
+    ok = m["indexed_original"]
+    # 16-bit quantisation is the only difference: everything indexed stays indexed
+    assert m["indexed"][ok].all()
+    for key in ("ci_ratio", "iq_pq_ratio", "iq_kp_ratio", "sharpness_ratio"):
+        np.testing.assert_allclose(m[key][ok], 1.0, atol=2e-3, err_msg=key)
+    # quantisation may flip an ambiguous 3-band solution; the rest agree to < 0.01 deg
+    assert np.mean(m["misorientation_deg"][ok] < 0.01) >= 0.95
+
+
+def test_decoded_up2_round_trip(scan, decoded):
+    import kikuchipy as kp
+    from pyebsdindex import ebsd_pattern
+
+    mask = decoded["mask"]
+    expected = to_uint16(np.where(mask, scan["patterns"], 0.0), *UP2_RANGE)
+    s = kp.load(decoded["up2"])
+    assert s.data.shape == (*MAP, *SHAPE) and s.data.dtype == np.uint16
+    np.testing.assert_array_equal(s.data.reshape(-1, *SHAPE), expected)
+    assert s.axes_manager.navigation_axes[0].scale == pytest.approx(0.5)
+    f = ebsd_pattern.get_pattern_file_obj(str(decoded["up2"]))
+    f.read_header()
+    assert (f.nRows, f.nCols) == MAP
+    pats, _ = f.read_data(patStartCount=[0, MAP[0] * MAP[1]], returnArrayOnly=True)
+    np.testing.assert_array_equal(pats, expected)
+    back = from_uint16(expected)
+    assert np.abs(back - np.where(mask, scan["patterns"], 0.0)).max() <= 1.0 / 65535 + 1e-6
+
+
+def test_decode_rejects_a_mismatched_cube(scan, decoded, tmp_path):
+    cube = np.zeros((SHAPE[0] * SHAPE[1], 3, 8), np.float32)
+    write_latent_cube(tmp_path / "small.nc", cube)
+    with pytest.raises(ValueError, match="does not match"):
+        decode_scan(tmp_path / "small.nc", IdentityDecoder(SHAPE), tmp_path / "x.up2",
+                    decoded["geometry"], decoded["mask"], progress=False)
+    assert not (tmp_path / "x.up2").exists()
+
+
+def test_index_outputs_h5_and_ang(scan):
+    import orix.io
+
+    arrays, geometry, attrs = read_index(scan["orig_h5"])
+    assert attrs["source"] == "original" and geometry.map_shape == MAP
+    for key in ("quat", "pq", "cm", "fit", "nmatch", "phase", "iq_kp", "sharpness", "valid"):
+        assert len(arrays[key]) == MAP[0] * MAP[1], key
+    xmap = orix.io.load(scan["orig_ang"])
+    assert xmap.shape == MAP
+    ok = arrays["indexed"]
+    ang = xmap.rotations.data.reshape(-1, 4)
+    # .ang stores Euler angles with 5 decimals in radians
+    assert np.all(misorientation_deg(ang[ok], arrays["quat"][ok]) < 0.01)
+    assert np.all(xmap.prop["ci"][~ok] == -1)
+
+
+# -- a known rotation --------------------------------------------------------------------
+def test_known_rotation_gives_that_misorientation(tmp_path):
+    from orix.quaternion import Rotation
+
+    from latentebsd.geometry import ScanGeometry
+    from latentebsd.index import build_indexer, index_patterns
+    from latentebsd.simulate import project_patterns, resolve_settings, screen_mask
+
+    settings = resolve_settings({"pattern_shape": list(SHAPE)})
+    g = Rotation.from_axes_angles([1, 2, 3], 35, degrees=True)
+    turn = Rotation.from_axes_angles([2, -1, 1], 3.0, degrees=True)
+    q = np.concatenate([g.data, (turn * g).data])
+    pc = np.array([0.5, 0.3, 0.6])
+    geometry = ScanGeometry(1, 2, 1.0, SHAPE, pc, settings["sample_tilt"], settings["camera_tilt"])
+    p = project_patterns(q, np.tile(pc, (2, 1)), settings)
+    mask = screen_mask(SHAPE, 0.95)
+    p = np.where(mask, p / np.abs(p[:, mask]).max(), 0).astype(np.float32)
+    r = index_patterns(p, geometry, indexer=build_indexer(geometry, patternmask=mask))
+    fields = {k: r[k] for k in r.dtype.names}
+    fields["iq_kp"], fields["sharpness"] = image_quality(p), sharpness(p)
+    first = {k: v[:1] for k, v in fields.items()}
+    second = {k: v[1:] for k, v in fields.items()}
+    m = pattern_metrics(first, second)
+    assert m["indexed"].all() and m["indexed_original"].all()
+    assert m["misorientation_deg"][0] == pytest.approx(3.0, abs=0.3)
+    assert pattern_metrics(first, first)["misorientation_deg"][0] == pytest.approx(0.0, abs=1e-4)
+
+
+# -- Table 1 ---------------------------------------------------------------------------
+def _fake_metrics(n: int, value: float, indexed: float, seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    m = {k: np.full(n, value) for k in METRICS}
+    m["misorientation_deg"] = rng.uniform(0, 1, n)
+    m["indexed"] = np.arange(n) < indexed * n
+    m["indexed_any"] = np.ones(n, bool)
+    m["indexed_original"] = np.ones(n, bool)
+    m["valid"] = np.ones(n, bool)
+    m["valid"][-1] = False  # left out of everything
+    m["ci_ratio"][0] = np.nan  # undefined ratio: not a quantile input
+    return m
+
+
+def test_table1_pools_scans_and_shows_the_paper():
+    variants = {"vae16": {"loss": "vae", "latent_dim": 16},
+                "betavae50": {"loss": "beta_vae", "latent_dim": 128, "beta": 50},
+                "vae8": {"loss": "vae", "latent_dim": 8}}
+    metrics = {"vae16": [_fake_metrics(11, 0.5, 0.5), _fake_metrics(11, 0.5, 1.0, 1)],
+               "betavae50": [_fake_metrics(11, 2.0, 1.0)],
+               "vae8": [_fake_metrics(11, 1.0, 1.0)]}
+    frame = table1(metrics, variants)
+    assert list(frame["variant"]) == ["original", "vae16", "betavae50", "vae8"]
+    row = frame.set_index("variant").loc["vae16"]
+    assert row["n_patterns"] == 20 and row["Indexed"] == 80.0
+    assert row["Indexed and agreeing"] == 80.0  # misorientations all < 1 deg
+    assert table1(metrics, variants, {"agree_deg": 0.5}).set_index("variant").loc[
+        "vae16", "Indexed and agreeing"] < 60.0
+    assert row["CI ratio"] == "0.50/0.50/0.50" and row["ci_ratio_n"] == 18
+    assert row["Paper indexed"] == "95.3 %"
+    assert row["Paper CI ratio"] == PAPER_TABLE1[("vae", 16, 1.0)]["ci_ratio"]
+    beta = frame.set_index("variant").loc["betavae50"]
+    assert beta["Loss"] == "beta-VAE (50)" and beta["Paper indexed"] == "39.2 %"
+    assert frame.set_index("variant").loc["vae8"]["Paper indexed"] == ""
+    md = table1_markdown(frame)
+    assert "| VAE | 16 | ours | 80.0 % |" in md and "0.00/0.06/0.42" in md
+    assert "M / 2500" in md
+    with pytest.raises(ValueError, match="not in models.variants"):
+        table1({"other": metrics["vae16"]}, variants)
+
+
+def test_metrics_and_table_rules_on_real_index_files(scan, decoded, tmp_path):
+    out = tmp_path / "m.h5"
+    run_metrics_rule(str(scan["orig_h5"]), str(decoded["h5"]), str(out), {}, "identity", "s")
+    m, attrs = read_metrics(out)
+    assert attrs["variant"] == "identity" and len(m["row"]) == MAP[0] * MAP[1]
+    frame = run_table_rule({"identity": [str(out)]},
+                           {"identity": {"loss": "vae", "latent_dim": SHAPE[0] * SHAPE[1]}}, {},
+                           str(tmp_path / "t.csv"), str(tmp_path / "t.md"), str(tmp_path / "t.html"))
+    row = frame.set_index("variant").loc["identity"]
+    assert row["Indexed"] >= 95.0
+    assert row["IQ ratio (pq)"] == "1.00/1.00/1.00"
+    assert "<table>" in (tmp_path / "t.html").read_text()
+    assert (tmp_path / "t.csv").read_text().startswith("variant,")

@@ -1,0 +1,237 @@
+"""Training: determinism, resume after a kill, mask, outputs, CPU fallback, scripts."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from latentebsd import train as tr
+from latentebsd.models import build_model
+
+SHAPE = (32, 32)
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _patterns(n: int, rng: np.random.Generator, mask: np.ndarray) -> np.ndarray:
+    """Smooth band-like patterns: a shared background plus three random bright lines."""
+    yy, xx = np.mgrid[: SHAPE[0], : SHAPE[1]] / SHAPE[0] - 0.5
+    out = np.empty((n, *SHAPE), np.float32)
+    for i in range(n):
+        p = 0.3 * np.cos(3 * yy)
+        for _ in range(3):
+            theta, rho = rng.uniform(0, np.pi), rng.uniform(-0.3, 0.3)
+            dist = xx * np.cos(theta) + yy * np.sin(theta) - rho
+            p = p + 0.5 * np.exp(-(dist / 0.05) ** 2)
+        out[i] = np.clip(p - 0.4, -1, 1)
+    out[:, ~mask] = 0.0
+    return out
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[: SHAPE[0], : SHAPE[1]]
+    mask = (yy - 15.5) ** 2 + (xx - 15.5) ** 2 <= 15.5**2
+    path = tmp_path_factory.mktemp("data") / "dataset.h5"
+    with h5py.File(path, "w") as f:
+        f["train"] = _patterns(80, rng, mask)
+        f["val"] = _patterns(24, rng, mask)
+        f["mask"] = mask
+    return path
+
+
+TRAINING = {
+    "epochs": 3, "batch_size": 16, "width_factor": 0.25, "eval_batch_size": 10,
+    "contrastive": {"projection_dim": 8},
+}
+VAE = {"loss": "vae", "latent_dim": 4}
+CONTRASTIVE = {"loss": "contrastive", "latent_dim": 4}
+
+
+def _run(dataset: Path, out: Path, variant: dict[str, Any] = VAE, seed: int = 0, **training: Any) -> dict[str, Path]:
+    paths = {k: out / f"{k}.{ext}" for k, ext in
+             (("weights", "pt"), ("losses", "csv"), ("plot", "png"), ("checkpoint", "pt"))}
+    tr.train_variant(
+        dataset, variant, {**TRAINING, **training}, paths["weights"], paths["losses"], paths["plot"],
+        paths["checkpoint"], seed=seed, use_gpu=False, threads=1,
+    )
+    return paths
+
+
+def _state(path: Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+
+
+def _assert_same_weights(a: Path, b: Path) -> None:
+    sa, sb = _state(a), _state(b)
+    assert sa.keys() == sb.keys()
+    for k in sa:
+        assert torch.equal(sa[k], sb[k]), k
+
+
+def test_defaults_are_the_paper_settings() -> None:
+    cfg = tr.resolve_training({})
+    assert (cfg["epochs"], cfg["batch_size"], cfg["learning_rate"]) == (250, 256, 1e-3)
+    assert cfg["adam_betas"] == [0.9, 0.999] and cfg["width_factor"] == 1.0
+    assert cfg["contrastive"]["weight"] == 20.0
+    assert cfg["kl_hold_epochs"] == cfg["kl_warmup_epochs"] == 0.0
+    with pytest.raises(ValueError):
+        tr.resolve_training({"epoch": 3})
+    with pytest.raises(ValueError):
+        tr.resolve_training({"contrastive": {"wieght": 3}})
+    with pytest.raises(ValueError):
+        tr.resolve_training({"width_factor": 0})
+
+
+def test_kl_schedule() -> None:
+    assert [tr.kl_weight(s, 0, 0) for s in (0, 5)] == [1.0, 1.0]
+    assert [tr.kl_weight(s, 2, 4) for s in (0, 1, 2, 3, 5, 9)] == [0.0, 0.0, 0.25, 0.5, 1.0, 1.0]
+
+
+def test_outputs_csv_plot_and_loss_falls(dataset: Path, tmp_path: Path) -> None:
+    paths = _run(dataset, tmp_path, epochs=6)
+    for key in ("weights", "losses", "plot", "checkpoint"):
+        assert paths[key].stat().st_size > 0
+    frame = pd.read_csv(paths["losses"])
+    assert tuple(frame.columns) == tr.CSV_COLUMNS
+    it = frame[frame["level"] == "iteration"]
+    assert len(it) == 6 * math.ceil(80 / 16) and it["iteration"].tolist() == list(range(1, len(it) + 1))
+    ep = frame[frame["level"] == "epoch"]
+    assert sorted(ep["split"].unique()) == ["train", "val"] and len(ep) == 12
+    assert np.isfinite(frame[list(tr.METRICS)].to_numpy()).all()
+    train_ep = ep[ep["split"] == "train"]["l2"].to_numpy()
+    assert train_ep[-1] < 0.95 * train_ep[0]
+    assert it["l2"].iloc[-5:].mean() < it["l2"].iloc[:5].mean()
+
+
+def test_training_loss_ignores_pixels_off_the_mask(dataset: Path) -> None:
+    _, _, mask_np = tr.load_dataset(dataset)
+    mask = torch.from_numpy(mask_np)
+    x = torch.rand(6, *SHAPE) * 2 - 1
+    x2 = x.clone()
+    x2[:, ~mask] = torch.rand(int((~mask).sum())) * 50
+    ccfg = tr.resolve_training({})["contrastive"]
+    for variant in (VAE, CONTRASTIVE):
+        torch.manual_seed(0)
+        model = build_model(variant, SHAPE, 0.25, projection_dim=8)
+        runner = tr._Runner(model, torch.device("cpu"), tr.resolve_training({}))
+        a = tr._batch_losses(runner, x, mask, variant, 1.0, ccfg, torch.Generator().manual_seed(5))
+        b = tr._batch_losses(runner, x2, mask, variant, 1.0, ccfg, torch.Generator().manual_seed(5))
+        for key in tr.METRICS:
+            assert torch.equal(a[key], b[key]), (variant["loss"], key)
+
+
+def test_same_seed_same_weights_other_seed_differs(dataset: Path, tmp_path: Path) -> None:
+    a = _run(dataset, tmp_path / "a", seed=7)
+    b = _run(dataset, tmp_path / "b", seed=7)
+    c = _run(dataset, tmp_path / "c", seed=8)
+    _assert_same_weights(a["weights"], b["weights"])
+    assert pd.read_csv(a["losses"]).equals(pd.read_csv(b["losses"]))
+    sa, sc = _state(a["weights"]), _state(c["weights"])
+    assert any(not torch.equal(sa[k], sc[k]) for k in sa)
+
+
+class _Killed(BaseException):
+    """Stands in for SIGKILL: not an Exception, so nothing on the way can swallow it."""
+
+
+@pytest.mark.parametrize("kill", ["after_checkpoint", "mid_epoch"])
+def test_resume_after_kill_equals_uninterrupted(
+    dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kill: str
+) -> None:
+    # Contrastive with a KL hold and ramp: every RNG stream and the schedule cross the kill.
+    extra = {"epochs": 4, "kl_hold_epochs": 1, "kl_warmup_epochs": 2}
+    ref = _run(dataset, tmp_path / "ref", CONTRASTIVE, **extra)
+
+    if kill == "after_checkpoint":
+        real_save = tr._save_checkpoint
+        calls = []
+
+        def save_then_die(path: Path, state: dict[str, Any]) -> None:
+            real_save(path, state)
+            calls.append(1)
+            if len(calls) == 2:
+                raise _Killed
+
+        monkeypatch.setattr(tr, "_save_checkpoint", save_then_die)
+    else:
+        real_losses = tr._batch_losses
+        calls = []
+
+        def die_in_epoch_3(*args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
+            calls.append(1)
+            # Per epoch: 5 steps + 3 val + 3 val_clean batches; die at step 3 of epoch 3.
+            if len(calls) == 2 * (5 + 3 + 3) + 3:
+                raise _Killed
+            return real_losses(*args, **kwargs)
+
+        monkeypatch.setattr(tr, "_batch_losses", die_in_epoch_3)
+    out = tmp_path / "killed"
+    with pytest.raises(_Killed):
+        _run(dataset, out, CONTRASTIVE, **extra)
+    assert not (out / "weights.pt").exists()
+    assert (out / "checkpoint.pt").exists()
+    monkeypatch.undo()
+
+    resumed = _run(dataset, out, CONTRASTIVE, **extra)
+    _assert_same_weights(ref["weights"], resumed["weights"])
+    assert pd.read_csv(ref["losses"]).equals(pd.read_csv(resumed["losses"]))
+
+
+def test_extending_epochs_resumes_and_matches_a_longer_run(dataset: Path, tmp_path: Path) -> None:
+    long = _run(dataset, tmp_path / "long", epochs=4)
+    _run(dataset, tmp_path / "ext", epochs=2)
+    ext = _run(dataset, tmp_path / "ext", epochs=4)
+    _assert_same_weights(long["weights"], ext["weights"])
+
+
+def test_checkpoint_of_other_settings_is_not_resumed(dataset: Path, tmp_path: Path) -> None:
+    _run(dataset, tmp_path / "x", seed=1, epochs=2)
+    fresh = _run(dataset, tmp_path / "fresh", seed=2, epochs=2)
+    reused = _run(dataset, tmp_path / "x", seed=2, epochs=2)  # seed-1 checkpoint there
+    _assert_same_weights(fresh["weights"], reused["weights"])
+
+
+def test_keep_checkpoint_false_removes_it(dataset: Path, tmp_path: Path) -> None:
+    paths = _run(dataset, tmp_path, epochs=1, keep_checkpoint=False)
+    assert paths["weights"].exists() and not paths["checkpoint"].exists()
+
+
+def test_cpu_path_when_cuda_is_missing(dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    paths = tmp_path / "w.pt", tmp_path / "l.csv", tmp_path / "p.png", tmp_path / "c.pt"
+    tr.train_variant(dataset, VAE, {**TRAINING, "epochs": 1}, *paths, seed=0, use_gpu=True, threads=2)
+    _, _, meta = tr.load_model(paths[0])
+    assert meta["device"] == "cpu"
+
+
+def test_load_model_rebuilds_the_trained_network(dataset: Path, tmp_path: Path) -> None:
+    paths = _run(dataset, tmp_path, CONTRASTIVE, epochs=1)
+    enc, dec, meta = tr.load_model(paths["weights"])
+    assert meta["variant"] == CONTRASTIVE and meta["pattern_shape"] == list(SHAPE)
+    assert meta["epochs_trained"] == 1 and set(meta["final"]) >= {"val_l2", "val_kl", "val_clean_l2"}
+    state = _state(paths["weights"])
+    for k, v in enc.state_dict().items():
+        assert torch.equal(v, state[f"encoder.{k}"])
+    assert not enc.training and not dec.training
+    with torch.no_grad():
+        mean, _ = enc(torch.zeros(2, *SHAPE))
+        assert dec(mean).shape == (2, 1, *SHAPE)
+    frame = pd.read_csv(paths["losses"])
+    assert set(frame[frame["level"] == "epoch"]["split"]) == {"train", "val", "val_clean"}
+    assert (frame[frame["level"] == "iteration"]["contrastive"] > 0).all()
+
+
+def test_plot_loss_comparison(dataset: Path, tmp_path: Path) -> None:
+    a = _run(dataset, tmp_path / "a", epochs=2)
+    b = _run(dataset, tmp_path / "b", {"loss": "beta_vae", "latent_dim": 4, "beta": 15}, epochs=2)
+    out = tmp_path / "all.png"
+    tr.plot_loss_comparison({"vae4": a["losses"], "betavae15": b["losses"]}, out, window=3)
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
