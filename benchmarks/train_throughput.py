@@ -36,13 +36,14 @@ def _sync(device: torch.device) -> None:
 
 def measure(
     d: int, loss: str, size: int, width_factor: float, batch_size: int, steps: int,
-    device: torch.device, compile_: bool,
+    device: torch.device, compile_: bool, base_channels: int | None = None,
 ) -> tuple[float, float, int]:
     """(training patterns/s, encoding patterns/s, parameters) for one latent dimension."""
     variant = {"loss": loss, "latent_dim": d}
-    cfg = resolve_training({"width_factor": width_factor, "compile": compile_})
+    cfg = resolve_training({"width_factor": width_factor, "compile": compile_, "base_channels": base_channels})
     torch.manual_seed(0)
-    model = build_model(variant, (size, size), width_factor).to(device, memory_format=torch.channels_last)
+    model = build_model(variant, (size, size), width_factor, base_channels=base_channels)
+    model = model.to(device, memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, betas=(0.9, 0.999))
     runner = _Runner(model, device, cfg)
     yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
@@ -85,6 +86,8 @@ def main() -> None:
     parser.add_argument("--loss", default="vae", choices=["vae", "beta_vae", "contrastive"])
     parser.add_argument("--size", type=int, default=120, help="pattern side (paper: 120)")
     parser.add_argument("--width-factor", type=float, default=1.0, help="channel scale (paper: 1)")
+    parser.add_argument("--base-channels", type=int, default=None,
+                        help="same convolutions for every d (overrides --width-factor)")
     parser.add_argument("--batch-size", type=int, default=None, help="default: 256 on GPU, 16 on CPU")
     parser.add_argument("--steps", type=int, default=None, help="timed steps (default: 20 GPU, 2 CPU)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
@@ -104,13 +107,14 @@ def main() -> None:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else (
         f"CPU {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads")
     print(f"device: {name}; torch {torch.__version__}; {args.size}x{args.size} patterns, "
-          f"width factor {args.width_factor}, loss {args.loss}, batch {batch}, {steps} timed steps")
+          f"width factor {args.width_factor}, base channels {args.base_channels}, loss {args.loss}, batch {batch}, {steps} timed steps")
     print(f"paper reference (RTX 4090, MATLAB): ~{PAPER_TRAIN_PATTERNS_PER_S:.0f} training patterns/s "
           f"(250 epochs x 76.8k patterns in ~6 h)")
     print(f"{'d':>5} {'params':>12} {'train pat/s':>12} {'encode pat/s':>13} {'epoch of 76.8k':>15} {'x paper':>8}")
     for d in (int(v) for v in args.latent_dims.split(",")):
         train_rate, enc_rate, n_params = measure(
-            d, args.loss, args.size, args.width_factor, batch, steps, device, not args.no_compile
+            d, args.loss, args.size, args.width_factor, batch, steps, device, not args.no_compile,
+            args.base_channels,
         )
         epoch_s = 76_800 / train_rate
         print(f"{d:>5} {n_params:>12,} {train_rate:>12.1f} {enc_rate:>13.1f} {epoch_s:>14.0f}s "

@@ -16,8 +16,10 @@ from latentebsd.models import (
     count_parameters,
     decode_latents,
     encode_patterns,
+    initialize_,
     kernel_for,
     kl_divergence,
+    l2_scale,
     masked_l2,
     nt_xent,
     reparameterize,
@@ -197,3 +199,37 @@ def test_encode_decode_helpers_batch_and_mask() -> None:
     assert (m1 == m2).all()
     out = decode_latents(model.decoder, mean, batch_size=4)
     assert out.shape == (7, 32, 32) and abs(out).max() <= 1.0
+
+
+def test_l2_scale_is_per_120x120_pattern() -> None:
+    assert l2_scale((120, 120)) == 1.0
+    assert l2_scale((60, 60)) == 4.0
+
+
+def test_base_channels_gives_every_d_the_same_convolutions() -> None:
+    small = build_model({"loss": "vae", "latent_dim": 16}, (60, 60), base_channels=8)
+    large = build_model({"loss": "vae", "latent_dim": 256}, (60, 60), base_channels=8)
+    convs = [m.out_channels for m in small.encoder.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs[:6] == [8, 8, 16, 16, 32, 32]
+    assert convs[:6] == [m.out_channels for m in large.encoder.modules() if isinstance(m, torch.nn.Conv2d)][:6]
+    assert small.encoder.fc.out_features == 32 and large.encoder.fc.out_features == 512
+
+
+@pytest.mark.parametrize("init", ["glorot", "he", "torch"])
+def test_inits_are_seeded_and_he_keeps_the_signal(init: str) -> None:
+    def build() -> torch.nn.Module:
+        torch.manual_seed(0)
+        return build_model({"loss": "vae", "latent_dim": 32}, (60, 60), 0.5, init=init)
+
+    a, b = build(), build()
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+    if init != "torch":
+        assert all(float(m.bias.abs().max()) == 0.0 for m in a.modules() if isinstance(m, torch.nn.Conv2d))
+    if init == "he":
+        x = torch.rand(64, 60, 60, generator=torch.Generator().manual_seed(1)) * 2 - 1
+        with torch.no_grad():
+            mean, _ = a.encoder(x)
+        # Input-dependent spread of the latent mean stays O(1) (PyTorch's default: ~1e-2).
+        assert float(mean.std(dim=0).mean()) > 0.1
+    with pytest.raises(ValueError):
+        initialize_(a, "xavier")

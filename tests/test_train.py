@@ -88,6 +88,11 @@ def test_defaults_are_the_paper_settings() -> None:
         tr.resolve_training({"contrastive": {"wieght": 3}})
     with pytest.raises(ValueError):
         tr.resolve_training({"width_factor": 0})
+    with pytest.raises(ValueError):
+        tr.resolve_training({"init": "xavier"})
+    with pytest.raises(ValueError):
+        tr.resolve_training({"base_channels": 0})
+    assert cfg["init"] == "glorot" and cfg["base_channels"] is None
 
 
 def test_kl_schedule() -> None:
@@ -96,7 +101,7 @@ def test_kl_schedule() -> None:
 
 
 def test_outputs_csv_plot_and_loss_falls(dataset: Path, tmp_path: Path) -> None:
-    paths = _run(dataset, tmp_path, epochs=6)
+    paths = _run(dataset, tmp_path, epochs=6, init="he")
     for key in ("weights", "losses", "plot", "checkpoint"):
         assert paths[key].stat().st_size > 0
     frame = pd.read_csv(paths["losses"])
@@ -216,6 +221,7 @@ def test_load_model_rebuilds_the_trained_network(dataset: Path, tmp_path: Path) 
     paths = _run(dataset, tmp_path, CONTRASTIVE, epochs=1)
     enc, dec, meta = tr.load_model(paths["weights"])
     assert meta["variant"] == CONTRASTIVE and meta["pattern_shape"] == list(SHAPE)
+    assert meta["width_factor"] == 0.25 and meta["training"]["init"] == "glorot"
     assert meta["epochs_trained"] == 1 and set(meta["final"]) >= {"val_l2", "val_kl", "val_clean_l2"}
     state = _state(paths["weights"])
     for k, v in enc.state_dict().items():
@@ -227,6 +233,14 @@ def test_load_model_rebuilds_the_trained_network(dataset: Path, tmp_path: Path) 
     frame = pd.read_csv(paths["losses"])
     assert set(frame[frame["level"] == "epoch"]["split"]) == {"train", "val", "val_clean"}
     assert (frame[frame["level"] == "iteration"]["contrastive"] > 0).all()
+
+
+def test_demo_settings_base_channels_and_he_init_train(dataset: Path, tmp_path: Path) -> None:
+    paths = _run(dataset, tmp_path, epochs=1, base_channels=2, init="he", learning_rate=2e-3,
+                 kl_hold_epochs=0.5, kl_warmup_epochs=0.5)
+    enc, _, meta = tr.load_model(paths["weights"])
+    assert meta["width_factor"] == 2.0  # 4 * base_channels / d
+    assert enc.features[0].out_channels == 2
 
 
 def test_plot_loss_comparison(dataset: Path, tmp_path: Path) -> None:

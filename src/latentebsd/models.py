@@ -68,6 +68,7 @@ PAPER_PARAMETER_COUNTS = {
     256: (18_942_912, 16_895_969),
 }
 LOSSES = ("vae", "beta_vae", "contrastive")
+PAPER_PIXELS = PAPER_PATTERN_SIZE * PAPER_PATTERN_SIZE
 
 
 # --------------------------------------------------------------------------- geometry
@@ -339,14 +340,19 @@ def variant_beta(variant: dict[str, Any]) -> float:
     return beta
 
 
+INITS = ("glorot", "he", "torch")
+
+
 def build_model(
     variant: dict[str, Any],
     pattern_shape: Sequence[int],
     width_factor: float = 1.0,
     projection_dim: int = 64,
     projection_hidden: int | None = None,
+    init: str = "glorot",
+    base_channels: int | None = None,
 ) -> VAE:
-    """The VAE a variant asks for.
+    """The VAE a variant asks for, initialised.
 
     Parameters
     ----------
@@ -358,37 +364,65 @@ def build_model(
         Channel scale (1 = the paper's Table 2).
     projection_dim, projection_hidden
         Output and hidden width of the contrastive projection head (hidden defaults to d).
+    init
+        ``"glorot"`` (MATLAB's default, hence the paper's), ``"he"`` (keeps the
+        signal's scale through the 17 layers, so small models leave the initial plateau
+        sooner) or ``"torch"`` (PyTorch's layer defaults); see :func:`initialize_`.
+    base_channels
+        If given, overrides ``width_factor`` with ``4 * base_channels / d``: every d gets
+        the same convolutions (encoder ``base, 2 base, 4 base``), only the bottleneck
+        changes with d. The paper instead grows the width with d (``base = d / 4``).
     """
     variant_beta(variant)  # validates the loss name and beta
     d = int(variant["latent_dim"])
     if d < 1:
         raise ValueError(f"latent_dim must be >= 1, got {d}")
+    if base_channels is not None:
+        width_factor = 4.0 * int(base_channels) / d
     projection = (
         ProjectionHead(d, projection_dim, projection_hidden) if variant["loss"] == "contrastive" else None
     )
     model = VAE(Encoder(d, pattern_shape, width_factor), Decoder(d, pattern_shape, width_factor), projection)
-    import os
-    mode = os.environ.get('LE_INIT', 'default')
-    if mode == 'glorot':
-        glorot_init_(model)
-    elif mode == 'he':
-        for m in model.modules():
-            if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
-                nn.init.kaiming_normal_(m.weight, a=0.2, nonlinearity='leaky_relu'); nn.init.zeros_(m.bias)
-    return model
+    return initialize_(model, init)
 
 
-def glorot_init_(module: nn.Module) -> nn.Module:
-    """MATLAB's default initialisation (the paper's toolbox): Glorot-uniform weights, zero biases.
+def _fan_in(m: nn.Module) -> float:
+    """Inputs summed into one output value (a stride-s transposed conv sees 1 / s^2 of its kernel)."""
+    if isinstance(m, nn.Linear):
+        return float(m.in_features)
+    kh, kw = m.kernel_size
+    if isinstance(m, nn.ConvTranspose2d):
+        return m.in_channels * kh * kw / (m.stride[0] * m.stride[1])
+    return m.in_channels / m.groups * kh * kw
 
-    PyTorch's default (uniform with variance 1 / (3 fan_in)) shrinks the signal through
-    the 17 layers enough that training stalls on the mean pattern for hundreds of steps.
+
+def initialize_(module: nn.Module, init: str = "glorot") -> nn.Module:
+    """Re-initialise every conv / transposed conv / linear layer of ``module`` in place.
+
+    ``"glorot"``: MATLAB's default (the paper's toolbox), Glorot-uniform weights and zero
+    biases. ``"torch"``: leave PyTorch's defaults (they shrink the input-dependent
+    signal ~1e5-fold through the decoder: long initial plateau). ``"he"``: He-normal
+    weights for LeakyReLU(0.2) (fan-in as computed: a stride-2 transposed conv sums a
+    quarter of its kernel) on the plain layers, zero weights on the residual branches
+    (each (*) block starts as the identity, so the 7 shortcuts do not multiply the
+    variance and saturate the output tanh), Glorot on the 1 x 1 output layer; zero biases.
     """
+    if init not in INITS:
+        raise ValueError(f"init must be one of {INITS}, got {init!r}")
+    if init == "torch":
+        return module
+    residual = {id(m.conv) for m in module.modules() if isinstance(m, ResidualConv)}
     for m in module.modules():
-        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+        if not isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+            continue
+        if init == "glorot" or isinstance(m, PointwiseConv):
             nn.init.xavier_uniform_(m.weight)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
+        elif id(m) in residual:
+            nn.init.zeros_(m.weight)
+        else:
+            nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / (1.0 + LEAKY_SLOPE**2) / _fan_in(m)))
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
     return module
 
 
@@ -410,6 +444,17 @@ def masked_l2(recon: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> 
     recon = recon.reshape(target.shape[0], *mask.shape).float()
     diff = torch.where(mask, recon - target.reshape(recon.shape).float(), 0.0)
     return diff.square().sum(dim=(1, 2))
+
+
+def l2_scale(pattern_shape: Sequence[int]) -> float:
+    """Factor that expresses a pattern's sum of squared errors per 120 x 120 pattern.
+
+    A pattern binned to h x w carries the errors of a 120 x 120 one on fewer pixels
+    (a smooth error summed over 60 x 60 pixels is a quarter of its 120 x 120 sum). Scaling
+    by ``120 * 120 / (h * w)`` keeps the paper's L2 : KL balance, hence beta's meaning,
+    at any pattern size; it is exactly 1 at the paper's size.
+    """
+    return PAPER_PIXELS / float(int(pattern_shape[0]) * int(pattern_shape[1]))
 
 
 def kl_divergence(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:

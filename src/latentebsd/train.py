@@ -6,11 +6,16 @@ model from its weights file alone with :func:`load_model`.
 Loss (per batch, means over the batch's patterns)
 -------------------------------------------------
 - ``vae`` / ``beta_vae``: ``L2 + beta * KL`` with ``L2`` the per-pattern sum of squared
-  errors over the detector-screen mask and ``KL`` the per-pattern KL to N(0, I).
+  errors over the detector-screen mask, expressed per 120 x 120 pattern
+  (:func:`latentebsd.models.l2_scale`: x4 at 60 x 60, x1 at the paper's size), and
+  ``KL`` the per-pattern KL to N(0, I).
 - ``contrastive``: two augmented views of the batch go through the shared network;
   ``sum over views (L2(view reconstruction, un-augmented pattern) + beta * KL(view))
   + weight * NT-Xent(projection(mean_1), projection(mean_2))``. The logged L2 and KL
   are the means over the two views (as the paper plots them).
+- Optional KL schedule (off in the paper): KL weight 0 for ``kl_hold_epochs``, then a
+  linear ramp up to beta over ``kl_warmup_epochs``. Short CPU demo runs need it (see
+  :func:`kl_weight`).
 
 Determinism and resume
 ----------------------
@@ -38,7 +43,7 @@ import os
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import h5py
 import numpy as np
@@ -49,14 +54,19 @@ from latentebsd.models import (
     VAE,
     Decoder,
     Encoder,
+    INITS,
     augment,
     build_model,
     kl_divergence,
+    l2_scale,
     masked_l2,
     nt_xent,
     reparameterize,
     variant_beta,
 )
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -72,13 +82,15 @@ DEFAULT_TRAINING: dict[str, Any] = {
     "learning_rate": 1.0e-3,       # paper: 0.001
     "adam_betas": [0.9, 0.999],    # paper: gradient decay 0.9, squared gradient decay 0.999
     "width_factor": 1.0,           # channel scale; 1 = Table 2
+    "base_channels": None,         # if set: same convolutions for every d (overrides width_factor)
+    "init": "glorot",              # glorot = MATLAB's default (the paper); he; torch
     "eval_batch_size": 1024,       # validation batch size (memory only, not results)
     "smoothing_window": 500,       # moving-average window (iterations) of the plots; paper 500
     "bf16": True,                  # CUDA only: bf16 autocast
     "channels_last": True,         # memory layout (faster on CPU oneDNN and on GPU)
     "compile": True,               # CUDA only: torch.compile encoder and decoder
     "keep_checkpoint": True,       # keep checkpoint.pt after success (allows extending epochs)
-    "kl_hold_epochs": 0.0,         # first epochs as a plain autoencoder (z = mean, no KL); paper 0
+    "kl_hold_epochs": 0.0,         # KL weight 0 for these first epochs; paper 0
     "kl_warmup_epochs": 0.0,       # then a linear ramp 0 -> beta over these epochs; paper 0
     "contrastive": {
         "weight": 20.0,            # paper: x20
@@ -121,6 +133,10 @@ def resolve_training(training: Mapping[str, Any] | None) -> dict[str, Any]:
         raise ValueError("epochs, batch_size and eval_batch_size must be >= 1")
     if float(cfg["learning_rate"]) <= 0 or float(cfg["width_factor"]) <= 0:
         raise ValueError("learning_rate and width_factor must be > 0")
+    if cfg["base_channels"] is not None and int(cfg["base_channels"]) < 1:
+        raise ValueError("base_channels must be null or >= 1")
+    if cfg["init"] not in INITS:
+        raise ValueError(f"init must be one of {INITS}, got {cfg['init']!r}")
     if float(cfg["kl_warmup_epochs"]) < 0 or float(cfg["kl_hold_epochs"]) < 0:
         raise ValueError("kl_hold_epochs and kl_warmup_epochs must be >= 0")
     b1, b2 = (float(v) for v in cfg["adam_betas"])
@@ -140,11 +156,10 @@ def resolve_training(training: Mapping[str, Any] | None) -> dict[str, Any]:
 def kl_weight(step: int, hold: float, ramp: float) -> float:
     """Fraction of beta applied at optimizer step ``step`` (0-based) of a KL schedule.
 
-    0 for the first ``hold`` steps (which also decode the mean, no sampling: a plain
-    autoencoder), then a linear ramp to 1 over ``ramp`` steps. Off in the paper
-    (hold = ramp = 0 gives 1 throughout). Short runs need it: the decoder sits on the
-    mean pattern for ~400 steps before it uses z, and sampling noise or a KL during that
-    plateau lengthens it or collapses the posterior for good.
+    0 for the first ``hold`` steps, then a linear ramp to 1 over ``ramp`` steps. Off in
+    the paper (hold = ramp = 0 gives 1 throughout). Short runs need it: the decoder sits
+    on the mean pattern for hundreds of steps before it uses z, and a KL active during
+    that plateau collapses the posterior (for beta = 15, 50 for good within a demo run).
     """
     if step < hold:
         return 0.0
@@ -199,6 +214,7 @@ class _Runner:
         self.channels_last = bool(cfg["channels_last"])
         self.encode: Callable = model.encoder
         self.decode: Callable = model.decoder
+        self.l2_scale = l2_scale(model.encoder.pattern_shape)
 
     def try_compile(self, mask: torch.Tensor, batch_size: int = 2) -> None:
         """Compile encoder and decoder; on any failure keep eager mode (results are the same)."""
@@ -225,31 +241,23 @@ class _Runner:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     def vae_terms(
-        self, x_in: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, gen: torch.Generator,
-        sample: bool = True,
+        self, x_in: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, gen: torch.Generator
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Per-pattern L2 and KL, and the latent means, for inputs ``x_in``.
-
-        ``sample=False`` decodes the mean (autoencoder warm-up) and draws no noise.
-        """
+        """Per-pattern L2 (per 120 x 120 pattern) and KL, and the latent means, for ``x_in``."""
         mean, logvar = self.encode(self._layout(x_in))
-        z = reparameterize(mean.float(), logvar.float(), gen) if sample else mean.float()
-        recon = self.decode(z)
-        return masked_l2(recon, target, mask), kl_divergence(mean, logvar), mean
+        recon = self.decode(reparameterize(mean.float(), logvar.float(), gen))
+        return self.l2_scale * masked_l2(recon, target, mask), kl_divergence(mean, logvar), mean
 
 
 def _batch_losses(
     runner: _Runner, x: torch.Tensor, mask: torch.Tensor, variant: dict[str, Any], beta: float,
-    ccfg: dict[str, Any], gen: torch.Generator, sample: bool = True,
+    ccfg: dict[str, Any], gen: torch.Generator,
 ) -> dict[str, torch.Tensor]:
-    """Loss terms of one batch ``x`` (N, h, w); all scalars, float32.
-
-    ``sample=False`` (the autoencoder warm-up) decodes the latent mean instead of a sample.
-    """
+    """Loss terms of one batch ``x`` (N, h, w); all scalars, float32."""
     x = torch.where(mask, x, 0.0)  # pixels off the screen never reach the network
     if variant["loss"] != "contrastive":
         with runner.autocast():
-            l2, kl, _ = runner.vae_terms(x, x, mask, gen, sample)
+            l2, kl, _ = runner.vae_terms(x, x, mask, gen)
         l2, kl = l2.mean(), kl.mean()
         zero = torch.zeros((), device=x.device)
         return {"l2": l2, "kl": kl, "contrastive": zero, "loss": l2 + beta * kl}
@@ -260,7 +268,7 @@ def _batch_losses(
     n = x.shape[0]
     views = torch.cat([augment(x, mask, gen, **aug), augment(x, mask, gen, **aug)])
     with runner.autocast():
-        l2, kl, mean = runner.vae_terms(views, torch.cat([x, x]), mask, gen, sample)
+        l2, kl, mean = runner.vae_terms(views, torch.cat([x, x]), mask, gen)
         proj = runner.model.projection(mean)
     con = nt_xent(proj[:n], proj[n:], float(ccfg["temperature"]))
     # Sum over the two views of (L2 + beta KL) = 2 x their means.
@@ -285,6 +293,20 @@ def _evaluate(
 
 
 # --------------------------------------------------------------------------- checkpoint
+
+
+def _build(variant: dict[str, Any], pattern_shape: tuple[int, ...], cfg: dict[str, Any]) -> VAE:
+    base = cfg.get("base_channels")
+    return build_model(
+        variant, pattern_shape, float(cfg["width_factor"]),
+        projection_dim=int(cfg["contrastive"]["projection_dim"]), init=cfg.get("init", "glorot"),
+        base_channels=None if base is None else int(base),
+    )
+
+
+def _effective_width(variant: dict[str, Any], cfg: dict[str, Any]) -> float:
+    base = cfg.get("base_channels")
+    return float(cfg["width_factor"]) if base is None else 4.0 * int(base) / int(variant["latent_dim"])
 
 
 def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
@@ -380,9 +402,7 @@ def train_variant(
     init_seed, shuffle_seed, noise_seed, val_seed = _seeds(seed, 4)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(init_seed)
-        model = build_model(
-            variant, pattern_shape, float(cfg["width_factor"]), projection_dim=int(ccfg["projection_dim"])
-        )
+        model = _build(variant, pattern_shape, cfg)
     memory_format = torch.channels_last if cfg["channels_last"] else torch.preserve_format
     model = model.to(device=device, memory_format=memory_format)
     optimizer = torch.optim.Adam(
@@ -422,11 +442,8 @@ def train_variant(
         rows = []
         for start in range(0, n_train, bs):
             idx = perm[start:start + bs]
-            step = iteration + len(rows)
-            terms = _batch_losses(
-                runner, train[idx], mask, variant, beta * kl_weight(step, hold, ramp), ccfg, g_noise,
-                sample=step >= hold,
-            )
+            beta_now = beta * kl_weight(iteration + len(rows), hold, ramp)
+            terms = _batch_losses(runner, train[idx], mask, variant, beta_now, ccfg, g_noise)
             optimizer.zero_grad(set_to_none=True)
             terms["loss"].backward()
             optimizer.step()
@@ -471,7 +488,7 @@ def train_variant(
     }
     meta = {
         "variant": variant, "latent_dim": int(variant["latent_dim"]), "beta": beta,
-        "pattern_shape": list(pattern_shape), "width_factor": float(cfg["width_factor"]),
+        "pattern_shape": list(pattern_shape), "width_factor": _effective_width(variant, cfg),
         "projection_dim": int(ccfg["projection_dim"]), "training": cfg, "seed": int(seed),
         "epochs_trained": epochs, "iterations": iteration, "device": device.type,
         "torch": str(torch.__version__), "final": final,
@@ -488,7 +505,7 @@ def train_variant(
     log.info("%s done: %s", title, final)
 
 
-def _loss_frame(iter_log: list[np.ndarray], epoch_log: list[list[Any]]) -> "pd.DataFrame":
+def _loss_frame(iter_log: list[np.ndarray], epoch_log: list[list[Any]]) -> pd.DataFrame:
     import pandas as pd
 
     rows = []
@@ -527,9 +544,8 @@ def load_model(
     if blob.get("format") != WEIGHTS_FORMAT:
         raise ValueError(f"{weights_path}: not a {WEIGHTS_FORMAT} weights file")
     meta = blob["meta"]
-    model = build_model(
-        meta["variant"], meta["pattern_shape"], meta["width_factor"], projection_dim=meta["projection_dim"]
-    )
+    with torch.random.fork_rng(devices=[]):  # the init is overwritten; keep the caller's RNG
+        model = _build(meta["variant"], tuple(meta["pattern_shape"]), meta["training"])
     model.load_state_dict(blob["state_dict"])
     model = model.to(device).eval()
     return model.encoder, model.decoder, meta
@@ -538,7 +554,7 @@ def load_model(
 # --------------------------------------------------------------------------- plots
 
 
-def _read_losses(source: "str | os.PathLike | pd.DataFrame") -> "pd.DataFrame":
+def _read_losses(source: str | os.PathLike | pd.DataFrame) -> pd.DataFrame:
     import pandas as pd
 
     return source if isinstance(source, pd.DataFrame) else pd.read_csv(source)
@@ -550,7 +566,7 @@ def _auto_window(n_iterations: int, window: int | None) -> int:
     return max(1, min(int(window) if window else 500, cap))
 
 
-def _panels(axes: Any, frame: "pd.DataFrame", color: Any, label: str, window: int | None, metrics: tuple[str, ...]) -> None:
+def _panels(axes: Any, frame: pd.DataFrame, color: Any, label: str, window: int | None, metrics: tuple[str, ...]) -> None:
     it = frame[frame["level"] == "iteration"]
     w = _auto_window(len(it), window)
     for ax, metric in zip(axes, metrics):
@@ -571,7 +587,7 @@ def _finish_axes(axes: Any, metrics: tuple[str, ...]) -> None:
 
 
 def plot_losses(
-    source: "str | os.PathLike | pd.DataFrame", out_path: str | os.PathLike, title: str = "",
+    source: str | os.PathLike | pd.DataFrame, out_path: str | os.PathLike, title: str = "",
     window: int | None = None,
 ) -> None:
     """Fig. 3D/E for one variant: smoothed train (solid) and val (dashed) L2 and KL, log y."""
