@@ -545,7 +545,13 @@ def load_model(
         raise ValueError(f"{weights_path}: not a {WEIGHTS_FORMAT} weights file")
     meta = blob["meta"]
     with torch.random.fork_rng(devices=[]):  # the init is overwritten; keep the caller's RNG
-        model = _build(meta["variant"], tuple(meta["pattern_shape"]), meta["training"])
+        # Weights files without the resolved training settings still carry the
+        # effective width and projection size, which is all the architecture needs.
+        build_cfg = meta.get("training") or {
+            "width_factor": meta["width_factor"],
+            "contrastive": {"projection_dim": meta.get("projection_dim", 64)},
+        }
+        model = _build(meta["variant"], tuple(meta["pattern_shape"]), build_cfg)
     model.load_state_dict(blob["state_dict"])
     model = model.to(device).eval()
     return model.encoder, model.decoder, meta
