@@ -107,7 +107,13 @@ rule fig_dimensionality:
     input:
         unpack(lambda wc: figure_inputs(wc.scan, MAPS_PLAN["vae_variants"])),
     output:
-        figure="results/maps/figures/fig8_dimensionality_{scan}.png",
+        figure=report(
+            "results/maps/figures/fig8_dimensionality_{scan}.png",
+            caption="../report/fig8.rst",
+            category="5. Latent feature maps",
+            subcategory="{scan}",
+            labels={"scan": "{scan}", "figure": "Fig 8: reconstructions by latent dimension"},
+        ),
         csv="results/maps/figures/fig8_dimensionality_{scan}.csv",
     params:
         variants=MAPS_PLAN["vae_variants"],
@@ -127,7 +133,13 @@ rule fig_cells:
     input:
         unpack(lambda wc: cell_figure_inputs(wc.scan, MAPS_PLAN)),
     output:
-        figure="results/maps/figures/fig9_cells_{scan}.png",
+        figure=report(
+            "results/maps/figures/fig9_cells_{scan}.png",
+            caption="../report/fig9.rst",
+            category="5. Latent feature maps",
+            subcategory="{scan}",
+            labels={"scan": "{scan}", "figure": "Fig 9: best dislocation-cell map per d"},
+        ),
         csv="results/maps/figures/fig9_cells_{scan}.csv",
     params:
         variants=MAPS_PLAN["vae_variants"],
@@ -146,7 +158,13 @@ rule fig_beta:
     input:
         unpack(lambda wc: figure_inputs(wc.scan, MAPS_PLAN["beta_variants"])),
     output:
-        figure="results/maps/figures/fig10_beta_{scan}.png",
+        figure=report(
+            "results/maps/figures/fig10_beta_{scan}.png",
+            caption="../report/fig10.rst",
+            category="5. Latent feature maps",
+            subcategory="{scan}",
+            labels={"scan": "{scan}", "figure": "Fig 10: beta-VAE reconstructions"},
+        ),
         csv="results/maps/figures/fig10_beta_{scan}.csv",
     params:
         variants=MAPS_PLAN["beta_variants"],
