@@ -100,6 +100,8 @@ def test_width_factor_scales_channels_with_floor() -> None:
     assert channels(128, 0.25, 0.25) == 8
     assert channels(128, 0.125, 0.125) == 4  # floor of 4 channels
     assert channels(16, 0.125, 0.25) == 2  # never above the paper's own width
+    assert channels(128, 0.125, 0.125, min_channels=8) == 8
+    assert channels(16, 0.25, 1.0, min_channels=64) == 4  # width 1 is always Table 2
     full = count_parameters(build_model({"loss": "vae", "latent_dim": 32}, (60, 60), 1.0))
     slim = count_parameters(build_model({"loss": "vae", "latent_dim": 32}, (60, 60), 0.25))
     assert slim < full / 4
@@ -224,7 +226,7 @@ def test_inits_are_seeded_and_he_keeps_the_signal(init: str) -> None:
     a, b = build(), build()
     assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
     if init != "torch":
-        assert all(float(m.bias.abs().max()) == 0.0 for m in a.modules() if isinstance(m, torch.nn.Conv2d))
+        assert all(not m.bias.detach().any() for m in a.modules() if isinstance(m, torch.nn.Conv2d))
     if init == "he":
         x = torch.rand(64, 60, 60, generator=torch.Generator().manual_seed(1)) * 2 - 1
         with torch.no_grad():

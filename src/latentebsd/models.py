@@ -31,8 +31,15 @@ Let ``n = min(h, w)`` and ``s = n / 120``.
   120 gives the paper's 4 -> 11 -> 27 -> 61 -> 120; 60 gives 2 -> 6 -> 14 -> 31 -> 60.
   Any side from 16 pixels up works (tested 16-300, square and not).
 - Channels: the paper's ``c = d * f`` (``f`` in {1/8, 1/4, 1/2, 1} of ``d``) becomes
-  ``round(max(width_factor * c, min(c, 4)))``; the bottleneck (head conv ``2d``, the fc
-  layers and the latent) is not scaled, so ``d`` keeps its meaning.
+  ``round(max(width_factor * c, min(c, min_channels)))`` (``min_channels`` = 4 by
+  default, so width 1 is always Table 2); the bottleneck (head conv ``2d``, the fc
+  layers and the latent) is not scaled, so ``d`` keeps its meaning. ``base_channels``
+  (if given) replaces ``width_factor`` by ``4 * base_channels / d``: the same
+  convolutions for every d (the CPU demo's choice), only the bottleneck follows d.
+
+Initialisation (:func:`initialize_`): ``glorot`` (MATLAB's default, the paper's),
+``he`` (signal-preserving; trains small models much sooner) or ``torch``.
+The reconstruction loss is expressed per 120 x 120 pattern (:func:`l2_scale`).
 
 Variants (``variant["loss"]``)
 ------------------------------
@@ -170,14 +177,15 @@ def architecture_for(pattern_shape: Sequence[int]) -> Architecture:
 MIN_SCALED_CHANNELS = 4
 
 
-def channels(latent_dim: int, fraction: float, width_factor: float) -> int:
+def channels(latent_dim: int, fraction: float, width_factor: float, min_channels: int = MIN_SCALED_CHANNELS) -> int:
     """Channels of a layer the paper gives as ``fraction * d``, scaled by the width.
 
-    Scaling never goes below ``min(paper width, 4)``: 1- and 2-channel feature maps
-    cannot carry bands, and oneDNN runs them several times slower than 4 channels.
+    Scaling never goes below ``min(paper width, min_channels)`` (so width 1 is always
+    the paper's): 1- and 2-channel feature maps cannot carry bands, and oneDNN runs
+    them several times slower than 4 channels.
     """
     paper = latent_dim * fraction
-    floor = min(paper, MIN_SCALED_CHANNELS)
+    floor = min(paper, min_channels)
     return max(1, int(math.floor(max(width_factor * paper, floor) + 0.5)))
 
 
@@ -222,12 +230,13 @@ class Encoder(nn.Module):
     """
 
     def __init__(
-        self, latent_dim: int, pattern_shape: Sequence[int] = (120, 120), width_factor: float = 1.0
+        self, latent_dim: int, pattern_shape: Sequence[int] = (120, 120), width_factor: float = 1.0,
+        min_channels: int = MIN_SCALED_CHANNELS,
     ) -> None:
         super().__init__()
         arch = architecture_for(pattern_shape)
         k = arch.kernel
-        c1, c2, c3 = (channels(latent_dim, f, width_factor) for f in (0.25, 0.5, 1.0))
+        c1, c2, c3 = (channels(latent_dim, f, width_factor, min_channels) for f in (0.25, 0.5, 1.0))
         self.latent_dim = int(latent_dim)
         self.pattern_shape = arch.pattern_shape
         self.features = nn.Sequential(
@@ -257,12 +266,13 @@ class Decoder(nn.Module):
     """
 
     def __init__(
-        self, latent_dim: int, pattern_shape: Sequence[int] = (120, 120), width_factor: float = 1.0
+        self, latent_dim: int, pattern_shape: Sequence[int] = (120, 120), width_factor: float = 1.0,
+        min_channels: int = MIN_SCALED_CHANNELS,
     ) -> None:
         super().__init__()
         arch = architecture_for(pattern_shape)
         k = arch.kernel
-        ch = [channels(latent_dim, f, width_factor) for f in (1.0, 1.0, 0.5, 0.25, 0.125)]
+        ch = [channels(latent_dim, f, width_factor, min_channels) for f in (1.0, 1.0, 0.5, 0.25, 0.125)]
         self.latent_dim = int(latent_dim)
         self.pattern_shape = arch.pattern_shape
         self.start = (ch[0], *arch.decoder_sizes[0])
@@ -351,6 +361,7 @@ def build_model(
     projection_hidden: int | None = None,
     init: str = "glorot",
     base_channels: int | None = None,
+    min_channels: int = MIN_SCALED_CHANNELS,
 ) -> VAE:
     """The VAE a variant asks for, initialised.
 
@@ -372,6 +383,8 @@ def build_model(
         If given, overrides ``width_factor`` with ``4 * base_channels / d``: every d gets
         the same convolutions (encoder ``base, 2 base, 4 base``), only the bottleneck
         changes with d. The paper instead grows the width with d (``base = d / 4``).
+    min_channels
+        Width scaling never takes a layer below ``min(its paper width, min_channels)``.
     """
     variant_beta(variant)  # validates the loss name and beta
     d = int(variant["latent_dim"])
@@ -382,7 +395,11 @@ def build_model(
     projection = (
         ProjectionHead(d, projection_dim, projection_hidden) if variant["loss"] == "contrastive" else None
     )
-    model = VAE(Encoder(d, pattern_shape, width_factor), Decoder(d, pattern_shape, width_factor), projection)
+    model = VAE(
+        Encoder(d, pattern_shape, width_factor, min_channels),
+        Decoder(d, pattern_shape, width_factor, min_channels),
+        projection,
+    )
     return initialize_(model, init)
 
 

@@ -83,6 +83,7 @@ DEFAULT_TRAINING: dict[str, Any] = {
     "adam_betas": [0.9, 0.999],    # paper: gradient decay 0.9, squared gradient decay 0.999
     "width_factor": 1.0,           # channel scale; 1 = Table 2
     "base_channels": None,         # if set: same convolutions for every d (overrides width_factor)
+    "min_channels": 4,             # width scaling never goes below min(paper width, this)
     "init": "glorot",              # glorot = MATLAB's default (the paper); he; torch
     "eval_batch_size": 1024,       # validation batch size (memory only, not results)
     "smoothing_window": 500,       # moving-average window (iterations) of the plots; paper 500
@@ -135,6 +136,8 @@ def resolve_training(training: Mapping[str, Any] | None) -> dict[str, Any]:
         raise ValueError("learning_rate and width_factor must be > 0")
     if cfg["base_channels"] is not None and int(cfg["base_channels"]) < 1:
         raise ValueError("base_channels must be null or >= 1")
+    if int(cfg["min_channels"]) < 1:
+        raise ValueError("min_channels must be >= 1")
     if cfg["init"] not in INITS:
         raise ValueError(f"init must be one of {INITS}, got {cfg['init']!r}")
     if float(cfg["kl_warmup_epochs"]) < 0 or float(cfg["kl_hold_epochs"]) < 0:
@@ -300,7 +303,7 @@ def _build(variant: dict[str, Any], pattern_shape: tuple[int, ...], cfg: dict[st
     return build_model(
         variant, pattern_shape, float(cfg["width_factor"]),
         projection_dim=int(cfg["contrastive"]["projection_dim"]), init=cfg.get("init", "glorot"),
-        base_channels=None if base is None else int(base),
+        base_channels=None if base is None else int(base), min_channels=int(cfg.get("min_channels", 4)),
     )
 
 
