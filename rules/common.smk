@@ -1,13 +1,26 @@
+from latentebsd.shards import scan_regex, shard_plan, shard_paths
 from latentebsd.workflow import scan_seed, scan_source
 
 
 SCANS = list(config["scans"])
 VARIANTS = list(config["models"]["variants"])
+# Scans of more than config["shard_patterns"] patterns -> row ranges of their shards.
+# Their encode / decode / index / metrics run as one job per shard plus a gather job
+# (rules *_shard and gather_*); the other scans use the one-job rules.
+SHARDS = shard_plan(config, SCANS)
+WHOLE_SCANS = scan_regex([s for s in SCANS if s not in SHARDS])
+SHARDED_SCANS = scan_regex(list(SHARDS))
 
 
 wildcard_constraints:
     scan="|".join(SCANS),
     variant="|".join(VARIANTS),
+    shard=r"\d+",
+
+
+def shard_rows(wildcards):
+    """Map rows ``(first_row, stop_row)`` of a shard job."""
+    return SHARDS[wildcards.scan][int(wildcards.shard)]
 
 
 def all_targets():

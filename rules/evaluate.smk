@@ -24,6 +24,8 @@ rule decode:
         "results/decoded/{variant}/{scan}.up2",
     params:
         settings=EVALUATION,
+    wildcard_constraints:
+        scan=WHOLE_SCANS,
     resources:
         gpu=1,
     log:
@@ -37,6 +39,54 @@ rule decode:
         "../scripts/decode.py"
 
 
+# Sharded scans (common.smk): decode / index / metrics run one job per block of map rows,
+# each reading its rows from the scan-level inputs; a gather job per scan joins them.
+rule decode_shard:
+    input:
+        weights="results/models/{variant}/weights.pt",
+        latent="results/latent/{variant}/{scan}.nc",
+        preprocessed="results/preprocessed/{scan}.h5",
+    output:
+        temp("results/shards/decoded/{variant}/{scan}/{shard}.up2"),
+    params:
+        settings=EVALUATION,
+        rows=shard_rows,
+    wildcard_constraints:
+        scan=SHARDED_SCANS,
+    resources:
+        gpu=1,
+    log:
+        "logs/decode/{variant}/{scan}/shard_{shard}.log",
+    benchmark:
+        "benchmarks/out/decode_{variant}_{scan}_shard_{shard}.tsv"
+    threads: 2
+    conda:
+        "../envs/latentebsd.yaml"
+    script:
+        "../scripts/decode.py"
+
+
+rule gather_decoded:
+    input:
+        shards=lambda wc: shard_paths(
+            "results/shards/decoded/{variant}/{scan}/{shard}.up2", SHARDS, wc.scan, variant=wc.variant
+        ),
+        preprocessed="results/preprocessed/{scan}.h5",
+    output:
+        up2="results/decoded/{variant}/{scan}.up2",
+    params:
+        kind="decoded",
+    wildcard_constraints:
+        scan=SHARDED_SCANS,
+    log:
+        "logs/decode/{variant}/{scan}_gather.log",
+    threads: 1
+    conda:
+        "../envs/latentebsd.yaml"
+    script:
+        "../scripts/gather_shards.py"
+
+
 rule index_scan:
     input:
         unpack(lambda wc: index_inputs(wc.source, wc.scan)),
@@ -47,6 +97,7 @@ rule index_scan:
         settings=EVALUATION,
     wildcard_constraints:
         source="|".join(EVAL_PLAN["sources"]),
+        scan=WHOLE_SCANS,
     log:
         "logs/index/{source}/{scan}.log",
     benchmark:
@@ -58,6 +109,51 @@ rule index_scan:
         "../scripts/index_scan.py"
 
 
+rule index_shard:
+    input:
+        unpack(lambda wc: index_inputs(wc.source, wc.scan)),
+    output:
+        h5=temp("results/shards/index/{source}/{scan}/{shard}.h5"),
+    params:
+        settings=EVALUATION,
+        rows=shard_rows,
+    wildcard_constraints:
+        source="|".join(EVAL_PLAN["sources"]),
+        scan=SHARDED_SCANS,
+    log:
+        "logs/index/{source}/{scan}/shard_{shard}.log",
+    benchmark:
+        "benchmarks/out/index_{source}_{scan}_shard_{shard}.tsv"
+    threads: 2
+    conda:
+        "../envs/latentebsd.yaml"
+    script:
+        "../scripts/index_scan.py"
+
+
+rule gather_index:
+    input:
+        shards=lambda wc: shard_paths(
+            "results/shards/index/{source}/{scan}/{shard}.h5", SHARDS, wc.scan, source=wc.source
+        ),
+        preprocessed="results/preprocessed/{scan}.h5",
+    output:
+        h5="results/index/{source}/{scan}.h5",
+        ang="results/index/{source}/{scan}.ang",
+    params:
+        kind="index",
+    wildcard_constraints:
+        source="|".join(EVAL_PLAN["sources"]),
+        scan=SHARDED_SCANS,
+    log:
+        "logs/index/{source}/{scan}_gather.log",
+    threads: 1
+    conda:
+        "../envs/latentebsd.yaml"
+    script:
+        "../scripts/gather_shards.py"
+
+
 rule evaluate_metrics:
     input:
         original="results/index/original/{scan}.h5",
@@ -66,6 +162,8 @@ rule evaluate_metrics:
         "results/evaluation/metrics/{variant}/{scan}.h5",
     params:
         settings=EVALUATION,
+    wildcard_constraints:
+        scan=WHOLE_SCANS,
     log:
         "logs/evaluate/metrics/{variant}/{scan}.log",
     threads: 1
@@ -73,6 +171,47 @@ rule evaluate_metrics:
         "../envs/latentebsd.yaml"
     script:
         "../scripts/evaluate_metrics.py"
+
+
+rule metrics_shard:
+    input:
+        original="results/index/original/{scan}.h5",
+        decoded="results/index/{variant}/{scan}.h5",
+    output:
+        temp("results/shards/metrics/{variant}/{scan}/{shard}.h5"),
+    params:
+        settings=EVALUATION,
+        rows=shard_rows,
+    wildcard_constraints:
+        scan=SHARDED_SCANS,
+    log:
+        "logs/evaluate/metrics/{variant}/{scan}/shard_{shard}.log",
+    threads: 1
+    conda:
+        "../envs/latentebsd.yaml"
+    script:
+        "../scripts/evaluate_metrics.py"
+
+
+rule gather_metrics:
+    input:
+        shards=lambda wc: shard_paths(
+            "results/shards/metrics/{variant}/{scan}/{shard}.h5", SHARDS, wc.scan, variant=wc.variant
+        ),
+        preprocessed="results/preprocessed/{scan}.h5",
+    output:
+        metrics="results/evaluation/metrics/{variant}/{scan}.h5",
+    params:
+        kind="metrics",
+    wildcard_constraints:
+        scan=SHARDED_SCANS,
+    log:
+        "logs/evaluate/metrics/{variant}/{scan}_gather.log",
+    threads: 1
+    conda:
+        "../envs/latentebsd.yaml"
+    script:
+        "../scripts/gather_shards.py"
 
 
 rule evaluate_table1:

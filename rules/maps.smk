@@ -31,6 +31,8 @@ rule encode:
         reduction="results/latent/{variant}/{scan}_reduction.json",
     params:
         settings={k: MAPS[k] for k in ("chunk_size", "batch_size")},
+    wildcard_constraints:
+        scan=WHOLE_SCANS,
     resources:
         gpu=1,
     log:
@@ -42,6 +44,57 @@ rule encode:
         "../envs/latentebsd.yaml"
     script:
         "../scripts/encode.py"
+
+
+# A sharded scan (common.smk): one encode job per block of map rows, then a gather.
+rule encode_shard:
+    input:
+        patterns="results/preprocessed/{scan}.h5",
+        weights="results/models/{variant}/weights.pt",
+    output:
+        cube=temp("results/shards/latent/{variant}/{scan}/{shard}.nc"),
+        reduction=temp("results/shards/latent/{variant}/{scan}/{shard}.json"),
+    params:
+        settings={k: MAPS[k] for k in ("chunk_size", "batch_size")},
+        rows=shard_rows,
+    wildcard_constraints:
+        scan=SHARDED_SCANS,
+    resources:
+        gpu=1,
+    log:
+        "logs/encode/{variant}/{scan}/shard_{shard}.log",
+    benchmark:
+        "benchmarks/out/encode_{variant}_{scan}_shard_{shard}.tsv"
+    threads: 2
+    conda:
+        "../envs/latentebsd.yaml"
+    script:
+        "../scripts/encode.py"
+
+
+rule gather_latent:
+    input:
+        cubes=lambda wc: shard_paths(
+            "results/shards/latent/{variant}/{scan}/{shard}.nc", SHARDS, wc.scan, variant=wc.variant
+        ),
+        summaries=lambda wc: shard_paths(
+            "results/shards/latent/{variant}/{scan}/{shard}.json", SHARDS, wc.scan, variant=wc.variant
+        ),
+    output:
+        cube="results/latent/{variant}/{scan}.nc",
+        tiff="results/latent/{variant}/{scan}.tif",
+        reduction="results/latent/{variant}/{scan}_reduction.json",
+    params:
+        kind="latent",
+    wildcard_constraints:
+        scan=SHARDED_SCANS,
+    log:
+        "logs/encode/{variant}/{scan}_gather.log",
+    threads: 1
+    conda:
+        "../envs/latentebsd.yaml"
+    script:
+        "../scripts/gather_shards.py"
 
 
 rule latent_summary:

@@ -1,4 +1,5 @@
-"""Snakemake entry point of rule ``decode``: one scan's latent means -> decoded UP2."""
+"""Snakemake entry point of rules ``decode`` (one scan's latent means -> decoded UP2)
+and ``decode_shard`` (only the map rows ``params.rows``)."""
 
 from latentebsd.evaluate import run_decode_rule
 from latentebsd.workflow import rule_log
@@ -13,4 +14,5 @@ if "snakemake" in globals():
             settings=snakemake.params.settings,  # noqa: F821
             gpu=snakemake.resources.get("gpu", 0),  # noqa: F821
             threads=snakemake.threads,  # noqa: F821
+            rows=snakemake.params.get("rows"),  # noqa: F821
         )

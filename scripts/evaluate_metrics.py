@@ -1,4 +1,5 @@
-"""Snakemake entry point of rule ``evaluate_metrics``: per-pattern decoded-vs-original metrics."""
+"""Snakemake entry point of rules ``evaluate_metrics`` and ``metrics_shard`` (only the
+map rows ``params.rows``): per-pattern decoded-vs-original metrics."""
 
 from latentebsd.evaluate import run_metrics_rule
 from latentebsd.workflow import rule_log
@@ -12,4 +13,5 @@ if "snakemake" in globals():
             settings=snakemake.params.settings,  # noqa: F821
             variant=snakemake.wildcards.variant,  # noqa: F821
             scan=snakemake.wildcards.scan,  # noqa: F821
+            rows=snakemake.params.get("rows"),  # noqa: F821
         )

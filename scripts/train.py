@@ -1,7 +1,7 @@
 """Snakemake entry point of rule ``train``: one model variant."""
 
 from latentebsd.train import train_variant
-from latentebsd.workflow import rule_log, wants_gpu
+from latentebsd.workflow import job_device, rule_log
 
 if "snakemake" in globals():
     with rule_log(snakemake.log[0]):  # noqa: F821
@@ -14,6 +14,6 @@ if "snakemake" in globals():
             plot_path=snakemake.output.plot,  # noqa: F821
             checkpoint_path=snakemake.params.checkpoint,  # noqa: F821
             seed=int(snakemake.params.seed),  # noqa: F821
-            use_gpu=wants_gpu(snakemake.resources),  # noqa: F821
+            use_gpu=job_device(snakemake.resources.get("gpu", 0)) == "cuda",  # noqa: F821
             threads=int(snakemake.threads),  # noqa: F821
         )

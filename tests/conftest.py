@@ -14,6 +14,23 @@ from latentebsd.io import write_up2
 REPO = Path(__file__).resolve().parents[1]
 
 
+def save_untrained_model(path: Path, latent_dim: int, shape: tuple[int, int], loss: str = "vae",
+                         beta: float | None = None, seed: int = 0) -> Path:
+    """A small (width 1/4) untrained model in a weights file, saved by the training
+    stage's own writer, for the stages downstream of training."""
+    import torch
+
+    from latentebsd.models import build_model
+    from latentebsd.train import save_weights
+
+    variant = {"loss": loss, "latent_dim": latent_dim, **({"beta": beta} if beta else {})}
+    torch.manual_seed(seed)
+    model = build_model(variant, shape, width_factor=0.25)
+    meta = {"variant": variant, "latent_dim": latent_dim, "beta": beta or 1.0,
+            "pattern_shape": list(shape), "width_factor": 0.25, "projection_dim": 64}
+    return save_weights(path, model, meta)
+
+
 def disc(shape: tuple[int, int], radius_fraction: float = 0.9) -> np.ndarray:
     h, w = shape
     yy, xx = np.mgrid[:h, :w]

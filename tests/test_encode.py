@@ -10,10 +10,9 @@ import h5py
 import numpy as np
 import pytest
 import tifffile
-import torch
 import xarray as xr
 
-from conftest import band_patterns
+from conftest import band_patterns, save_untrained_model
 from latentebsd.encode import (
     cube_attrs,
     cube_chunk_rows,
@@ -28,23 +27,11 @@ from latentebsd.encode import (
 )
 from latentebsd.geometry import ScanGeometry
 from latentebsd.io import write_up2
-from latentebsd.models import build_model, encode_patterns
+from latentebsd.models import encode_patterns
 from latentebsd.preprocess import preprocess_scan
-from latentebsd.train import WEIGHTS_FORMAT, load_model
+from latentebsd.train import load_model
 
 MAP, RAW, STEP, D = (6, 9), (32, 32), 0.5, 8
-
-
-def save_model(path: Path, latent_dim: int, shape: tuple[int, int], loss: str = "vae",
-               beta: float | None = None, seed: int = 0) -> Path:
-    """A small untrained model saved the way ``train.train_variant`` saves one."""
-    variant = {"loss": loss, "latent_dim": latent_dim, **({"beta": beta} if beta else {})}
-    torch.manual_seed(seed)
-    model = build_model(variant, shape, width_factor=0.25)
-    meta = {"variant": variant, "latent_dim": latent_dim, "beta": beta or 1.0,
-            "pattern_shape": list(shape), "width_factor": 0.25, "projection_dim": 64}
-    torch.save({"format": WEIGHTS_FORMAT, "state_dict": model.state_dict(), "meta": meta}, path)
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +44,7 @@ def scan(tmp_path_factory) -> dict:
     up2 = write_up2(tmp / "s.up2", [raw[:20], raw[20:]], MAP, RAW, STEP)
     geometry = ScanGeometry(*MAP, step_um=STEP, pattern_shape=RAW, pc=[0.5, 0.45, 0.6])
     pre = preprocess_scan(up2, tmp / "s.h5", geometry, binning=1, blank_patterns="flag", progress=False)
-    weights = save_model(tmp / "w.pt", D, RAW)
+    weights = save_untrained_model(tmp / "w.pt", D, RAW)
     cube = tmp / "cube.nc"
     summary = encode_scan(pre, weights, cube, tmp / "cube.tif", tmp / "cube.json", scan="s",
                           variant="v8", chunk_size=MAP[1] * 2, batch_size=5, progress=False)
@@ -148,7 +135,7 @@ def test_block_readers_agree_with_the_cube(scan):
 
 
 def test_model_and_scan_mismatch_is_a_clear_error(scan, tmp_path):
-    weights = save_model(tmp_path / "w.pt", D, (40, 40))
+    weights = save_untrained_model(tmp_path / "w.pt", D, (40, 40))
     with pytest.raises(ValueError, match="model expects"):
         encode_scan(scan["pre"], weights, tmp_path / "c.nc", progress=False)
     assert not (tmp_path / "c.nc").exists()

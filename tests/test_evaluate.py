@@ -307,3 +307,16 @@ def test_metrics_and_table_rules_on_real_index_files(scan, decoded, tmp_path):
     assert row["IQ ratio (pq)"] == "1.00/1.00/1.00"
     assert "<table>" in (tmp_path / "t.html").read_text()
     assert (tmp_path / "t.csv").read_text().startswith("variant,")
+
+
+def test_misorientation_in_chunks_equals_one_call_and_respects_m3m():
+    from orix.quaternion import Rotation
+
+    q1, q2 = Rotation.random(50).data, Rotation.random(50).data
+    whole = misorientation_deg(q1, q2, chunk_size=1000)
+    assert np.allclose(misorientation_deg(q1, q2, chunk_size=7), whole, atol=1e-9)
+    assert whole.max() <= 62.81  # the m-3m fundamental zone's largest angle
+    # a 90 deg rotation about [001] is a symmetry of the cube: no misorientation
+    quarter = np.array([[np.cos(np.pi / 4), 0, 0, np.sin(np.pi / 4)]])
+    assert misorientation_deg(np.array([[1.0, 0, 0, 0]]), quarter)[0] < 1e-6
+    assert misorientation_deg(np.zeros((0, 4)), np.zeros((0, 4))).shape == (0,)

@@ -8,9 +8,9 @@ import h5py
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from scipy import ndimage
 
+from conftest import save_untrained_model
 from latentebsd.encode import encode_scan, write_cube
 from latentebsd.geometry import ScanGeometry
 from latentebsd.maps import (
@@ -28,8 +28,6 @@ from latentebsd.maps import (
     select_cell_features,
     summarize_truth_matches,
 )
-from latentebsd.models import build_model
-from latentebsd.train import WEIGHTS_FORMAT
 
 SHAPE = (24, 30)
 
@@ -238,17 +236,6 @@ def test_feature_maps_writes_every_output(tmp_path):
     assert np.load(tmp_path / "seg.npy").shape == SHAPE
 
 
-def save_model(path: Path, latent_dim: int, shape: tuple[int, int], loss: str = "vae",
-               beta: float | None = None) -> Path:
-    variant = {"loss": loss, "latent_dim": latent_dim, **({"beta": beta} if beta else {})}
-    torch.manual_seed(latent_dim)
-    model = build_model(variant, shape, width_factor=0.25)
-    meta = {"variant": variant, "latent_dim": latent_dim, "beta": beta or 1.0,
-            "pattern_shape": list(shape), "width_factor": 0.25, "projection_dim": 64}
-    torch.save({"format": WEIGHTS_FORMAT, "state_dict": model.state_dict(), "meta": meta}, path)
-    return path
-
-
 def test_reconstruction_figures(tmp_path):
     """Figs 8, 9, 10 on a small preprocessed scan with three untrained models."""
     n_rows, n_cols, shape = 5, 6, (32, 32)
@@ -264,7 +251,8 @@ def test_reconstruction_figures(tmp_path):
              "beta8": {"loss": "beta_vae", "latent_dim": 8, "beta": 15}}
     weights, cubes = {}, {}
     for name, spec in specs.items():
-        weights[name] = save_model(tmp_path / f"{name}.pt", spec["latent_dim"], shape, spec["loss"], spec.get("beta"))
+        weights[name] = save_untrained_model(tmp_path / f"{name}.pt", spec["latent_dim"], shape, spec["loss"],
+                                             spec.get("beta"), seed=spec["latent_dim"])
         cubes[name] = encode_scan(tmp_path / "p.h5", weights[name], tmp_path / f"{name}.nc", progress=False) and \
             tmp_path / f"{name}.nc"
     dims = {"vae8": 8, "vae16": 16}

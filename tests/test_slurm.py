@@ -34,7 +34,7 @@ import yaml
 
 from conftest import REPO
 
-GPU_RULES = {"train", "encode", "decode"}     # resources: gpu=1 in rules/*.smk
+GPU_RULES = {"train", "encode", "decode", "encode_shard", "decode_shard"}  # resources: gpu=1 in rules/*.smk
 FAKE_COMMANDS = ("sbatch", "squeue", "sacct", "scontrol", "sinfo", "sacctmgr", "sshare",
                  "scancel", "srun")
 
@@ -220,6 +220,9 @@ def tiny_workflow(work: Path) -> None:
     config["sample"]["patterns_per_scan"] = 10
     config["models"]["variants"] = {k: config["models"]["variants"][k] for k in ("vae16", "betavae15")}
     config["training"] = {**(config.get("training") or {}), "epochs": 1}
+    # 20-pattern scans over shard_patterns = 10: encode runs as 2 shard jobs + a gather
+    config["shard_patterns"] = 10
+    config["maps"]["chunk_size"] = config["evaluation"]["chunk_size"] = 5
     (work / "config" / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
 
 
@@ -235,23 +238,24 @@ def test_profile_submits_gpu_jobs_with_gpus_and_cpu_jobs_without(tmp_path):
     bin_dir, state = install_fake_slurm(tmp_path)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "SBATCH_", "SRUN_"))}
     env["PATH"] = f"{bin_dir}{os.pathsep}{env['PATH']}"
-    target = "results/models/vae16/weights.pt"
+    target, sharded = "results/models/vae16/weights.pt", "results/latent/vae16/am.nc"
     start = time.monotonic()
     run = subprocess.run(
-        [sys.executable, "-m", "snakemake", "--workflow-profile", "profiles/slurm", target,
+        [sys.executable, "-m", "snakemake", "--workflow-profile", "profiles/slurm", target, sharded,
          # only to make the fake cluster fast: poll every second
          "--seconds-between-status-checks", "1", "--slurm-init-seconds-before-status-checks", "1"],
         cwd=work, env=env, capture_output=True, text=True, timeout=600)
     elapsed = time.monotonic() - start
     out = run.stdout[-4000:] + run.stderr[-6000:] + slurm_logs(work)
     assert run.returncode == 0, out
-    assert (work / target).stat().st_size > 0, out
+    assert (work / target).stat().st_size > 0 and (work / sharded).stat().st_size > 0, out
 
     calls = recorded(state, "sbatch")
     lines = {rule: [a for a in calls if submitted_rule(a) == rule] for rule in map(submitted_rule, calls)}
     summary = "\n".join(without_wrap(a) for a in calls)
     assert {"simulate_scan", "preprocess", "sample", "train"} <= set(lines), summary
     assert len(lines["train"]) == 1, summary          # only vae16 was asked for
+    assert len(lines["encode_shard"]) == 2 and len(lines["gather_latent"]) == 1, summary
     for args in calls:
         line = without_wrap(args)
         assert "--mem" in args and "-t" in args, line
@@ -269,8 +273,9 @@ def test_profile_submits_gpu_jobs_with_gpus_and_cpu_jobs_without(tmp_path):
     # for the GPU again in the GPU job
     sruns = recorded(state, "srun")
     assert len(sruns) == len(calls), summary
-    assert sum("--gpus=1" in a for a in sruns) == len(lines["train"])
+    assert sum("--gpus=1" in a for a in sruns) == len(lines["train"]) + len(lines["encode_shard"])
     # the jobs really ran (the trained model was checked above)
     assert (work / "results/sample/dataset.h5").stat().st_size > 0
     print(f"\nsbatch train: {without_wrap(lines['train'][0])}"
+          f"\nsbatch encode_shard: {without_wrap(lines['encode_shard'][0])}"
           f"\nsbatch sample: {without_wrap(lines['sample'][0])}\nrun took {elapsed:.1f} s")

@@ -31,6 +31,28 @@ def test_dry_run_of_the_default_config_shows_the_whole_dag(tmp_path):
         assert rule in out, f"rule {rule} missing from the dry run:\n{out}"
 
 
+def job_counts(dry_run_output: str) -> dict[str, int]:
+    """``rule -> jobs`` from the job-stats table of ``snakemake -n --quiet rules``."""
+    counts = {}
+    for line in dry_run_output.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[1].isdigit():
+            counts[parts[0]] = int(parts[1])
+    return counts
+
+
+def test_a_scan_over_shard_patterns_runs_as_shard_jobs_and_gathers(tmp_path):
+    run = snakemake("-n", "--quiet", "rules", cwd=workflow_copy(tmp_path, tiny_config()))
+    assert run.returncode == 0, run.stderr + run.stdout
+    jobs = job_counts(run.stdout + run.stderr)
+    variants, shards = 3, 2  # am: 2 shards; wrought: whole
+    assert jobs["encode"] == jobs["decode"] == jobs["evaluate_metrics"] == variants
+    assert jobs["encode_shard"] == jobs["decode_shard"] == jobs["metrics_shard"] == variants * shards
+    assert jobs["gather_latent"] == jobs["gather_decoded"] == jobs["gather_metrics"] == variants
+    assert jobs["index_scan"] == variants + 1  # original + one per variant
+    assert jobs["index_shard"] == (variants + 1) * shards and jobs["gather_index"] == variants + 1
+
+
 def test_lint_is_clean():
     run = snakemake("--lint")
     assert run.returncode == 0, run.stdout + run.stderr
@@ -56,11 +78,16 @@ def workflow_copy(tmp_path, config: dict):
 
 
 def tiny_config() -> dict:
-    """The default study shrunk to seconds: 4 x 5 maps of 60 x 60 patterns (30 x 30 after
-    binning), three variants, one epoch."""
+    """The default study shrunk to seconds: 3 x 5 (wrought) and 4 x 5 (am) maps of
+    60 x 60 patterns (30 x 30 after binning), three variants, one epoch. ``am`` is over
+    ``shard_patterns`` = 15: its per-scan stages run as two shard jobs (rows 0:3, 3:4)
+    and a gather; ``wrought`` runs whole."""
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-    for scan in config["scans"].values():
-        scan["simulate"]["map_shape"] = [4, 5]
+    config["scans"]["wrought"]["simulate"]["map_shape"] = [3, 5]
+    config["scans"]["am"]["simulate"]["map_shape"] = [4, 5]
+    config["shard_patterns"] = 15
+    config["maps"]["chunk_size"] = 5  # 1-row blocks, so shards may be any whole rows
+    config["evaluation"]["chunk_size"] = 5
     config["simulation"]["pattern_shape"] = [60, 60]
     config["sample"]["patterns_per_scan"] = 10
     config["models"]["variants"] = {
@@ -93,5 +120,21 @@ def test_main_job_runs_end_to_end(tmp_path):
         assert (work / path).stat().st_size > 0, path
     table = (work / "results/evaluation/table1.md").read_text()
     assert "VAE" in table and "16" in table and "32" in table
-    for log in ("simulate/wrought", "preprocess/am", "sample", "train/vae16"):
-        assert (work / "logs" / f"{log}.log").exists()
+    for log in ("simulate/wrought", "preprocess/am", "sample", "train/vae16",
+                "encode/vae16/am/shard_1", "index/original/am/shard_0", "index/original/am_gather"):
+        assert (work / "logs" / f"{log}.log").exists(), log
+    # am went through shards: the gathered files are whole, the shard files are gone
+    with h5py.File(work / "results/index/original/am.h5") as f:
+        assert f["phase"].shape == (20,) and f["geometry"].attrs["n_rows"] == 4
+    with h5py.File(work / "results/evaluation/metrics/vae16/am.h5") as f:
+        assert f["row"][-1] == 3 and len(f["indexed"]) == 20
+    assert not [p for p in (work / "results").rglob("*") if "shards" in p.parts and p.is_file()]
+
+
+def test_job_device_uses_cuda_only_for_a_job_given_a_gpu():
+    import torch
+
+    from latentebsd.workflow import job_device
+
+    assert job_device(0) == job_device(None) == "cpu"
+    assert job_device(1) == ("cuda" if torch.cuda.is_available() else "cpu")

@@ -96,13 +96,6 @@ def data_reduction(raw_pattern_shape: Sequence[int], raw_dtype: str | np.dtype,
             "data_reduction_factor": raw / latent}
 
 
-def choose_device(use_gpu: bool) -> str:
-    """``"cuda"`` if asked for and available, else ``"cpu"``."""
-    import torch
-
-    return "cuda" if use_gpu and torch.cuda.is_available() else "cpu"
-
-
 # --------------------------------------------------------------------------- writers
 
 
@@ -110,7 +103,7 @@ class _CubeWriter:
     """NetCDF cube + ImageJ TIFF, filled one block of map rows at a time."""
 
     def __init__(self, nc_path: Path, tif_path: Path | None, d: int, n_rows: int, n_cols: int,
-                 step_um: float, attrs: dict[str, Any]) -> None:
+                 step_um: float, attrs: dict[str, Any], first_row: int = 0) -> None:
         import h5netcdf
         import tifffile
 
@@ -118,7 +111,8 @@ class _CubeWriter:
         self.nc.dimensions = {"feature": d, "y": n_rows, "x": n_cols}
         coords = {
             "feature": (np.arange(d, dtype=np.int32), {"long_name": "latent feature index"}),
-            "y": (np.arange(n_rows) * step_um, {"units": "um", "long_name": "map row position"}),
+            "y": ((first_row + np.arange(n_rows)) * step_um,
+                  {"units": "um", "long_name": "map row position"}),
             "x": (np.arange(n_cols) * step_um, {"units": "um", "long_name": "map column position"}),
         }
         for name, (values, var_attrs) in coords.items():
@@ -206,6 +200,7 @@ def encode_scan(
     device: str = "cpu",
     threads: int = 1,
     progress: bool = True,
+    rows: tuple[int, int] | None = None,
 ) -> dict[str, Any]:
     """Encode every pattern of a preprocessed scan and write the latent cube.
 
@@ -233,6 +228,10 @@ def encode_scan(
         CPU threads for torch.
     progress
         Show a tqdm progress bar.
+    rows
+        Map rows ``(first_row, stop_row)`` to encode (a shard, :mod:`latentebsd.shards`);
+        ``None``: the whole map. A shard's cube holds only those rows, with attrs
+        ``first_row`` and ``scan_n_rows``.
 
     Returns
     -------
@@ -253,6 +252,9 @@ def encode_scan(
     encoder, _, meta = load_model(weights_path, device=device)
     geometry = read_preprocessed_geometry(preprocessed_path)
     n_rows, n_cols, step = geometry.n_rows, geometry.n_cols, geometry.step_um
+    first_row, stop_row = (0, n_rows) if rows is None else (int(rows[0]), int(rows[1]))
+    geometry.row_block(first_row, stop_row)  # checks the range
+    n_out = (stop_row - first_row) * n_cols
     d = int(encoder.latent_dim)
 
     with h5py.File(preprocessed_path, "r") as f:
@@ -270,7 +272,7 @@ def encode_scan(
         reduction = data_reduction(raw_shape, raw_dtype, d)
         attrs = {
             "scan": scan, "variant": variant, "latent_dim": d, "step_um": step,
-            "n_rows": n_rows, "n_cols": n_cols,
+            "n_rows": stop_row - first_row, "n_cols": n_cols,
             "data_reduction_factor": reduction["data_reduction_factor"],
             "data_reduction_definition": REDUCTION_DEFINITION,
             "raw_pattern_shape": np.asarray(raw_shape, np.int64), "raw_dtype": raw_dtype,
@@ -280,20 +282,25 @@ def encode_scan(
             "source_weights": str(Path(weights_path).resolve()),
             "layout": "pattern i of the scan sits at (y, x) = divmod(i, n_cols) * step_um",
         }
+        if rows is not None:
+            attrs.update(first_row=first_row, scan_n_rows=n_rows)
         block_rows = rows_per_block(n_cols, chunk_size)
         t0 = time.perf_counter()
         tif_tmp_ctx = atomic_path(tiff_path) if tiff_path is not None else contextlib.nullcontext()
         with atomic_path(cube_path) as nc_tmp, tif_tmp_ctx as tif_tmp:
-            writer = _CubeWriter(Path(nc_tmp), tif_tmp, d, n_rows, n_cols, step, attrs)
+            writer = _CubeWriter(Path(nc_tmp), tif_tmp, d, stop_row - first_row, n_cols, step,
+                                 attrs, first_row)
             try:
-                bar = tqdm(total=n_rows * n_cols, unit="pat", disable=not progress,
+                bar = tqdm(total=n_out, unit="pat", disable=not progress,
                            desc=f"encode {variant}/{scan}")
-                for r0 in range(0, n_rows, block_rows):
-                    r1 = min(r0 + block_rows, n_rows)
+                # Blocks start at multiples of block_rows from row 0 of the scan, so a
+                # shard sees the same batches as the whole-scan job (latentebsd.shards).
+                for r0 in range(first_row, stop_row, block_rows):
+                    r1 = min(r0 + block_rows, stop_row)
                     block = patterns[r0 * n_cols:r1 * n_cols]
                     mean, logvar = encode_patterns(encoder, block, batch_size, device, mask)
                     shape = (r1 - r0, n_cols, d)
-                    writer.write(r0, mean.reshape(shape).transpose(2, 0, 1),
+                    writer.write(r0 - first_row, mean.reshape(shape).transpose(2, 0, 1),
                                  logvar.reshape(shape).transpose(2, 0, 1),
                                  valid[r0 * n_cols:r1 * n_cols].reshape(r1 - r0, n_cols))
                     bar.update(len(block))
@@ -303,19 +310,20 @@ def encode_scan(
         seconds = time.perf_counter() - t0
 
     summary = {
-        "scan": scan, "variant": variant, "latent_dim": d, "n_rows": n_rows, "n_cols": n_cols,
-        "n_patterns": n_rows * n_cols, "n_valid": int(valid.sum()), "step_um": step,
+        "scan": scan, "variant": variant, "latent_dim": d, "n_rows": stop_row - first_row,
+        "n_cols": n_cols, "n_patterns": n_out,
+        "n_valid": int(valid[first_row * n_cols:stop_row * n_cols].sum()), "step_um": step,
         "raw_pattern_shape": list(raw_shape), "raw_dtype": raw_dtype,
         "pattern_shape": [int(v) for v in encoder.pattern_shape], **reduction,
         "data_reduction_definition": REDUCTION_DEFINITION,
-        "raw_bytes_total": reduction["raw_bytes_per_pattern"] * n_rows * n_cols,
-        "latent_bytes_total": reduction["latent_bytes_per_pattern"] * n_rows * n_cols,
+        "raw_bytes_total": reduction["raw_bytes_per_pattern"] * n_out,
+        "latent_bytes_total": reduction["latent_bytes_per_pattern"] * n_out,
         "encode_seconds": round(seconds, 3),
-        "patterns_per_second": round(n_rows * n_cols / max(seconds, 1e-9), 1),
+        "patterns_per_second": round(n_out / max(seconds, 1e-9), 1),
         "device": str(device), "threads": int(threads),
     }
     log.info("%s/%s: %d patterns -> d = %d in %.1f s (%.0f patterns/s), data reduction x%.1f",
-             variant, scan, n_rows * n_cols, d, seconds, summary["patterns_per_second"],
+             variant, scan, n_out, d, seconds, summary["patterns_per_second"],
              reduction["data_reduction_factor"])
     if reduction_path is not None:
         with atomic_path(reduction_path) as tmp:
@@ -323,21 +331,23 @@ def encode_scan(
     return summary
 
 
-def run_encode_rule(preprocessed: str, weights: str, cube: str, tiff: str, reduction: str,
+def run_encode_rule(preprocessed: str, weights: str, cube: str, tiff: str | None, reduction: str,
                     scan: str, variant: str, settings: dict[str, Any], gpus: int,
-                    threads: int) -> dict[str, Any]:
-    """What rule ``encode`` runs: resolve ``maps`` settings, pick the device, encode.
+                    threads: int, rows: tuple[int, int] | None = None) -> dict[str, Any]:
+    """What rules ``encode`` and ``encode_shard`` (``rows`` given, no TIFF) run: resolve
+    ``maps`` settings, pick the device, encode.
 
     CUDA is used only when the job was given a GPU (``resources: gpu >= 1``) and torch
     sees one.
     """
     from latentebsd.maps import resolve_maps_settings
+    from latentebsd.workflow import job_device
 
     cfg = resolve_maps_settings(settings)
-    device = choose_device(int(gpus or 0) >= 1)
+    device = job_device(gpus)
     return encode_scan(preprocessed, weights, cube, tiff, reduction, scan=scan, variant=variant,
                        chunk_size=cfg["chunk_size"], batch_size=cfg["batch_size"],
-                       device=device, threads=threads)
+                       device=device, threads=threads, rows=rows)
 
 
 # --------------------------------------------------------------------------- reading

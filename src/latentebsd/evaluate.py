@@ -385,24 +385,39 @@ def read_screen(preprocessed_path: str | os.PathLike) -> tuple[ScanGeometry, np.
     return geometry, mask, valid
 
 
-def iter_pattern_chunks(path: str | os.PathLike, chunk_size: int) -> Iterator[tuple[int, np.ndarray]]:
-    """Yield ``(start, float32 patterns on the [-1, 1] scale)`` of a scan, chunk by chunk.
+def iter_pattern_chunks(path: str | os.PathLike, geometry: ScanGeometry, chunk_size: int,
+                        rows: tuple[int, int] | None = None) -> Iterator[tuple[int, np.ndarray]]:
+    """Yield ``(start, float32 patterns on the [-1, 1] scale)``, a block of whole map rows
+    (about ``chunk_size`` patterns) at a time.
 
     ``path`` is a preprocessed scan (``.h5``: dataset ``patterns``) or a decoded one
-    (``.up2``, converted with :func:`from_uint16`).
+    (``.up2``, converted with :func:`from_uint16`), holding ``geometry``'s whole map.
+    ``rows`` = ``(first_row, stop_row)`` limits it to a shard; blocks are counted from
+    row 0 either way, so a shard sees the same blocks as the whole scan.
     """
+    from latentebsd.encode import rows_per_block
+
     path = Path(path)
+    n_cols, n = geometry.n_cols, geometry.n_patterns
+    first_row, stop_row = (0, geometry.n_rows) if rows is None else rows
+    step = rows_per_block(n_cols, chunk_size)
     if path.suffix.lower() in (".h5", ".hdf5"):
         with h5py.File(path, "r") as f:
             if "patterns" not in f:
                 raise ValueError(f"{path}: no 'patterns' dataset")
             dset = f["patterns"]
-            for start in range(0, dset.shape[0], chunk_size):
-                yield start, np.asarray(dset[start:start + chunk_size], dtype=np.float32)
+            if dset.shape[0] != n:
+                raise ValueError(f"{path}: {dset.shape[0]} patterns, the map has {n}")
+            for r0 in range(first_row, stop_row, step):
+                a, b = r0 * n_cols, min(r0 + step, stop_row) * n_cols
+                yield a, np.asarray(dset[a:b], dtype=np.float32)
     elif path.suffix.lower() == ".up2":
         reader = PatternReader(path)
-        for start, chunk in reader.chunks(chunk_size):
-            yield start, from_uint16(chunk)
+        if reader.n_patterns != n:
+            raise ValueError(f"{path}: {reader.n_patterns} patterns, the map has {n}")
+        for r0 in range(first_row, stop_row, step):
+            a, b = r0 * n_cols, min(r0 + step, stop_row) * n_cols
+            yield a, from_uint16(reader.read(a, b))
     else:
         raise ValueError(f"{path}: expected a preprocessed .h5 or a decoded .up2 file")
 
@@ -425,15 +440,20 @@ def open_latent(path: str | os.PathLike):
     return ds
 
 
-def iter_latent_blocks(path: str | os.PathLike, chunk_size: int) -> Iterator[tuple[int, np.ndarray]]:
+def iter_latent_blocks(path: str | os.PathLike, chunk_size: int,
+                       rows: tuple[int, int] | None = None) -> Iterator[tuple[int, np.ndarray]]:
     """Yield ``(start, means (n, d))`` from a latent cube, a block of whole map rows
-    (about ``chunk_size`` points) at a time, in row-major point order."""
+    (about ``chunk_size`` points) at a time, in row-major point order; ``rows`` =
+    ``(first_row, stop_row)`` limits it to a shard (blocks still counted from row 0)."""
+    from latentebsd.encode import rows_per_block
+
     ds = open_latent(path)
     try:
         d, n_rows, n_cols = ds["latent_mean"].shape
-        rows = max(1, chunk_size // n_cols)
-        for r0 in range(0, n_rows, rows):
-            block = np.asarray(ds["latent_mean"].isel(y=slice(r0, r0 + rows)).values,
+        first_row, stop_row = (0, n_rows) if rows is None else rows
+        step = rows_per_block(n_cols, chunk_size)
+        for r0 in range(first_row, stop_row, step):
+            block = np.asarray(ds["latent_mean"].isel(y=slice(r0, min(r0 + step, stop_row))).values,
                                dtype=np.float32)
             yield r0 * n_cols, block.reshape(d, -1).T
     finally:
@@ -445,7 +465,8 @@ def iter_latent_blocks(path: str | os.PathLike, chunk_size: int) -> Iterator[tup
 # --------------------------------------------------------------------------------------
 def decode_scan(latent_path: str | os.PathLike, decoder: Any, out_path: str | os.PathLike,
                 geometry: ScanGeometry, mask: np.ndarray, chunk_size: int = 1024,
-                batch_size: int = 256, device: str = "cpu", progress: bool = True) -> Path:
+                batch_size: int = 256, device: str = "cpu", progress: bool = True,
+                rows: tuple[int, int] | None = None) -> Path:
     """Decode every latent mean of a scan and write the patterns as a 16-bit UP2.
 
     Parameters
@@ -468,6 +489,9 @@ def decode_scan(latent_path: str | os.PathLike, decoder: Any, out_path: str | os
         Torch device of the decoder.
     progress
         Show a tqdm bar.
+    rows
+        Map rows ``(first_row, stop_row)`` to decode (a shard, :mod:`latentebsd.shards`):
+        the UP2 then holds only those rows. ``None``: the whole map.
     """
     from tqdm import tqdm
 
@@ -488,40 +512,44 @@ def decode_scan(latent_path: str | os.PathLike, decoder: Any, out_path: str | os
         raise ValueError(f"the decoder makes {shape} patterns, the scan has "
                          f"{geometry.pattern_shape}")
     mask = np.asarray(mask, dtype=bool)
+    out_geometry = geometry if rows is None else geometry.row_block(*rows)
 
     def chunks() -> Iterator[np.ndarray]:
-        bar = tqdm(total=geometry.n_patterns, desc=f"decode {Path(out_path).name}",
+        bar = tqdm(total=out_geometry.n_patterns, desc=f"decode {Path(out_path).name}",
                    unit="pat", disable=not progress)
-        for _, z in iter_latent_blocks(latent_path, chunk_size):
+        for _, z in iter_latent_blocks(latent_path, chunk_size, rows):
             patterns = decode_latents(decoder, z, batch_size=batch_size, device=device)
             bar.update(len(z))
             yield to_uint16(np.where(mask, patterns, 0.0), *UP2_RANGE)
         bar.close()
 
-    return write_up2(out_path, chunks(), geometry.map_shape, geometry.pattern_shape,
+    return write_up2(out_path, chunks(), out_geometry.map_shape, geometry.pattern_shape,
                      geometry.step_um)
 
 
 def run_decode_rule(weights_path: str, latent_path: str, preprocessed_path: str, out_path: str,
-                    settings: Mapping[str, Any] | None, gpu: int = 0, threads: int = 1) -> Path:
-    """What rule ``decode`` runs: load a trained model, decode one scan to UP2.
+                    settings: Mapping[str, Any] | None, gpu: int = 0, threads: int = 1,
+                    rows: tuple[int, int] | None = None) -> Path:
+    """What rules ``decode`` and ``decode_shard`` (``rows`` given) run: load a trained
+    model, decode one scan (or shard) to UP2.
 
     CUDA is used only when ``gpu >= 1`` (the rule's ``resources.gpu``) and available.
     """
     import torch
 
     from latentebsd.train import load_model
+    from latentebsd.workflow import job_device
 
     cfg = resolve_evaluation_settings(settings)
     torch.set_num_threads(max(1, int(threads)))
-    device = "cuda" if int(gpu) >= 1 and torch.cuda.is_available() else "cpu"
+    device = job_device(gpu)
     _, decoder, meta = load_model(weights_path, device=device)
     geometry, mask, _ = read_screen(preprocessed_path)
     log.info("decode %s with %s (%s) on %s", latent_path, weights_path, meta.get("variant"),
              device)
     return decode_scan(latent_path, decoder, out_path, geometry, mask,
                        chunk_size=cfg["chunk_size"], batch_size=cfg["decode_batch_size"],
-                       device=device)
+                       device=device, rows=rows)
 
 
 # --------------------------------------------------------------------------------------
@@ -534,7 +562,7 @@ QUALITY_FIELDS = ("iq_kp", "sharpness")
 def index_scan(pattern_path: str | os.PathLike, preprocessed_path: str | os.PathLike,
                out_h5: str | os.PathLike, out_ang: str | os.PathLike | None,
                settings: Mapping[str, Any] | None = None, source: str = "",
-               progress: bool = True) -> dict[str, np.ndarray]:
+               progress: bool = True, rows: tuple[int, int] | None = None) -> dict[str, np.ndarray]:
     """Hough-index a scan's patterns and measure their quality, streaming through it.
 
     Parameters
@@ -557,6 +585,10 @@ def index_scan(pattern_path: str | os.PathLike, preprocessed_path: str | os.Path
         ``original`` or the variant name, stored as an attribute.
     progress
         Show a tqdm bar.
+    rows
+        Map rows ``(first_row, stop_row)`` to index (a shard, :mod:`latentebsd.shards`);
+        the output then holds only those rows, with attrs ``first_row`` and
+        ``shard_n_rows``. ``None``: the whole map.
 
     Returns
     -------
@@ -569,42 +601,44 @@ def index_scan(pattern_path: str | os.PathLike, preprocessed_path: str | os.Path
 
     cfg = resolve_evaluation_settings(settings)
     geometry, mask, valid = read_screen(preprocessed_path)
-    n = geometry.n_patterns
+    first_row, stop_row = (0, geometry.n_rows) if rows is None else (int(rows[0]), int(rows[1]))
+    out_geometry = geometry.row_block(first_row, stop_row)
+    offset, n = first_row * geometry.n_cols, out_geometry.n_patterns
     indexer = build_indexer(geometry, patternmask=mask, **cfg["hough"])
     result = np.zeros(n, INDEX_DTYPE)
     quality = {key: np.full(n, np.nan) for key in QUALITY_FIELDS}
     sharp = cfg["sharpness"]
-    seen = 0
     bar = tqdm(total=n, desc=f"index {source} {Path(pattern_path).name}", unit="pat",
                disable=not progress)
-    for start, patterns in iter_pattern_chunks(pattern_path, cfg["chunk_size"]):
-        if patterns.shape[1:] != geometry.pattern_shape or start + len(patterns) > n:
-            raise ValueError(f"{pattern_path}: patterns {patterns.shape[1:]} / count do not "
-                             f"match {preprocessed_path} ({geometry.pattern_shape}, {n})")
-        stop = start + len(patterns)
+    for start, patterns in iter_pattern_chunks(pattern_path, geometry, cfg["chunk_size"],
+                                               (first_row, stop_row)):
+        if patterns.shape[1:] != geometry.pattern_shape:
+            raise ValueError(f"{pattern_path}: {patterns.shape[1:]} patterns, "
+                             f"{preprocessed_path} has {geometry.pattern_shape}")
+        a, b = start - offset, start - offset + len(patterns)
         patterns = np.where(mask, patterns, np.float32(0.0))
-        result[start:stop] = index_patterns(patterns, geometry, start=start, indexer=indexer,
-                                            chunk_size=min(512, cfg["chunk_size"]))
-        quality["iq_kp"][start:stop] = image_quality(patterns)
-        quality["sharpness"][start:stop] = pattern_sharpness(patterns, sharp)
-        seen = stop
+        result[a:b] = index_patterns(patterns, geometry, start=start, indexer=indexer,
+                                     chunk_size=min(512, cfg["chunk_size"]))
+        quality["iq_kp"][a:b] = image_quality(patterns)
+        quality["sharpness"][a:b] = pattern_sharpness(patterns, sharp)
         bar.update(len(patterns))
     bar.close()
-    if seen != n:
-        raise ValueError(f"{pattern_path}: holds {seen} patterns, {preprocessed_path} {n}")
 
     indexed = is_indexed(result, cfg["min_nmatch"])
     arrays = {name: result[name] for name in INDEX_DTYPE.names}
     arrays.update(quality)
-    arrays["valid"] = valid
+    arrays["valid"] = valid[offset:offset + n]
     arrays["indexed"] = indexed
-    write_index(out_h5, arrays, geometry, {
+    attrs = {
         "source": source, "pattern_file": str(pattern_path),
         "hough": json.dumps(cfg["hough"]), "min_nmatch": cfg["min_nmatch"],
         "sharpness": json.dumps(sharp), "n_indexed": int(indexed.sum()),
-    })
+    }
+    if rows is not None:
+        attrs.update(first_row=first_row, shard_n_rows=stop_row - first_row)
+    write_index(out_h5, arrays, out_geometry, attrs)
     if out_ang is not None:
-        write_ang(out_ang, result, geometry, indexed)
+        write_ang(out_ang, result, out_geometry, indexed)
     log.info("%s: %d / %d patterns indexed (nmatch >= %d)", pattern_path, indexed.sum(), n,
              cfg["min_nmatch"])
     return arrays
@@ -628,8 +662,10 @@ def write_index(path: str | os.PathLike, arrays: Mapping[str, np.ndarray],
         f.attrs.update(dict(attrs))
 
 
-def read_index(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], ScanGeometry, dict[str, Any]]:
-    """Read what :func:`index_scan` wrote: ``(arrays, geometry, attrs)``."""
+def read_index(path: str | os.PathLike, rows: tuple[int, int] | None = None,
+               ) -> tuple[dict[str, np.ndarray], ScanGeometry, dict[str, Any]]:
+    """Read what :func:`index_scan` wrote: ``(arrays, geometry, attrs)``; with ``rows`` =
+    ``(first_row, stop_row)``, only those map rows (and their geometry)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: index file not found")
@@ -638,22 +674,28 @@ def read_index(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], ScanGeom
                    if k not in f]
         if missing or "geometry" not in f:
             raise ValueError(f"{path}: not an index file (missing {missing or 'geometry'})")
-        arrays = {key: f[key][()] for key in f if isinstance(f[key], h5py.Dataset)}
         geometry = ScanGeometry.from_h5(f["geometry"])
+        if rows is None:
+            arrays = {key: f[key][()] for key in f if isinstance(f[key], h5py.Dataset)}
+        else:
+            part = slice(rows[0] * geometry.n_cols, rows[1] * geometry.n_cols)
+            geometry = geometry.row_block(*rows)
+            arrays = {key: f[key][part] for key in f if isinstance(f[key], h5py.Dataset)}
         attrs = dict(f.attrs)
     return arrays, geometry, attrs
 
 
-def run_index_rule(pattern_path: str, preprocessed_path: str, out_h5: str, out_ang: str,
-                   settings: Mapping[str, Any] | None, source: str, threads: int = 1) -> None:
-    """What rule ``index_scan`` runs."""
+def run_index_rule(pattern_path: str, preprocessed_path: str, out_h5: str, out_ang: str | None,
+                   settings: Mapping[str, Any] | None, source: str, threads: int = 1,
+                   rows: tuple[int, int] | None = None) -> None:
+    """What rules ``index_scan`` and ``index_shard`` (``rows`` given, no ``.ang``) run."""
     try:
         import numba
 
         numba.set_num_threads(max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS)))
     except ImportError:  # pragma: no cover - numba comes with PyEBSDIndex
         pass
-    index_scan(pattern_path, preprocessed_path, out_h5, out_ang, settings, source)
+    index_scan(pattern_path, preprocessed_path, out_h5, out_ang, settings, source, rows=rows)
 
 
 # --------------------------------------------------------------------------------------
@@ -672,15 +714,23 @@ def _ratio(num: np.ndarray, den: np.ndarray, eps: float = 1e-12) -> np.ndarray:
     return out
 
 
-def misorientation_deg(q1: np.ndarray, q2: np.ndarray) -> np.ndarray:
-    """m-3m symmetry-reduced misorientation angle (deg) between orientations, pairwise."""
+def misorientation_deg(q1: np.ndarray, q2: np.ndarray, chunk_size: int = 65536) -> np.ndarray:
+    """m-3m symmetry-reduced misorientation angle (deg) between orientations, pairwise.
+
+    In chunks of ``chunk_size`` pairs: orix needs about 1 kB of scratch per pair, which
+    would be a gigabyte for a 1M-pattern scan at once.
+    """
     from orix.quaternion import Orientation, symmetry
 
-    a = Orientation(np.asarray(q1, dtype=np.float64).reshape(-1, 4), symmetry=symmetry.Oh)
-    b = Orientation(np.asarray(q2, dtype=np.float64).reshape(-1, 4), symmetry=symmetry.Oh)
-    if a.size == 0:
-        return np.zeros(0)
-    return np.asarray(a.angle_with(b, degrees=True), dtype=np.float64)
+    q1 = np.asarray(q1, dtype=np.float64).reshape(-1, 4)
+    q2 = np.asarray(q2, dtype=np.float64).reshape(-1, 4)
+    out = np.zeros(len(q1))
+    for start in range(0, len(q1), chunk_size):
+        part = slice(start, start + chunk_size)
+        a = Orientation(q1[part], symmetry=symmetry.Oh)
+        b = Orientation(q2[part], symmetry=symmetry.Oh)
+        out[part] = a.angle_with(b, degrees=True)
+    return out
 
 
 def pattern_metrics(original: Mapping[str, np.ndarray], decoded: Mapping[str, np.ndarray],
@@ -725,10 +775,11 @@ def pattern_metrics(original: Mapping[str, np.ndarray], decoded: Mapping[str, np
 
 
 def write_metrics(path: str | os.PathLike, metrics: Mapping[str, np.ndarray],
-                  geometry: ScanGeometry, attrs: Mapping[str, Any]) -> None:
-    """Write per-pattern metrics (one dataset each, plus ``row`` / ``col``) to HDF5."""
+                  geometry: ScanGeometry, attrs: Mapping[str, Any], first_row: int = 0) -> None:
+    """Write per-pattern metrics (one dataset each, plus the map ``row`` / ``col``) to
+    HDF5; ``geometry`` covers the map from row ``first_row`` (a shard) or all of it."""
     n = geometry.n_patterns
-    rows, cols = np.divmod(np.arange(n), geometry.n_cols)
+    rows, cols = np.divmod(np.arange(n) + first_row * geometry.n_cols, geometry.n_cols)
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
         f.create_dataset("row", data=rows.astype(np.int32), compression="gzip")
         f.create_dataset("col", data=cols.astype(np.int32), compression="gzip")
@@ -750,19 +801,22 @@ def read_metrics(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[s
 
 
 def run_metrics_rule(original_path: str, decoded_path: str, out_path: str,
-                     settings: Mapping[str, Any] | None, variant: str, scan: str) -> None:
-    """What rule ``evaluate_metrics`` runs: one scan x variant."""
+                     settings: Mapping[str, Any] | None, variant: str, scan: str,
+                     rows: tuple[int, int] | None = None) -> None:
+    """What rules ``evaluate_metrics`` and ``metrics_shard`` (``rows`` given) run: one
+    scan (or shard) x variant."""
     cfg = resolve_evaluation_settings(settings)
-    original, geometry, _ = read_index(original_path)
-    decoded, geometry_d, _ = read_index(decoded_path)
+    original, geometry, _ = read_index(original_path, rows)
+    decoded, geometry_d, _ = read_index(decoded_path, rows)
     if geometry_d.map_shape != geometry.map_shape:
         raise ValueError(f"{decoded_path}: map {geometry_d.map_shape} differs from "
                          f"{original_path}'s {geometry.map_shape}")
     metrics = pattern_metrics(original, decoded, cfg["min_nmatch"])
-    write_metrics(out_path, metrics, geometry, {
-        "variant": variant, "scan": scan, "min_nmatch": cfg["min_nmatch"],
-        "sharpness": json.dumps(cfg["sharpness"]),
-    })
+    attrs = {"variant": variant, "scan": scan, "min_nmatch": cfg["min_nmatch"],
+             "sharpness": json.dumps(cfg["sharpness"])}
+    if rows is not None:
+        attrs.update(first_row=int(rows[0]), shard_n_rows=int(rows[1]) - int(rows[0]))
+    write_metrics(out_path, metrics, geometry, attrs, 0 if rows is None else int(rows[0]))
     v = metrics["valid"]
     log.info("%s / %s: %.1f %% indexed, median misorientation %.3f deg", variant, scan,
              100 * metrics["indexed"][v].mean() if v.any() else float("nan"),

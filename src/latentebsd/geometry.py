@@ -90,6 +90,16 @@ class ScanGeometry:
         """The scan's mean Bruker PC, shape ``(3,)``."""
         return self.pc if self.pc.ndim == 1 else self.pc.mean(axis=0)
 
+    def row_block(self, first_row: int, stop_row: int) -> "ScanGeometry":
+        """The geometry of map rows ``first_row:stop_row`` (a shard of the scan)."""
+        if not 0 <= first_row < stop_row <= self.n_rows:
+            raise ValueError(f"rows {first_row}:{stop_row} outside the map's 0:{self.n_rows}")
+        n_rows = stop_row - first_row
+        pc = self.pc if self.pc.ndim == 1 else self.pc_of(first_row * self.n_cols,
+                                                            stop_row * self.n_cols)
+        return ScanGeometry(n_rows, self.n_cols, self.step_um, self.pattern_shape, pc.copy(),
+                            self.sample_tilt, self.camera_tilt)
+
     def binned(self, factor: int) -> "ScanGeometry":
         """The same geometry for patterns binned by ``factor`` (PC fractions unchanged)."""
         h, w = self.pattern_shape

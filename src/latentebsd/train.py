@@ -496,9 +496,7 @@ def train_variant(
         "epochs_trained": epochs, "iterations": iteration, "device": device.type,
         "torch": str(torch.__version__), "final": final,
     }
-    state_dict = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    with atomic_path(weights_path) as tmp:
-        torch.save({"format": WEIGHTS_FORMAT, "state_dict": state_dict, "meta": meta}, tmp)
+    save_weights(weights_path, model, meta)
     with atomic_path(losses_csv_path) as tmp:
         frame.to_csv(tmp, index=False)
     title = _variant_label(variant)
@@ -530,6 +528,15 @@ def _variant_label(variant: Mapping[str, Any]) -> str:
 
 
 # --------------------------------------------------------------------------- loading
+
+
+def save_weights(path: str | os.PathLike, model: torch.nn.Module, meta: dict[str, Any]) -> Path:
+    """Write a weights file (what :func:`load_model` reads): CPU state dict and ``meta``
+    (at least ``variant``, ``pattern_shape``, ``width_factor``, ``projection_dim``)."""
+    state_dict = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    with atomic_path(path) as tmp:
+        torch.save({"format": WEIGHTS_FORMAT, "state_dict": state_dict, "meta": meta}, tmp)
+    return Path(path)
 
 
 def load_model(

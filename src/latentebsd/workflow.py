@@ -55,12 +55,14 @@ def scan_seed(config: dict, name: str) -> int:
     return (int(config["seed"]) * 1_000_003 + zlib.crc32(name.encode())) % 2**32
 
 
-def wants_gpu(resources) -> bool:  # noqa: ANN001 - Snakemake's Resources object
-    """True when the job was given a GPU (``resources.gpu >= 1``) and CUDA is present.
+def job_device(gpus: int | None) -> str:
+    """Torch device of a job: ``"cuda"`` when the job was given a GPU (its
+    ``resources.gpu`` >= 1) and CUDA is present, else ``"cpu"``.
 
+    The one place rules train, encode and decode (and their shard jobs) decide this.
     ``snakemake --resources gpu=0`` scales GPU jobs down to ``gpu=0``: they then run on
     the CPU even on a machine with a GPU.
     """
     import torch
 
-    return int(resources.get("gpu", 0) or 0) >= 1 and torch.cuda.is_available()
+    return "cuda" if int(gpus or 0) >= 1 and torch.cuda.is_available() else "cpu"
