@@ -16,6 +16,7 @@ from conftest import band_patterns, save_untrained_model
 from latentebsd.encode import (
     cube_attrs,
     cube_chunk_rows,
+    cube_writer,
     data_reduction,
     encode_scan,
     iter_feature_groups,
@@ -152,3 +153,22 @@ def test_write_cube_and_summary(tmp_path):
                                                  "raw_pattern_shape": [4, 4], **red}))
     frame = summarize_reductions([tmp_path / "a.json"], tmp_path / "s.csv")
     assert frame["raw_pattern_shape"].iloc[0] == "4x4"
+
+
+def test_cube_writer_writes_the_tiff_in_feature_groups_and_nothing_on_error(tmp_path):
+    rng = np.random.default_rng(1)
+    mean, logvar = rng.normal(size=(2, 5, 4, 6)).astype(np.float32)
+    valid = np.ones((4, 6), bool)
+    # 2 feature maps per TIFF group: 3 groups for d = 5
+    with cube_writer(tmp_path / "c.nc", tmp_path / "c.tif", 5, 4, 6, 0.5, {"step_um": 0.5},
+                     tiff_max_bytes=4 * 4 * 6 * 2) as writer:
+        writer.write(0, mean[:, :3], logvar[:, :3], valid[:3])
+        writer.write(3, mean[:, 3:], logvar[:, 3:], valid[3:])
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "c.tif"), mean)
+    with xr.open_dataset(tmp_path / "c.nc") as ds:
+        np.testing.assert_array_equal(ds["latent_logvar"].values, logvar)
+    with pytest.raises(RuntimeError, match="encoder failed"):
+        with cube_writer(tmp_path / "d.nc", tmp_path / "d.tif", 5, 4, 6, 0.5, {}) as writer:
+            writer.write(0, mean[:, :3], logvar[:, :3], valid[:3])
+            raise RuntimeError("encoder failed")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.nc", "c.tif"]

@@ -37,7 +37,7 @@ from latentebsd.io import atomic_path
 log = logging.getLogger(__name__)
 
 #: Pairs per orix call: bounds memory on million-point maps.
-_PAIR_CHUNK = 200_000
+_PAIR_CHUNK = 65_536
 
 
 # --------------------------------------------------------------------------------------
@@ -56,15 +56,17 @@ def _quats(orientations: Any) -> np.ndarray:
                       dtype=np.float64)
 
 
-def pair_angles(q1: np.ndarray, q2: np.ndarray) -> np.ndarray:
-    """m-3m misorientation angles (deg) between ``(n, 4)`` quaternion pairs, in chunks."""
+def pair_angles(q1: np.ndarray, q2: np.ndarray, chunk_size: int | None = None) -> np.ndarray:
+    """m-3m misorientation angles (deg) between ``(n, 4)`` quaternion pairs, in chunks
+    of ``chunk_size`` pairs (default ``_PAIR_CHUNK``) to bound orix's scratch memory."""
     from orix.quaternion import Orientation, symmetry
 
     q1 = np.asarray(q1, dtype=np.float64).reshape(-1, 4)
     q2 = np.asarray(q2, dtype=np.float64).reshape(-1, 4)
+    chunk = int(chunk_size or _PAIR_CHUNK)
     out = np.empty(len(q1))
-    for a in range(0, len(q1), _PAIR_CHUNK):
-        b = min(a + _PAIR_CHUNK, len(q1))
+    for a in range(0, len(q1), chunk):
+        b = min(a + chunk, len(q1))
         o1 = Orientation(q1[a:b], symmetry=symmetry.Oh)
         o2 = Orientation(q2[a:b], symmetry=symmetry.Oh)
         out[a:b] = o1.angle_with(o2, degrees=True)

@@ -100,12 +100,15 @@ def data_reduction(raw_pattern_shape: Sequence[int], raw_dtype: str | np.dtype,
 
 
 class _CubeWriter:
-    """NetCDF cube + ImageJ TIFF, filled one block of map rows at a time."""
+    """NetCDF cube, filled one block of map rows at a time, and its ImageJ TIFF, written
+    from the finished cube in feature groups of at most ``tiff_max_bytes`` (a TIFF page is
+    one whole feature map; a memory map of the TIFF would keep every written page
+    resident, half a gigabyte at d = 128 for a 1M-point map)."""
 
     def __init__(self, nc_path: Path, tif_path: Path | None, d: int, n_rows: int, n_cols: int,
-                 step_um: float, attrs: dict[str, Any], first_row: int = 0) -> None:
+                 step_um: float, attrs: dict[str, Any], first_row: int = 0,
+                 tiff_max_bytes: int = 64 * 1024**2) -> None:
         import h5netcdf
-        import tifffile
 
         self.nc = h5netcdf.File(nc_path, "w")
         self.nc.dimensions = {"feature": d, "y": n_rows, "x": n_cols}
@@ -130,14 +133,8 @@ class _CubeWriter:
                                  "flag_values": np.array([0, 1], np.int8),
                                  "flag_meanings": "invalid valid"})
         self.nc.attrs.update(attrs)
-        self.tif = None
-        if tif_path is not None:
-            # ImageJ reads XResolution as pixels per `unit`; the features are the Z axis.
-            self.tif = tifffile.memmap(
-                tif_path, shape=(d, n_rows, n_cols), dtype=np.float32, imagej=True,
-                resolution=(1.0 / step_um, 1.0 / step_um),
-                metadata={"unit": "um", "axes": "ZYX", "Labels": [f"feature {i}" for i in range(d)]},
-            )
+        self.nc_path, self.tif_path, self.step_um = nc_path, tif_path, step_um
+        self.tiff_max_bytes = tiff_max_bytes
 
     def write(self, r0: int, mean: np.ndarray, logvar: np.ndarray, valid: np.ndarray) -> None:
         """Rows ``r0 : r0 + len`` from ``(d, rows, cols)`` blocks and ``(rows, cols)`` valid."""
@@ -145,15 +142,44 @@ class _CubeWriter:
         self.vars["latent_mean"][:, r0:r1, :] = mean
         self.vars["latent_logvar"][:, r0:r1, :] = logvar
         self.valid[r0:r1, :] = valid.astype(np.int8)
-        if self.tif is not None:
-            self.tif[:, r0:r1, :] = mean
 
-    def close(self) -> None:
+    def close(self, complete: bool = True) -> None:
+        """Close the NetCDF file, then (if ``complete``) write the TIFF from it."""
+        import tifffile
+
+        d, n_rows, n_cols = self.vars["latent_mean"].shape
         self.nc.close()
-        if self.tif is not None:
-            self.tif.flush()
-            del self.tif
-            self.tif = None
+        if self.tif_path is None or not complete:
+            return
+
+        def pages() -> Iterator[np.ndarray]:
+            for _, (group,) in iter_feature_groups(self.nc_path, self.tiff_max_bytes):
+                yield from group
+
+        # ImageJ reads XResolution as pixels per `unit`; the features are the Z axis.
+        with tifffile.TiffWriter(self.tif_path, imagej=True) as tif:
+            tif.write(pages(), shape=(d, n_rows, n_cols), dtype=np.float32,
+                      resolution=(1.0 / self.step_um, 1.0 / self.step_um),
+                      metadata={"unit": "um", "axes": "ZYX",
+                                "Labels": [f"feature {i}" for i in range(d)]})
+
+
+@contextlib.contextmanager
+def cube_writer(cube_path: str | os.PathLike, tiff_path: str | os.PathLike | None, d: int,
+                n_rows: int, n_cols: int, step_um: float, attrs: dict[str, Any],
+                first_row: int = 0, tiff_max_bytes: int = 64 * 1024**2) -> Iterator[_CubeWriter]:
+    """A latent cube (and ImageJ TIFF) being written: ``writer.write(r0, mean, logvar,
+    valid)`` block by block; the files appear under their names only when all went well."""
+    tif_ctx = atomic_path(tiff_path) if tiff_path is not None else contextlib.nullcontext()
+    with atomic_path(cube_path) as nc_tmp, tif_ctx as tif_tmp:
+        writer = _CubeWriter(Path(nc_tmp), tif_tmp, d, n_rows, n_cols, step_um, attrs, first_row,
+                             tiff_max_bytes)
+        try:
+            yield writer
+        except BaseException:
+            writer.close(complete=False)
+            raise
+        writer.close()
 
 
 def write_cube(cube_path: str | os.PathLike, mean: np.ndarray, logvar: np.ndarray | None = None,
@@ -174,13 +200,8 @@ def write_cube(cube_path: str | os.PathLike, mean: np.ndarray, logvar: np.ndarra
     base = {"scan": "", "variant": "", "latent_dim": d, "step_um": float(step_um),
             "n_rows": n_rows, "n_cols": n_cols, "data_reduction_factor": float("nan")}
     base.update(attrs)
-    tif_ctx = atomic_path(tiff_path) if tiff_path is not None else contextlib.nullcontext()
-    with atomic_path(cube_path) as tmp, tif_ctx as tif_tmp:
-        writer = _CubeWriter(Path(tmp), tif_tmp, d, n_rows, n_cols, float(step_um), base)
-        try:
-            writer.write(0, mean, logvar, valid)
-        finally:
-            writer.close()
+    with cube_writer(cube_path, tiff_path, d, n_rows, n_cols, float(step_um), base) as writer:
+        writer.write(0, mean, logvar, valid)
     return Path(cube_path)
 
 
@@ -286,27 +307,22 @@ def encode_scan(
             attrs.update(first_row=first_row, scan_n_rows=n_rows)
         block_rows = rows_per_block(n_cols, chunk_size)
         t0 = time.perf_counter()
-        tif_tmp_ctx = atomic_path(tiff_path) if tiff_path is not None else contextlib.nullcontext()
-        with atomic_path(cube_path) as nc_tmp, tif_tmp_ctx as tif_tmp:
-            writer = _CubeWriter(Path(nc_tmp), tif_tmp, d, stop_row - first_row, n_cols, step,
-                                 attrs, first_row)
-            try:
-                bar = tqdm(total=n_out, unit="pat", disable=not progress,
-                           desc=f"encode {variant}/{scan}")
-                # Blocks start at multiples of block_rows from row 0 of the scan, so a
-                # shard sees the same batches as the whole-scan job (latentebsd.shards).
-                for r0 in range(first_row, stop_row, block_rows):
-                    r1 = min(r0 + block_rows, stop_row)
-                    block = patterns[r0 * n_cols:r1 * n_cols]
-                    mean, logvar = encode_patterns(encoder, block, batch_size, device, mask)
-                    shape = (r1 - r0, n_cols, d)
-                    writer.write(r0 - first_row, mean.reshape(shape).transpose(2, 0, 1),
-                                 logvar.reshape(shape).transpose(2, 0, 1),
-                                 valid[r0 * n_cols:r1 * n_cols].reshape(r1 - r0, n_cols))
-                    bar.update(len(block))
-                bar.close()
-            finally:
-                writer.close()
+        with cube_writer(cube_path, tiff_path, d, stop_row - first_row, n_cols, step, attrs,
+                         first_row) as writer:
+            bar = tqdm(total=n_out, unit="pat", disable=not progress,
+                       desc=f"encode {variant}/{scan}")
+            # Blocks start at multiples of block_rows from row 0 of the scan, so a
+            # shard sees the same batches as the whole-scan job (latentebsd.shards).
+            for r0 in range(first_row, stop_row, block_rows):
+                r1 = min(r0 + block_rows, stop_row)
+                block = patterns[r0 * n_cols:r1 * n_cols]
+                mean, logvar = encode_patterns(encoder, block, batch_size, device, mask)
+                shape = (r1 - r0, n_cols, d)
+                writer.write(r0 - first_row, mean.reshape(shape).transpose(2, 0, 1),
+                             logvar.reshape(shape).transpose(2, 0, 1),
+                             valid[r0 * n_cols:r1 * n_cols].reshape(r1 - r0, n_cols))
+                bar.update(len(block))
+            bar.close()
         seconds = time.perf_counter() - t0
 
     summary = {

@@ -714,23 +714,13 @@ def _ratio(num: np.ndarray, den: np.ndarray, eps: float = 1e-12) -> np.ndarray:
     return out
 
 
-def misorientation_deg(q1: np.ndarray, q2: np.ndarray, chunk_size: int = 65536) -> np.ndarray:
-    """m-3m symmetry-reduced misorientation angle (deg) between orientations, pairwise.
+def misorientation_deg(q1: np.ndarray, q2: np.ndarray, chunk_size: int | None = None) -> np.ndarray:
+    """m-3m symmetry-reduced misorientation angle (deg) between orientations, pairwise
+    (:func:`latentebsd.conventional.pair_angles`: in chunks, as orix needs ~1 kB of
+    scratch per pair - a gigabyte for a 1M-pattern scan at once)."""
+    from latentebsd.conventional import pair_angles
 
-    In chunks of ``chunk_size`` pairs: orix needs about 1 kB of scratch per pair, which
-    would be a gigabyte for a 1M-pattern scan at once.
-    """
-    from orix.quaternion import Orientation, symmetry
-
-    q1 = np.asarray(q1, dtype=np.float64).reshape(-1, 4)
-    q2 = np.asarray(q2, dtype=np.float64).reshape(-1, 4)
-    out = np.zeros(len(q1))
-    for start in range(0, len(q1), chunk_size):
-        part = slice(start, start + chunk_size)
-        a = Orientation(q1[part], symmetry=symmetry.Oh)
-        b = Orientation(q2[part], symmetry=symmetry.Oh)
-        out[part] = a.angle_with(b, degrees=True)
-    return out
+    return pair_angles(q1, q2, chunk_size)
 
 
 def pattern_metrics(original: Mapping[str, np.ndarray], decoded: Mapping[str, np.ndarray],

@@ -144,9 +144,7 @@ def gather_latent(cube_paths: Sequence[str | os.PathLike], summary_paths: Sequen
                   cube_path: str | os.PathLike, tiff_path: str | os.PathLike | None,
                   reduction_path: str | os.PathLike | None, max_bytes: int = 64 * 1024**2) -> Path:
     """Shard cubes of ``encode_shard`` -> the scan's cube, TIFF and reduction JSON."""
-    import contextlib
-
-    from latentebsd.encode import CUBE_VARIABLES, _CubeWriter, cube_attrs
+    from latentebsd.encode import CUBE_VARIABLES, cube_attrs, cube_writer
     from latentebsd.io import atomic_path
 
     def first_row(path: Path) -> tuple[Path, int, int]:
@@ -161,19 +159,14 @@ def gather_latent(cube_paths: Sequence[str | os.PathLike], summary_paths: Sequen
     attrs.pop("first_row")
     attrs["n_rows"] = n_rows
     _check_covers(shards, n_rows, str(cube_path))
-    tif_ctx = atomic_path(tiff_path) if tiff_path is not None else contextlib.nullcontext()
-    with atomic_path(cube_path) as nc_tmp, tif_ctx as tif_tmp:
-        writer = _CubeWriter(Path(nc_tmp), tif_tmp, d, n_rows, n_cols, float(attrs["step_um"]), attrs)
-        try:
-            for path, first, rows in shards:
-                with h5py.File(path, "r") as f:
-                    step = max(1, max_bytes // (8 * d * n_cols))
-                    for r in range(0, rows, step):
-                        s = slice(r, min(r + step, rows))
-                        writer.write(first + r, *(f[v][:, s, :] for v in CUBE_VARIABLES),
-                                     f["valid"][s, :])
-        finally:
-            writer.close()
+    with cube_writer(cube_path, tiff_path, d, n_rows, n_cols, float(attrs["step_um"]), attrs) as writer:
+        for path, first, rows in shards:
+            with h5py.File(path, "r") as f:
+                step = max(1, max_bytes // (8 * d * n_cols))
+                for r in range(0, rows, step):
+                    s = slice(r, min(r + step, rows))
+                    writer.write(first + r, *(f[v][:, s, :] for v in CUBE_VARIABLES),
+                                 f["valid"][s, :])
     if reduction_path is not None:
         summaries = [json.loads(Path(p).read_text()) for p in summary_paths]
         total = dict(summaries[0])
