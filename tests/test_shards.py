@@ -169,3 +169,12 @@ def test_gather_names_a_missing_or_foreign_shard(runs, tmp_path):
     with pytest.raises(ValueError, match="shards hold 36 patterns"):
         gather_up2([s / f"s{i}.up2" for i in range(3)], runs["pre"], tmp_path / "x.up2")
     assert not list(tmp_path.iterdir())  # nothing half-written
+
+
+def test_row_range_checks_the_rows_against_the_map():
+    from latentebsd.shards import row_range
+
+    assert row_range(None, 7) == (0, 7) and row_range([2, 4], 7) == (2, 4)
+    for bad in ([4, 4], [5, 8], [-1, 2]):
+        with pytest.raises(ValueError, match="outside the map's 0:7"):
+            row_range(bad, 7)

@@ -264,6 +264,7 @@ def encode_scan(
 
     from latentebsd.models import encode_patterns
     from latentebsd.preprocess import read_preprocessed_geometry
+    from latentebsd.shards import row_range
     from latentebsd.train import load_model
 
     torch.set_num_threads(max(1, int(threads)))
@@ -273,8 +274,7 @@ def encode_scan(
     encoder, _, meta = load_model(weights_path, device=device)
     geometry = read_preprocessed_geometry(preprocessed_path)
     n_rows, n_cols, step = geometry.n_rows, geometry.n_cols, geometry.step_um
-    first_row, stop_row = (0, n_rows) if rows is None else (int(rows[0]), int(rows[1]))
-    geometry.row_block(first_row, stop_row)  # checks the range
+    first_row, stop_row = row_range(rows, n_rows)
     n_out = (stop_row - first_row) * n_cols
     d = int(encoder.latent_dim)
 

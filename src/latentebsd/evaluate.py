@@ -65,6 +65,7 @@ import latentebsd  # noqa: F401  (import order: PyEBSDIndex before kikuchipy/ori
 from latentebsd.geometry import ScanGeometry
 from latentebsd.index import DEFAULT_HOUGH, INDEX_DTYPE, is_indexed
 from latentebsd.io import PatternReader, atomic_path
+from latentebsd.shards import row_range
 
 log = logging.getLogger(__name__)
 
@@ -399,7 +400,7 @@ def iter_pattern_chunks(path: str | os.PathLike, geometry: ScanGeometry, chunk_s
 
     path = Path(path)
     n_cols, n = geometry.n_cols, geometry.n_patterns
-    first_row, stop_row = (0, geometry.n_rows) if rows is None else rows
+    first_row, stop_row = row_range(rows, geometry.n_rows)
     step = rows_per_block(n_cols, chunk_size)
     if path.suffix.lower() in (".h5", ".hdf5"):
         with h5py.File(path, "r") as f:
@@ -450,7 +451,7 @@ def iter_latent_blocks(path: str | os.PathLike, chunk_size: int,
     ds = open_latent(path)
     try:
         d, n_rows, n_cols = ds["latent_mean"].shape
-        first_row, stop_row = (0, n_rows) if rows is None else rows
+        first_row, stop_row = row_range(rows, n_rows)
         step = rows_per_block(n_cols, chunk_size)
         for r0 in range(first_row, stop_row, step):
             block = np.asarray(ds["latent_mean"].isel(y=slice(r0, min(r0 + step, stop_row))).values,
@@ -601,7 +602,7 @@ def index_scan(pattern_path: str | os.PathLike, preprocessed_path: str | os.Path
 
     cfg = resolve_evaluation_settings(settings)
     geometry, mask, valid = read_screen(preprocessed_path)
-    first_row, stop_row = (0, geometry.n_rows) if rows is None else (int(rows[0]), int(rows[1]))
+    first_row, stop_row = row_range(rows, geometry.n_rows)
     out_geometry = geometry.row_block(first_row, stop_row)
     offset, n = first_row * geometry.n_cols, out_geometry.n_patterns
     indexer = build_indexer(geometry, patternmask=mask, **cfg["hough"])

@@ -108,6 +108,15 @@ def shard_plan(config: Mapping[str, Any], scans: Sequence[str]) -> dict[str, lis
     return plan
 
 
+def row_range(rows: Sequence[int] | None, n_rows: int) -> tuple[int, int]:
+    """``(first_row, stop_row)`` of a shard job's ``rows`` (``None``: the whole map),
+    checked against a map of ``n_rows`` rows."""
+    first, stop = (0, n_rows) if rows is None else (int(rows[0]), int(rows[1]))
+    if not 0 <= first < stop <= n_rows:
+        raise ValueError(f"rows {first}:{stop} outside the map's 0:{n_rows}")
+    return first, stop
+
+
 def scan_regex(names: Sequence[str]) -> str:
     """A wildcard constraint matching exactly ``names`` (nothing when empty)."""
     return "|".join(re.escape(n) for n in names) if names else NO_MATCH
