@@ -1,20 +1,31 @@
 # latentebsd: EBSD scans -> VAE latent feature maps (Calvat et al. 2025, npj Comput. Mater.)
 #
-# The DAG, stage by stage (one rule file each):
-#   simulate_scan  (embedded default only) synthetic UP2 scans + ground truth
+# The DAG, stage by stage (one rule file each, the logic in the library module of the
+# same name: rules/encode.smk -> latentebsd.encode):
+#   warmup         compile every numba path once, before the jobs that use them
+#   simulate       (embedded default only) synthetic UP2 scans + ground truth -> results/simulated/
 #   preprocess     background, binning, [-1, 1], detector mask       -> results/preprocessed/
 #   sample         N random patterns per scan, 80/20 train/val split -> results/sample/
 #   train          one job per model variant (GPU when present)      -> results/models/
-#   encode, maps   latent cube per scan x variant, feature maps, ranking, segmentation
-#                                                                    -> results/latent/, results/maps/
-#   decode, index, evaluate
-#                  decoded UP2, Hough re-indexing, Table 1, conventional maps, figures
-#                                                                    -> results/decoded/, results/index/, results/evaluation/
+#   encode         latent cube per scan x variant                    -> results/latent/
+#   maps           feature-map ranking, montage, segmentation, truth -> results/maps/
+#   decode         every pattern decoded back to UP2                 -> results/decoded/
+#   index          Hough re-indexing of original and decoded sets    -> results/index/
+#   metrics        per-pattern decoded-vs-original metrics           -> results/evaluation/metrics/
+#   table1         the paper's Table 1                               -> results/evaluation/table1.*
+#   conventional   IPF, IQ, KAM, GROD, sharpness maps                -> results/evaluation/conventional/
+#   figures        Figs 5/6, 8, 9, 10, 11                            -> results/maps/figures/, results/evaluation/figures/
 #
 # Run: snakemake --cores all --resources gpu=1          (embedded default)
 #      snakemake --cores all --configfile config/paper.yaml   (your own scans)
 
 from latentebsd.config import validate_config
+from latentebsd.workflow import claim_workdir
+
+
+# A run killed with SIGKILL leaves Snakemake's locks and half-written temporaries;
+# when no other run is alive here they are cleared, so that the same command reruns.
+claim_workdir()
 
 
 # A --configfile replaces the embedded default instead of being merged into it (a
@@ -28,12 +39,19 @@ validate_config(config, schema_path=workflow.source_path("config/schema.yaml"))
 
 
 include: "rules/common.smk"
+include: "rules/warmup.smk"
 include: "rules/simulate.smk"
 include: "rules/preprocess.smk"
 include: "rules/sample.smk"
 include: "rules/train.smk"
+include: "rules/encode.smk"
 include: "rules/maps.smk"
-include: "rules/evaluate.smk"
+include: "rules/decode.smk"
+include: "rules/index.smk"
+include: "rules/metrics.smk"
+include: "rules/table1.smk"
+include: "rules/conventional.smk"
+include: "rules/figures.smk"
 
 
 rule all:

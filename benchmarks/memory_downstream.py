@@ -38,37 +38,37 @@ from memory_scaling import make_tile, make_weights, map_cols, run_code  # noqa: 
 #: paths, ``done`` reports the call's own time).
 JOB_CODE = {
     "gather_latent (4 shards)": """
-from latentebsd.shards import gather_latent
+from latentebsd.encode import gather_latent
 t0 = time.perf_counter()
 gather_latent(a["cube_shards"], a["summary_shards"], a["out_nc"], a["out_tif"], a["out_json"])
 done(t0, a["n"])
 """,
     "gather_decoded (4 shards)": """
-from latentebsd.shards import gather_up2
+from latentebsd.decode import gather_up2
 t0 = time.perf_counter()
 gather_up2(a["up2_shards"], a["pre"], a["out_up2"])
 done(t0, a["n"])
 """,
     "gather_index (4 shards)": """
-from latentebsd.shards import gather_index
+from latentebsd.index import gather_index
 t0 = time.perf_counter()
 gather_index(a["index_shards"], a["pre"], a["out_h5"], a["out_ang"])
 done(t0, a["n"])
 """,
     "evaluate_metrics": """
-from latentebsd.evaluate import run_metrics_rule
+from latentebsd.metrics import run_metrics_rule
 t0 = time.perf_counter()
-run_metrics_rule(a["orig"], a["dec"], a["out_h5"], {}, "v", "s")
+run_metrics_rule(a["orig"], a["dec"], a["out_h5"], None, "v", "s")
 done(t0, a["n"])
 """,
     "metrics_shard (1/4)": """
-from latentebsd.evaluate import run_metrics_rule
+from latentebsd.metrics import run_metrics_rule
 t0 = time.perf_counter()
-run_metrics_rule(a["orig"], a["dec"], a["out_h5"], {}, "v", "s", rows=tuple(a["rows"]))
+run_metrics_rule(a["orig"], a["dec"], a["out_h5"], None, "v", "s", rows=tuple(a["rows"]))
 done(t0, a["n"] // 4)
 """,
     "gather_metrics (4 shards)": """
-from latentebsd.shards import gather_metrics
+from latentebsd.metrics import gather_metrics
 t0 = time.perf_counter()
 gather_metrics(a["metric_shards"], a["pre"], a["out_h5"])
 done(t0, a["n"])
@@ -76,28 +76,28 @@ done(t0, a["n"])
     "conventional_maps": """
 from latentebsd.conventional import run_conventional_rule
 t0 = time.perf_counter()
-run_conventional_rule(a["orig"], a["conventional"], a["out_png"], a["out_png2"], {}, "s")
+run_conventional_rule(a["orig"], a["conventional"], a["out_png"], a["out_png2"], None, "s")
 done(t0, a["n"])
 """,
     "decoded_maps (Fig 11)": """
-from latentebsd.conventional import run_fig11_rule
+from latentebsd.figures import run_fig11_rule
 t0 = time.perf_counter()
 run_fig11_rule({"original": a["orig"], "v": a["dec"]},
-               {"v": {"loss": "vae", "latent_dim": 128}}, a["out_png"], {}, "s")
+               {"v": {"loss": "vae", "latent_dim": 128}}, a["out_png"], None, "s")
 done(t0, a["n"])
 """,
     "feature_maps (d = 128)": """
 from latentebsd.maps import feature_maps
 t0 = time.perf_counter()
 feature_maps(a["cube"], a["out_csv"], a["out_png"], [a["out_png2"]], a["out_npy"],
-             a["out_png3"], {}, seed=0, truth_csv=a["out_csv2"], truth_png=a["out_png4"],
+             a["out_png3"], None, seed=0, truth_csv=a["out_csv2"], truth_png=a["out_png4"],
              progress=False)
 done(t0, a["n"])
 """,
     "latent_panels (Figs 5/6)": """
-from latentebsd.conventional import run_latent_panel_rule
+from latentebsd.figures import run_latent_panel_rule
 t0 = time.perf_counter()
-run_latent_panel_rule(a["cube"], a["conventional"], a["out_png"], {}, "s", "v")
+run_latent_panel_rule(a["cube"], a["conventional"], a["out_png"], None, "s", "v")
 done(t0, a["n"])
 """,
 }
@@ -106,15 +106,16 @@ done(t0, a["n"])
 def small_run(work: Path, pattern_size: int) -> dict[str, Path]:
     """Preprocess and index a 32 x 32 simulated scan and encode it with an untrained model:
     the per-point outputs that get tiled."""
+    from latentebsd.config import section
     from latentebsd.encode import encode_scan
-    from latentebsd.evaluate import index_scan
+    from latentebsd.index import index_scan
+    from latentebsd.io.truth import read_truth
     from latentebsd.preprocess import preprocess_scan
-    from latentebsd.simulate import read_truth
 
     tile = make_tile(work, pattern_size)
     _, geometry, _ = read_truth(tile.with_name(f"{tile.stem}_truth.h5"))
     out = {name: work / f"small_{name}" for name in ("pre.h5", "cube.nc", "orig.h5")}
-    preprocess_scan(tile, out["pre.h5"], geometry, binning=1, progress=False)
+    preprocess_scan(tile, out["pre.h5"], geometry, section("preprocess", {"binning": 1}), progress=False)
     weights = make_weights(work / "small_weights.pt", geometry.pattern_shape)
     encode_scan(out["pre.h5"], weights, out["cube.nc"], progress=False)
     index_scan(out["pre.h5"], out["pre.h5"], out["orig.h5"], None, source="original", progress=False)
@@ -127,10 +128,11 @@ def tiled_inputs(small: dict[str, Path], n: int, work: Path) -> dict:
     latent cube."""
     import h5py
 
-    from latentebsd.encode import write_cube
-    from latentebsd.evaluate import UP2_RANGE, read_index, run_metrics_rule, write_index
-    from latentebsd.io import to_uint16, write_up2
     from latentebsd.geometry import ScanGeometry
+    from latentebsd.io.cube import write_cube
+    from latentebsd.io.index import read_index, write_index
+    from latentebsd.io.patterns import UP2_RANGE, to_uint16, write_up2
+    from latentebsd.metrics import run_metrics_rule
     from latentebsd.shards import aligned_shard_rows
 
     n_cols = map_cols(n)
@@ -168,7 +170,7 @@ def tiled_inputs(small: dict[str, Path], n: int, work: Path) -> dict:
     files["metric_shards"] = []
     for k, r in enumerate(rows):
         path = f"{stem}_metrics_shard{k}.h5"
-        run_metrics_rule(files["orig"], files["dec"], path, {}, "v", "s", rows=r)
+        run_metrics_rule(files["orig"], files["dec"], path, None, "v", "s", rows=r)
         files["metric_shards"].append(path)
     with h5py.File(small["cube.nc"], "r") as f:
         mean = f["latent_mean"][()].reshape(f["latent_mean"].shape[0], -1)

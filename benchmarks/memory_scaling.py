@@ -70,38 +70,44 @@ def done(t0, n):
 STAGE_CODE = {
     "preprocess": """
 import h5py
+from latentebsd.config import section
 from latentebsd.geometry import ScanGeometry
 from latentebsd.preprocess import preprocess_scan
 with h5py.File(a["geometry"], "r") as f:
     g = ScanGeometry.from_h5(f["geometry"])
 t0 = time.perf_counter()
-preprocess_scan(a["up2"], a["preprocessed"], g, binning=a["binning"], chunk_size=1024,
-                progress=False)
+preprocess_scan(a["up2"], a["preprocessed"], g,
+                section("preprocess", {"binning": a["binning"], "chunk_size": 1024}), progress=False)
 done(t0, g.n_patterns)
 """,
     "encode": """
+from latentebsd.config import section
 from latentebsd.encode import encode_scan
 t0 = time.perf_counter()
-s = encode_scan(a["preprocessed"], a["weights"], a["cube"], a["cube_tif"], chunk_size=2048, batch_size=512,
+s = encode_scan(a["preprocessed"], a["weights"], a["cube"], a["cube_tif"],
+                settings=section("maps", {"chunk_size": 2048, "batch_size": 512}),
                 device="cpu", threads=a["threads"], progress=False)
 done(t0, s["n_patterns"])
 """,
     "decode": """
 import torch
 torch.set_num_threads(a["threads"])
-from latentebsd.evaluate import decode_scan, read_screen
-from latentebsd.train import load_model
+from latentebsd.config import section
+from latentebsd.decode import decode_scan
+from latentebsd.io.preprocessed import read_screen
+from latentebsd.io.weights import load_model
 t0 = time.perf_counter()
 _, decoder, _ = load_model(a["weights"], device="cpu")
 geometry, mask, _ = read_screen(a["preprocessed"])
-decode_scan(a["cube"], decoder, a["decoded"], geometry, mask, chunk_size=1024, batch_size=256,
+decode_scan(a["cube"], decoder, a["decoded"], geometry, mask,
+            section("evaluation", {"chunk_size": 1024, "decode_batch_size": 256}),
             device="cpu", progress=False)
 done(t0, geometry.n_patterns)
 """,
     "index": """
 import numba
 numba.set_num_threads(max(1, min(a["threads"], numba.config.NUMBA_NUM_THREADS)))
-from latentebsd.evaluate import index_scan
+from latentebsd.index import index_scan
 rows = {"rows": tuple(a["rows"])} if a.get("rows") else {}
 t0 = time.perf_counter()
 index_scan(a["index_patterns"], a["index_preprocessed"], a["index_h5"], a["index_ang"],
@@ -113,11 +119,12 @@ done(t0, a["index_n"])
 
 def make_tile(work: Path, pattern_size: int) -> Path:
     """A 32 x 32 simulated AM scan of ``pattern_size`` square patterns (cached in ``work``)."""
-    from latentebsd.simulate import DEFAULT_SIMULATION_SETTINGS, simulate_scan
+    from latentebsd.config import section
+    from latentebsd.simulate import simulate_scan
 
     tile = work / f"tile_{pattern_size}.up2"
     if not tile.exists():
-        settings = {**DEFAULT_SIMULATION_SETTINGS, "pattern_shape": (pattern_size, pattern_size)}
+        settings = section("simulation", {"pattern_shape": [pattern_size, pattern_size]})
         simulate_scan(tile, work / f"tile_{pattern_size}_truth.h5", "am", (32, 32), settings,
                       seed=1, progress=False)
     return tile
@@ -144,7 +151,7 @@ def make_big_scan(n: int, work: Path, tile_from: Path) -> tuple[Path, Path]:
     import h5py
 
     from latentebsd.geometry import ScanGeometry
-    from latentebsd.io import PatternReader, write_up2
+    from latentebsd.io.patterns import PatternReader, write_up2
 
     reader = PatternReader(tile_from)
     tile = reader.read(0, reader.n_patterns)
@@ -168,14 +175,15 @@ def make_big_scan(n: int, work: Path, tile_from: Path) -> tuple[Path, Path]:
 
 def make_weights(path: Path, pattern_shape: tuple[int, int], latent_dim: int = 128) -> Path:
     """An untrained demo VAE (d = ``latent_dim``, ``base_channels: 8``, ``init: he``), saved
-    by the training stage's own writer (``train.save_weights``)."""
+    by the training stage's own writer (``io.weights.save_weights``)."""
     import torch
 
+    from latentebsd.config import section
+    from latentebsd.io.weights import load_model, save_weights
     from latentebsd.models import build_model
-    from latentebsd.train import load_model, resolve_training, save_weights
 
     variant = {"loss": "vae", "latent_dim": latent_dim}
-    cfg = resolve_training({"base_channels": 8, "init": "he"})
+    cfg = section("training", {"base_channels": 8, "init": "he"})
     torch.manual_seed(0)
     model = build_model(variant, pattern_shape, float(cfg["width_factor"]),
                         projection_dim=int(cfg["contrastive"]["projection_dim"]),
@@ -194,7 +202,7 @@ def make_weights(path: Path, pattern_shape: tuple[int, int], latent_dim: int = 1
 def index_takes_rows() -> bool:
     """Whether the installed ``index_scan`` has the ``rows`` keyword (asked in a fresh
     interpreter: the source may change while a long run waits)."""
-    code = ("import inspect, latentebsd.evaluate as e;"
+    code = ("import inspect, latentebsd.index as e;"
             "print('rows' in inspect.signature(e.index_scan).parameters)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     return out.returncode == 0 and out.stdout.strip() == "True"
@@ -300,7 +308,7 @@ def main() -> None:
         for stage in stages:
             label = stage
             if stage == "encode" and not Path(files.get("weights", "")).is_file():
-                from latentebsd.preprocess import read_preprocessed_geometry
+                from latentebsd.io.preprocessed import read_geometry as read_preprocessed_geometry
 
                 shape = read_preprocessed_geometry(files["preprocessed"]).pattern_shape
                 files["weights"] = str(make_weights(work / f"weights_{shape[0]}x{shape[1]}.pt",

@@ -23,8 +23,9 @@ import time
 
 import torch
 
+from latentebsd.config import section
 from latentebsd.models import build_model, count_parameters, encode_patterns
-from latentebsd.train import _batch_losses, _Runner, resolve_training
+from latentebsd.train import _batch_losses, _Runner, compile_shapes, configure_device
 
 PAPER_TRAIN_PATTERNS_PER_S = 250 * 76_800 / (6 * 3600)
 
@@ -40,7 +41,8 @@ def measure(
 ) -> tuple[float, float, int]:
     """(training patterns/s, encoding patterns/s, parameters) for one latent dimension."""
     variant = {"loss": loss, "latent_dim": d}
-    cfg = resolve_training({"width_factor": width_factor, "compile": compile_, "base_channels": base_channels})
+    cfg = section("training", {"width_factor": width_factor, "compile": compile_,
+                               "base_channels": base_channels, "batch_size": batch_size})
     torch.manual_seed(0)
     model = build_model(variant, (size, size), width_factor, base_channels=base_channels)
     model = model.to(device, memory_format=torch.channels_last)
@@ -49,7 +51,7 @@ def measure(
     yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
     mask = ((yy - (size - 1) / 2) ** 2 + (xx - (size - 1) / 2) ** 2 <= (size / 2) ** 2).to(device)
     if device.type == "cuda" and compile_:
-        runner.try_compile(mask, batch_size)
+        runner.try_compile(mask, compile_shapes(batch_size, 0, cfg, loss == "contrastive"))
     gen = torch.Generator(device=device).manual_seed(0)
     x = torch.rand((batch_size, size, size), generator=gen, device=device) * 2 - 1
 
@@ -98,10 +100,7 @@ def main() -> None:
     device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu")
     if args.threads:
         torch.set_num_threads(args.threads)
-    if device.type == "cpu":
-        torch.set_flush_denormal(True)
-    else:
-        torch.backends.cudnn.benchmark = True
+    configure_device(device, section("training"))  # the same flags (TF32, cuDNN) as rule train
     batch = args.batch_size or (256 if device.type == "cuda" else 16)
     steps = args.steps or (20 if device.type == "cuda" else 2)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else (

@@ -1,35 +1,130 @@
-from latentebsd.shards import scan_regex, shard_plan, shard_paths
-from latentebsd.workflow import scan_seed, scan_source
+# DAG wiring: the study a config asks for (latentebsd.plan), wildcard ranges, input
+# functions and the target list. Every path is spelled once, in the rule that writes
+# it; consumers refer to it as rules.<rule>.output.<name>.
+
+from latentebsd.plan import make_plan, scan_regex, scan_seed
 
 
-SCANS = list(config["scans"])
-VARIANTS = list(config["models"]["variants"])
-# Scans of more than config["shard_patterns"] patterns -> row ranges of their shards.
-# Their encode / decode / index / metrics run as one job per shard plus a gather job
-# (rules *_shard and gather_*); the other scans use the one-job rules.
-SHARDS = shard_plan(config, SCANS)
-WHOLE_SCANS = scan_regex([s for s in SCANS if s not in SHARDS])
-SHARDED_SCANS = scan_regex(list(SHARDS))
+P = make_plan(config)
+# Threads: every rule declares 1. On a CPU two jobs side by side do more than one job on
+# two threads (2 cores, measured: training 1.5x, Hough indexing 1.6x faster on two
+# threads than on one), and a result then does not depend on the machine's core count
+# (torch's sums differ in the last bits between thread counts). The SLURM profile gives
+# the GPU jobs 8 CPUs.
+SCANS, VARIANTS = P.scans, P.variants
 
 
 wildcard_constraints:
-    scan="|".join(SCANS),
-    variant="|".join(VARIANTS),
+    scan=scan_regex(SCANS),
+    variant=scan_regex(VARIANTS),
+    source=scan_regex(P.sources),
     shard=r"\d+",
+
+
+def fill(pattern, **wildcards):
+    """``pattern`` (a rule's output) with its wildcards filled in."""
+    return expand(pattern, **wildcards)[0]
+
+
+def scan_source(wildcards):
+    """Inputs of the preprocess rule - the pattern file and, for a simulated scan, the
+    ground-truth file that carries its geometry."""
+    scan = config["scans"][wildcards.scan]
+    if "simulate" not in scan:
+        return {"patterns": scan["path"]}
+    out = rules.simulate_scan.output
+    return {"patterns": fill(out.patterns, scan=wildcards.scan),
+            "geometry": fill(out.truth, scan=wildcards.scan)}
 
 
 def shard_rows(wildcards):
     """Map rows ``(first_row, stop_row)`` of a shard job."""
-    return SHARDS[wildcards.scan][int(wildcards.shard)]
+    return P.shards[wildcards.scan][int(wildcards.shard)]
+
+
+def shard_files(pattern):
+    """Input function of a gather rule: ``pattern`` (a shard rule's output) for every
+    shard of the scan."""
+
+    def inputs(wildcards):
+        n = len(P.shards[wildcards.scan])
+        return [fill(pattern, shard=k, **dict(wildcards.items())) for k in range(n)]
+
+    return inputs
+
+
+def truth_input(wildcards):
+    """The ground truth of a simulated scan, for the rules that use it when present."""
+    if wildcards.scan not in P.truth_scans:
+        return {}
+    return {"truth": fill(rules.simulate_scan.output.truth, scan=wildcards.scan)}
+
+
+def index_inputs(wildcards):
+    """Inputs of rule index_scan / index_shard for one source (original or a variant)."""
+    inputs = {"preprocessed": fill(rules.preprocess.output[0], scan=wildcards.scan)}
+    if wildcards.source == "original":
+        inputs["patterns"] = inputs["preprocessed"]
+    else:
+        inputs["patterns"] = fill(rules.decode.output[0], variant=wildcards.source,
+                                  scan=wildcards.scan)
+    return inputs
+
+
+def cube_series(variants):
+    """Input function: the cubes (and weights) of ``variants`` for one scan."""
+
+    def inputs(wildcards):
+        return {
+            "preprocessed": fill(rules.preprocess.output[0], scan=wildcards.scan),
+            "cubes": [fill(rules.encode.output.cube, variant=v, scan=wildcards.scan)
+                      for v in variants],
+            "weights": [fill(rules.train.output.weights, variant=v) for v in variants],
+        }
+
+    return inputs
+
+
+def cell_figure_inputs(wildcards):
+    """Inputs of Fig 9: cubes and rankings of the VAEs, and their ground-truth matches."""
+    out = rules.feature_maps.output
+    vae = P.vae_variants
+    inputs = {
+        "cubes": [fill(rules.encode.output.cube, variant=v, scan=wildcards.scan) for v in vae],
+        "rankings": [fill(out.ranking, variant=v, scan=wildcards.scan) for v in vae],
+    }
+    if wildcards.scan in P.truth_scans:
+        inputs["truth_matches"] = [fill(out.truth_csv, variant=v, scan=wildcards.scan) for v in vae]
+    return inputs
 
 
 def all_targets():
     """Every final output of the study."""
+    each = dict(variant=VARIANTS, scan=SCANS)
+    maps = rules.feature_maps.output
     return [
-        *expand("results/preprocessed/{scan}.h5", scan=SCANS),
-        "results/sample/dataset.h5",
-        *expand("results/models/{variant}/weights.pt", variant=VARIANTS),
-        "results/models/losses_all.png",
-        *maps_targets(),
-        *evaluation_targets(),
+        *expand(rules.preprocess.output[0], scan=SCANS),
+        rules.sample.output[0],
+        *expand(rules.train.output.weights, variant=VARIANTS),
+        rules.plot_losses.output[0],
+        *expand(rules.encode.output.cube, **each),
+        *expand(rules.encode.output.tiff, **each),
+        rules.latent_summary.output[0],
+        *[f for name in ("ranking", "montage", "top", "segmentation", "segmentation_png")
+          for f in expand(maps[name], **each)],
+        *expand(maps.truth_csv, variant=VARIANTS, scan=P.truth_scans),
+        *expand(maps.truth_png, variant=VARIANTS, scan=P.truth_scans),
+        *(rules.truth_match_summary.output if P.truth_scans else []),
+        *(expand(rules.fig_dimensionality.output.figure, scan=SCANS) if P.vae_variants else []),
+        *(expand(rules.fig_cells.output.figure, scan=P.cell_scans) if P.vae_variants else []),
+        *(expand(rules.fig_beta.output.figure, scan=SCANS) if P.beta_variants else []),
+        *expand(rules.index_scan.output.h5, source=P.sources, scan=SCANS),
+        *expand(rules.index_scan.output.ang, source=P.sources, scan=SCANS),
+        *expand(rules.evaluate_metrics.output[0], **each),
+        *rules.evaluate_table1.output,
+        *expand(rules.conventional_maps.output.h5, scan=SCANS),
+        *expand(rules.conventional_maps.output.ipf, scan=SCANS),
+        *expand(rules.conventional_maps.output.panel, scan=SCANS),
+        *expand(rules.latent_panels.output[0], scan=SCANS),
+        *expand(rules.decoded_maps.output[0], scan=SCANS),
     ]

@@ -1,6 +1,9 @@
+# Background, binning, [-1, 1], detector mask: one preprocessed HDF5 per scan.
+
+
 rule preprocess:
     input:
-        unpack(lambda wc: scan_source(config["scans"], wc.scan)),
+        unpack(scan_source),
     output:
         "results/preprocessed/{scan}.h5",
     params:

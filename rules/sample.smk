@@ -1,11 +1,13 @@
+# N random patterns per scan, 80/20 train/validation split (seeded).
+
+
 rule sample:
     input:
-        expand("results/preprocessed/{scan}.h5", scan=SCANS),
+        expand(rules.preprocess.output[0], scan=SCANS),
     output:
         "results/sample/dataset.h5",
     params:
-        patterns_per_scan=config["sample"]["patterns_per_scan"],
-        val_fraction=config["sample"]["val_fraction"],
+        settings=config["sample"],
         seed=config["seed"],
     log:
         "logs/sample.log",

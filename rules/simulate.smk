@@ -1,4 +1,9 @@
+# Embedded default only: a synthetic scan (UP2) with per-point ground truth.
+
+
 rule simulate_scan:
+    input:
+        warmup=expand(rules.numba_warmup.output[0], part="simulate"),
     output:
         patterns="results/simulated/{scan}.up2",
         truth="results/simulated/{scan}_truth.h5",
@@ -14,4 +19,4 @@ rule simulate_scan:
     conda:
         "../envs/latentebsd.yaml"
     script:
-        "../scripts/simulate.py"
+        "../scripts/simulate_scan.py"

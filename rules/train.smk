@@ -1,4 +1,4 @@
-# Models and training: one job per VAE variant (config["models"]["variants"]), then
+# Models and training: one job per model variant (config["models"]["variants"]), then
 # one figure comparing all variants' loss curves.
 #
 # The checkpoint is a param, not an output: Snakemake deletes the outputs of a failed
@@ -7,17 +7,17 @@
 
 rule train:
     input:
-        dataset="results/sample/dataset.h5",
+        dataset=rules.sample.output[0],
     output:
         weights="results/models/{variant}/weights.pt",
         losses="results/models/{variant}/losses.csv",
         plot="results/models/{variant}/losses.png",
     params:
-        variant=lambda wildcards: config["models"]["variants"][wildcards.variant],
+        variant=lambda wc: P.specs[wc.variant],
         training=config["training"],
         seed=config["seed"],
-        checkpoint=lambda wildcards: f"results/models/{wildcards.variant}/checkpoint.pt",
-    threads: 2
+        checkpoint=lambda wc: f"results/models/{wc.variant}/checkpoint.pt",
+    threads: 1  # common.smk: one thread per job
     resources:
         gpu=1,
     log:
@@ -32,7 +32,7 @@ rule train:
 
 rule plot_losses:
     input:
-        losses=expand("results/models/{variant}/losses.csv", variant=VARIANTS),
+        losses=expand(rules.train.output.losses, variant=VARIANTS),
     output:
         report(
             "results/models/losses_all.png",
@@ -41,7 +41,7 @@ rule plot_losses:
         ),
     params:
         names=VARIANTS,
-        window=config["training"].get("smoothing_window"),
+        window=config["training"]["smoothing_window"],
     log:
         "logs/train/plot_losses.log",
     threads: 1

@@ -1,7 +1,7 @@
 """Snakemake entry point of rules ``decode`` (one scan's latent means -> decoded UP2)
 and ``decode_shard`` (only the map rows ``params.rows``)."""
 
-from latentebsd.evaluate import run_decode_rule
+from latentebsd.decode import run_decode_rule
 from latentebsd.workflow import rule_log
 
 if "snakemake" in globals():

@@ -1,7 +1,7 @@
 """Snakemake entry point of rules ``evaluate_metrics`` and ``metrics_shard`` (only the
 map rows ``params.rows``): per-pattern decoded-vs-original metrics."""
 
-from latentebsd.evaluate import run_metrics_rule
+from latentebsd.metrics import run_metrics_rule
 from latentebsd.workflow import rule_log
 
 if "snakemake" in globals():

@@ -1,6 +1,6 @@
 """Snakemake entry point of rule ``evaluate_table1``: Table 1 (CSV, Markdown, HTML)."""
 
-from latentebsd.evaluate import run_table_rule
+from latentebsd.table1 import run_table_rule
 from latentebsd.workflow import rule_log
 
 if "snakemake" in globals():

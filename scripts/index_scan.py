@@ -1,7 +1,7 @@
 """Snakemake entry point of rules ``index_scan`` (Hough-index one pattern set, .h5 +
 .ang) and ``index_shard`` (only the map rows ``params.rows``, .h5 only)."""
 
-from latentebsd.evaluate import run_index_rule
+from latentebsd.index import run_index_rule
 from latentebsd.workflow import rule_log
 
 if "snakemake" in globals():

@@ -8,7 +8,6 @@ if "snakemake" in globals():
         sample_training_set(
             preprocessed=list(snakemake.input),  # noqa: F821
             out_path=snakemake.output[0],  # noqa: F821
-            patterns_per_scan=snakemake.params.patterns_per_scan,  # noqa: F821
-            val_fraction=snakemake.params.val_fraction,  # noqa: F821
+            settings=snakemake.params.settings,  # noqa: F821
             seed=snakemake.params.seed,  # noqa: F821
         )

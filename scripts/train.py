@@ -1,11 +1,11 @@
 """Snakemake entry point of rule ``train``: one model variant."""
 
-from latentebsd.train import train_variant
-from latentebsd.workflow import job_device, rule_log
+from latentebsd.train import run_train_rule
+from latentebsd.workflow import rule_log
 
 if "snakemake" in globals():
     with rule_log(snakemake.log[0]):  # noqa: F821
-        train_variant(
+        run_train_rule(
             dataset_path=snakemake.input.dataset,  # noqa: F821
             variant=dict(snakemake.params.variant),  # noqa: F821
             training=dict(snakemake.params.training),  # noqa: F821
@@ -14,6 +14,6 @@ if "snakemake" in globals():
             plot_path=snakemake.output.plot,  # noqa: F821
             checkpoint_path=snakemake.params.checkpoint,  # noqa: F821
             seed=int(snakemake.params.seed),  # noqa: F821
-            use_gpu=job_device(snakemake.resources.get("gpu", 0)) == "cuda",  # noqa: F821
+            gpus=snakemake.resources.get("gpu", 0),  # noqa: F821
             threads=int(snakemake.threads),  # noqa: F821
         )

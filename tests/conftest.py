@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import latentebsd  # noqa: F401  - imports pyebsdindex before kikuchipy/orix
 import numpy as np
 import pytest
 
 from latentebsd.geometry import ScanGeometry
-from latentebsd.io import write_up2
+from latentebsd.io.patterns import write_up2
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -20,8 +19,8 @@ def save_untrained_model(path: Path, latent_dim: int, shape: tuple[int, int], lo
     stage's own writer, for the stages downstream of training."""
     import torch
 
+    from latentebsd.io.weights import save_weights
     from latentebsd.models import build_model
-    from latentebsd.train import save_weights
 
     variant = {"loss": loss, "latent_dim": latent_dim, **({"beta": beta} if beta else {})}
     torch.manual_seed(seed)

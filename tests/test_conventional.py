@@ -2,26 +2,24 @@
 
 from __future__ import annotations
 
-import latentebsd  # noqa: F401  (imports PyEBSDIndex before kikuchipy/orix)
-
 import numpy as np
 import pytest
 
+from latentebsd.config import section
 from latentebsd.conventional import (
-    choose_latent_features,
     conventional_maps,
     grain_reference_orientation_deviation,
-    ipf_colors,
     kernel_average_misorientation,
-    read_conventional,
     run_conventional_rule,
-    run_fig11_rule,
-    run_latent_panel_rule,
     segment_grains,
 )
-from latentebsd.evaluate import write_index
+from latentebsd.figures import choose_latent_features, run_fig11_rule, run_latent_panel_rule
 from latentebsd.geometry import ScanGeometry
-from latentebsd.index import INDEX_DTYPE
+from latentebsd.io.conventional import read_conventional
+from latentebsd.io.index import INDEX_DTYPE, read_index, write_index
+from latentebsd.orientations import ipf_colors
+
+EVALUATION = section("evaluation")
 
 
 def _rot(axis, angle_deg):
@@ -136,10 +134,8 @@ def index_files(tmp_path):
 
 
 def test_conventional_maps_values(index_files):
-    from latentebsd.evaluate import read_index
-
     arrays, geometry, _ = read_index(index_files[0]["original"])
-    maps = conventional_maps(arrays, geometry, {})
+    maps = conventional_maps(arrays, geometry, EVALUATION)
     assert maps["ipf_rgb"].shape == (*MAP, 3) and maps["grain_id"].max() == 1
     assert maps["grod_deg"][1, 1] == pytest.approx(3.0 * 23 / 24, abs=0.01)  # 24-point grain
     assert maps["kam_deg"][1, 1] == pytest.approx(3.0, abs=1e-4)
@@ -153,7 +149,7 @@ def test_figures_and_rules(index_files, tmp_path):
     paths, geometry = index_files
     out = {k: tmp_path / f"{k}.png" for k in ("ipf", "panel", "latent", "ranked", "fig11")}
     run_conventional_rule(paths["original"], str(tmp_path / "conv.h5"), str(out["ipf"]),
-                          str(out["panel"]), {}, "s")
+                          str(out["panel"]), EVALUATION, "s")
     maps, geo = read_conventional(tmp_path / "conv.h5")
     assert geo.map_shape == MAP and maps["grain_id"].max() == 1
 
@@ -161,21 +157,23 @@ def test_figures_and_rules(index_files, tmp_path):
     cube = rng.normal(size=(5, *MAP)) * np.array([0.1, 0.2, 3.0, 0.5, 1.0])[:, None, None]
     write_latent_cube(tmp_path / "lat.nc", cube)
     features = run_latent_panel_rule(str(tmp_path / "lat.nc"), str(tmp_path / "conv.h5"),
-                                     str(out["latent"]), {"panel_features": 2}, "s", "vae16")
+                                     str(out["latent"]), section("evaluation", {"panel_features": 2}),
+                                     "s", "vae16")
     assert features == [2, 4]  # highest variance first
     (tmp_path / "ranking.csv").write_text("scan,variant,feature,score\ns,v,3,0.9\ns,v,0,0.5\n")
     features = run_latent_panel_rule(str(tmp_path / "lat.nc"), str(tmp_path / "conv.h5"),
-                                     str(out["ranked"]), {"panel_region": [1, 5, 2, 8]}, "s",
-                                     "vae16", ranking_csv=str(tmp_path / "ranking.csv"))
+                                     str(out["ranked"]), section("evaluation", {"panel_region": [1, 5, 2, 8]}),
+                                     "s", "vae16", ranking_csv=str(tmp_path / "ranking.csv"))
     assert features == [3, 0]
     variants = {"vae16": {"loss": "vae", "latent_dim": 16},
                 "betavae50": {"loss": "beta_vae", "latent_dim": 128, "beta": 50}}
-    run_fig11_rule(paths, variants, str(out["fig11"]), {}, "s")
+    run_fig11_rule(paths, variants, str(out["fig11"]), EVALUATION, "s")
     for path in out.values():
         assert path.stat().st_size > 10_000, path
     with pytest.raises(ValueError, match="evaluation.panel_region"):
         run_latent_panel_rule(str(tmp_path / "lat.nc"), str(tmp_path / "conv.h5"),
-                              str(tmp_path / "x.png"), {"panel_region": [0, 9, 0, 3]}, "s", "v")
+                              str(tmp_path / "x.png"), section("evaluation", {"panel_region": [0, 9, 0, 3]}),
+                              "s", "v")
     (tmp_path / "bad.csv").write_text("feature\n7\n")
     with pytest.raises(ValueError, match="outside"):
         choose_latent_features(tmp_path / "lat.nc", 1, tmp_path / "bad.csv")

@@ -13,26 +13,31 @@ import tifffile
 import xarray as xr
 
 from conftest import band_patterns, save_untrained_model
-from latentebsd.encode import (
+from latentebsd.config import section
+from latentebsd.encode import data_reduction, encode_scan, summarize_reductions
+from latentebsd.geometry import ScanGeometry
+from latentebsd.io.cube import (
     cube_attrs,
     cube_chunk_rows,
     cube_writer,
-    data_reduction,
-    encode_scan,
     iter_feature_groups,
+    iter_latent_blocks,
     iter_row_blocks,
     read_latents_at,
-    rows_per_block,
-    summarize_reductions,
     write_cube,
 )
-from latentebsd.geometry import ScanGeometry
-from latentebsd.io import write_up2
+from latentebsd.io.patterns import write_up2
+from latentebsd.io.weights import load_model
 from latentebsd.models import encode_patterns
 from latentebsd.preprocess import preprocess_scan
-from latentebsd.train import load_model
+from latentebsd.shards import rows_per_block
 
 MAP, RAW, STEP, D = (6, 9), (32, 32), 0.5, 8
+
+
+def maps(chunk_size: int, batch_size: int) -> dict:
+    """The ``maps`` section with the encode stage's block and batch sizes."""
+    return section("maps", {"chunk_size": chunk_size, "batch_size": batch_size})
 
 
 @pytest.fixture(scope="module")
@@ -44,11 +49,12 @@ def scan(tmp_path_factory) -> dict:
     raw[7] = 1000  # a blank pattern: flagged invalid, still encoded
     up2 = write_up2(tmp / "s.up2", [raw[:20], raw[20:]], MAP, RAW, STEP)
     geometry = ScanGeometry(*MAP, step_um=STEP, pattern_shape=RAW, pc=[0.5, 0.45, 0.6])
-    pre = preprocess_scan(up2, tmp / "s.h5", geometry, binning=1, blank_patterns="flag", progress=False)
+    pre = preprocess_scan(up2, tmp / "s.h5", geometry,
+                          section("preprocess", {"binning": 1, "blank_patterns": "flag"}), progress=False)
     weights = save_untrained_model(tmp / "w.pt", D, RAW)
     cube = tmp / "cube.nc"
     summary = encode_scan(pre, weights, cube, tmp / "cube.tif", tmp / "cube.json", scan="s",
-                          variant="v8", chunk_size=MAP[1] * 2, batch_size=5, progress=False)
+                          variant="v8", settings=maps(MAP[1] * 2, 5), progress=False)
     return {"tmp": tmp, "pre": pre, "weights": weights, "cube": cube, "summary": summary}
 
 
@@ -99,8 +105,8 @@ def test_cube_is_chunked_by_map_rows(scan):
 def test_chunked_encode_equals_in_memory(scan, tmp_path):
     one_row = tmp_path / "a.nc"
     everything = tmp_path / "b.nc"
-    encode_scan(scan["pre"], scan["weights"], one_row, chunk_size=1, batch_size=3, progress=False)
-    encode_scan(scan["pre"], scan["weights"], everything, chunk_size=10**6, batch_size=10**4, progress=False)
+    encode_scan(scan["pre"], scan["weights"], one_row, settings=maps(1, 3), progress=False)
+    encode_scan(scan["pre"], scan["weights"], everything, settings=maps(10**6, 10**4), progress=False)
     with xr.open_dataset(one_row) as a, xr.open_dataset(everything) as b:
         np.testing.assert_allclose(a["latent_mean"].values, b["latent_mean"].values, rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(a["latent_logvar"].values, b["latent_logvar"].values, rtol=1e-5, atol=1e-6)
@@ -133,6 +139,14 @@ def test_block_readers_agree_with_the_cube(scan):
     idx = np.array([0, 10, 53])
     np.testing.assert_array_equal(read_latents_at(scan["cube"], idx, 100),
                                   full.reshape(D, -1)[:, idx].T)
+    # point blocks of whole rows (2 rows of 9 from 20 points), and a shard's rows only
+    blocks = list(iter_latent_blocks(scan["cube"], 20))
+    assert [start for start, _ in blocks] == [0, 18, 36]
+    np.testing.assert_array_equal(np.concatenate([z for _, z in blocks]), full.reshape(D, -1).T)
+    shard = list(iter_latent_blocks(scan["cube"], 20, rows=(2, 5)))
+    assert [start for start, _ in shard] == [18, 36]  # blocks still counted from row 0
+    np.testing.assert_array_equal(np.concatenate([z for _, z in shard]),
+                                  full[:, 2:5].reshape(D, -1).T)
 
 
 def test_model_and_scan_mismatch_is_a_clear_error(scan, tmp_path):

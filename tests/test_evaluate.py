@@ -1,4 +1,5 @@
-"""Decode -> UP2 -> Hough re-index -> per-pattern metrics -> Table 1 (latentebsd.evaluate).
+"""Decode -> UP2 -> Hough re-index -> per-pattern metrics -> Table 1 (latentebsd.decode,
+.index, .metrics, .table1).
 
 One small simulated scan (6 x 8 points, 60 x 60 patterns) is simulated, preprocessed
 and indexed once per module; an identity "decoder" (latent = the pattern's pixels)
@@ -7,38 +8,26 @@ sends it through the real decode / UP2 / index chain.
 
 from __future__ import annotations
 
-import latentebsd  # noqa: F401  (imports PyEBSDIndex before kikuchipy/orix)
-
 import h5py
 import numpy as np
 import pytest
 import torch
 
-from latentebsd.evaluate import (
-    METRICS,
-    PAPER_TABLE1,
-    UP2_RANGE,
-    decode_scan,
-    from_uint16,
-    image_quality,
-    index_scan,
-    misorientation_deg,
-    pattern_metrics,
-    pattern_sharpness,
-    read_index,
-    read_metrics,
-    read_screen,
-    resolve_evaluation_settings,
-    run_metrics_rule,
-    run_table_rule,
-    sharpness,
-    table1,
-    table1_markdown,
-)
-from latentebsd.io import to_uint16
+from latentebsd.config import ConfigError, section
+from latentebsd.decode import decode_scan
+from latentebsd.index import image_quality, index_scan, pattern_sharpness, sharpness
+from latentebsd.io.cube import write_cube
+from latentebsd.io.index import read_index
+from latentebsd.io.metrics import METRICS, read_metrics
+from latentebsd.io.patterns import UP2_RANGE, from_uint16, to_uint16
+from latentebsd.io.preprocessed import read_screen
+from latentebsd.metrics import pattern_metrics, run_metrics_rule
+from latentebsd.orientations import pair_angles as misorientation_deg
+from latentebsd.table1 import PAPER_TABLE1, run_table_rule, table1, table1_markdown
 
 MAP = (6, 8)
 SHAPE = (60, 60)
+EVALUATION = section("evaluation")
 
 
 class IdentityDecoder(torch.nn.Module):
@@ -54,34 +43,25 @@ class IdentityDecoder(torch.nn.Module):
 
 
 def write_latent_cube(path, mean: np.ndarray, step_um: float = 0.5) -> None:
-    """A latent cube in the encode stage's contract (``(feature, y, x)``, h5netcdf)."""
-    import xarray as xr
-
-    d, n_rows, n_cols = mean.shape
-    ds = xr.Dataset(
-        {"latent_mean": (("feature", "y", "x"), mean.astype(np.float32)),
-         "latent_logvar": (("feature", "y", "x"), np.zeros_like(mean, np.float32))},
-        coords={"feature": np.arange(d), "y": np.arange(n_rows) * step_um,
-                "x": np.arange(n_cols) * step_um},
-        attrs={"scan": "s", "variant": "identity", "latent_dim": d, "step_um": step_um,
-               "data_reduction_factor": 1.0},
-    )
-    ds.to_netcdf(path, engine="h5netcdf")
+    """A latent cube in the encode stage's format (``(feature, y, x)``)."""
+    write_cube(path, mean, step_um=step_um, scan="s", variant="identity", data_reduction_factor=1.0)
 
 
 @pytest.fixture(scope="module")
 def scan(tmp_path_factory):
     """A preprocessed simulated scan, indexed once: paths and arrays."""
+    from latentebsd.io.truth import read_truth
     from latentebsd.preprocess import preprocess_scan
-    from latentebsd.simulate import read_truth, simulate_scan
+    from latentebsd.simulate import simulate_scan
 
     d = tmp_path_factory.mktemp("evaluate")
     simulate_scan(d / "s.up2", d / "s_truth.h5", "wrought", MAP,
-                  {"pattern_shape": list(SHAPE), "chunk_size": 48,
-                   "wrought": {"grain_size": 4.0}}, 3, progress=False)
+                  section("simulation", {"pattern_shape": list(SHAPE), "chunk_size": 48,
+                                         "wrought": {"grain_size": 4.0}}), 3, progress=False)
     _, geometry, _ = read_truth(d / "s_truth.h5")
-    preprocess_scan(d / "s.up2", d / "s.h5", geometry, binning=1, progress=False)
-    original = index_scan(d / "s.h5", d / "s.h5", d / "orig.h5", d / "orig.ang", {},
+    preprocess_scan(d / "s.up2", d / "s.h5", geometry, section("preprocess", {"binning": 1}),
+                    progress=False)
+    original = index_scan(d / "s.h5", d / "s.h5", d / "orig.h5", d / "orig.ang", EVALUATION,
                           "original", progress=False)
     with h5py.File(d / "s.h5", "r") as f:
         patterns = f["patterns"][()]
@@ -98,8 +78,8 @@ def decoded(scan):
     write_latent_cube(d / "identity.nc", cube)
     # chunk_size 20 -> blocks of 2 map rows: several blocks, the last one partial
     decode_scan(d / "identity.nc", IdentityDecoder(SHAPE), d / "identity.up2", geometry, mask,
-                chunk_size=20, batch_size=7, progress=False)
-    arrays = index_scan(d / "identity.up2", scan["pre"], d / "identity.h5", None, {},
+                section("evaluation", {"chunk_size": 20, "decode_batch_size": 7}), progress=False)
+    arrays = index_scan(d / "identity.up2", scan["pre"], d / "identity.h5", None, EVALUATION,
                         "identity", progress=False)
     return {"up2": d / "identity.up2", "h5": d / "identity.h5", "arrays": arrays,
             "mask": mask, "geometry": geometry}
@@ -107,10 +87,10 @@ def decoded(scan):
 
 # -- settings --------------------------------------------------------------------------
 def test_settings_defaults_and_errors_name_the_key():
-    cfg = resolve_evaluation_settings({})
+    cfg = EVALUATION
     assert cfg["hough"]["nTheta"] == 180 and cfg["min_nmatch"] == 3
     assert cfg["sharpness"] == {"part": "real", "divisor": 2500.0, "intensity": "up2"}
-    cfg = resolve_evaluation_settings({"kam": {"neighbours": 8}, "panel_region": [0, 4, 2, 6]})
+    cfg = section("evaluation", {"kam": {"neighbours": 8}, "panel_region": [0, 4, 2, 6]})
     assert cfg["kam"] == {"threshold_deg": 5.0, "neighbours": 8}
     for bad, key in [({"bogus": 1}, "evaluation.bogus"),
                      ({"kam": {"radius": 2}}, "evaluation.kam.radius"),
@@ -119,11 +99,11 @@ def test_settings_defaults_and_errors_name_the_key():
                      ({"sharpness": {"part": "imag"}}, "evaluation.sharpness.part"),
                      ({"sharpness": {"intensity": "raw"}}, "evaluation.sharpness.intensity"),
                      ({"agree_deg": 0}, "evaluation.agree_deg"),
-                     ({"quantiles": [0.1, 1.5]}, "evaluation.quantiles[1]"),
+                     ({"quantiles": [0.1, 1.5]}, "evaluation.quantiles.1"),
                      ({"panel_region": [4, 2, 0, 3]}, "evaluation.panel_region"),
                      ({"chunk_size": 0}, "evaluation.chunk_size")]:
-        with pytest.raises(ValueError, match=key.replace("[", r"\[").replace("]", r"\]")):
-            resolve_evaluation_settings(bad)
+        with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+            section("evaluation", bad)
 
 
 # -- per-pattern quality -----------------------------------------------------------------
@@ -138,7 +118,7 @@ def test_sharpness_falls_when_a_pattern_is_blurred(scan):
         # a threshold relative to max|F| makes it independent of the intensity scale
         np.testing.assert_allclose(sharpness(3.0 * p, part), s)
     # as the workflow measures it: on the UP2 intensity scale (p + 1)
-    up2 = resolve_evaluation_settings({})["sharpness"]
+    up2 = EVALUATION["sharpness"]
     assert np.all(pattern_sharpness(blurred, up2) < 0.8 * pattern_sharpness(p, up2))
     np.testing.assert_allclose(pattern_sharpness(p, up2), sharpness(p + 1.0))
     np.testing.assert_allclose(pattern_sharpness(p, {**up2, "intensity": "signed"}), sharpness(p))
@@ -231,9 +211,9 @@ def test_known_rotation_gives_that_misorientation(tmp_path):
 
     from latentebsd.geometry import ScanGeometry
     from latentebsd.index import build_indexer, index_patterns
-    from latentebsd.simulate import project_patterns, resolve_settings, screen_mask
+    from latentebsd.simulate import project_patterns, screen_mask
 
-    settings = resolve_settings({"pattern_shape": list(SHAPE)})
+    settings = section("simulation", {"pattern_shape": list(SHAPE)})
     g = Rotation.from_axes_angles([1, 2, 3], 35, degrees=True)
     turn = Rotation.from_axes_angles([2, -1, 1], 3.0, degrees=True)
     q = np.concatenate([g.data, (turn * g).data])
@@ -279,7 +259,7 @@ def test_table1_pools_scans_and_shows_the_paper():
     row = frame.set_index("variant").loc["vae16"]
     assert row["n_patterns"] == 20 and row["Indexed"] == 80.0
     assert row["Indexed and agreeing"] == 80.0  # misorientations all < 1 deg
-    assert table1(metrics, variants, {"agree_deg": 0.5}).set_index("variant").loc[
+    assert table1(metrics, variants, section("evaluation", {"agree_deg": 0.5})).set_index("variant").loc[
         "vae16", "Indexed and agreeing"] < 60.0
     assert row["CI ratio"] == "0.50/0.50/0.50" and row["ci_ratio_n"] == 18
     assert row["Paper indexed"] == "95.3 %"
@@ -296,11 +276,11 @@ def test_table1_pools_scans_and_shows_the_paper():
 
 def test_metrics_and_table_rules_on_real_index_files(scan, decoded, tmp_path):
     out = tmp_path / "m.h5"
-    run_metrics_rule(str(scan["orig_h5"]), str(decoded["h5"]), str(out), {}, "identity", "s")
+    run_metrics_rule(str(scan["orig_h5"]), str(decoded["h5"]), str(out), EVALUATION, "identity", "s")
     m, attrs = read_metrics(out)
     assert attrs["variant"] == "identity" and len(m["row"]) == MAP[0] * MAP[1]
     frame = run_table_rule({"identity": [str(out)]},
-                           {"identity": {"loss": "vae", "latent_dim": SHAPE[0] * SHAPE[1]}}, {},
+                           {"identity": {"loss": "vae", "latent_dim": SHAPE[0] * SHAPE[1]}}, EVALUATION,
                            str(tmp_path / "t.csv"), str(tmp_path / "t.md"), str(tmp_path / "t.html"))
     row = frame.set_index("variant").loc["identity"]
     assert row["Indexed"] >= 95.0

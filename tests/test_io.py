@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from pyebsdindex import ebsd_pattern
 
-from latentebsd.io import PatternFileError, PatternReader, to_uint16, write_up2
+from latentebsd.io.patterns import PatternFileError, PatternReader, to_uint16, write_up2
 
 
 def test_up2_round_trip_through_kikuchipy_and_pyebsdindex(tiny_scan):

@@ -11,23 +11,14 @@ import pytest
 from scipy import ndimage
 
 from conftest import save_untrained_model
-from latentebsd.encode import encode_scan, write_cube
+from latentebsd.config import ConfigError, section
+from latentebsd.encode import encode_scan
+from latentebsd.figures import figure_beta, figure_cells, figure_dimensionality, select_cell_features
 from latentebsd.geometry import ScanGeometry
-from latentebsd.maps import (
-    DEFAULT_MAPS_SETTINGS,
-    domain_boundaries,
-    feature_maps,
-    figure_beta,
-    figure_cells,
-    figure_dimensionality,
-    match_truth,
-    moran_i,
-    rank_cube,
-    resolve_maps_settings,
-    segment_cube,
-    select_cell_features,
-    summarize_truth_matches,
-)
+from latentebsd.groundtruth import domain_boundaries, match_truth, summarize_truth_matches
+from latentebsd.io.cube import write_cube
+from latentebsd.maps import feature_maps, moran_i, rank_cube, segment_cube
+from latentebsd.plan import make_plan
 
 SHAPE = (24, 30)
 
@@ -73,7 +64,7 @@ def test_ranking_puts_planted_structure_above_noise(tmp_path):
     mean[1] = 0.01 * smooth_field(3)    # smooth but collapsed: tiny variance ...
     logvar[1] = 0.0                     # ... against a unit posterior variance
     write_cube(tmp_path / "c.nc", mean, logvar, step_um=0.5)
-    ranking, thumbs = rank_cube(tmp_path / "c.nc", {"montage_tile_px": 10}, progress=False)
+    ranking, thumbs = rank_cube(tmp_path / "c.nc", section("maps", {"montage_tile_px": 10}), progress=False)
     assert ranking["feature"].iloc[0] == 4
     assert ranking["rank"].tolist() == list(range(1, d + 1))
     assert ranking.set_index("feature").loc[4, "moran_i"] > 0.8
@@ -81,7 +72,7 @@ def test_ranking_puts_planted_structure_above_noise(tmp_path):
     assert ranking.set_index("feature").loc[1, "reliability"] < 0.01  # ... carries nothing
     assert ranking.set_index("feature").loc[1, "score"] < 0.01  # noise-level score
     assert thumbs.shape == (d, 8, 10)  # 24 x 30 block-averaged by 3
-    by_moran, _ = rank_cube(tmp_path / "c.nc", {"rank_by": "moran_i"}, progress=False)
+    by_moran, _ = rank_cube(tmp_path / "c.nc", section("maps", {"rank_by": "moran_i"}), progress=False)
     assert set(by_moran["feature"].iloc[:2]) == {1, 4}
 
 
@@ -95,8 +86,8 @@ def test_streamed_ranking_equals_whole_map_statistics(tmp_path, neighbours):
     logvar = np.stack([noise(70 + i, 0.5) - 2 for i in range(d)]).astype(np.float32)
     valid = np.random.default_rng(1).random(SHAPE) > 0.1
     write_cube(tmp_path / "c.nc", mean, logvar, valid=valid)
-    settings = {"memory_mb": 4 * 8 * d * SHAPE[1] * 3 / 1024**2, "moran_neighbours": neighbours,
-                "montage_tile_px": 30}
+    settings = section("maps", {"memory_mb": 4 * 8 * d * SHAPE[1] * 3 / 1024**2,
+                                "moran_neighbours": neighbours, "montage_tile_px": 30})
     ranking, thumbs = rank_cube(tmp_path / "c.nc", settings, progress=False)
     expect = feature_statistics(mean, logvar, valid, neighbours)
     got = ranking.set_index("feature").sort_index()
@@ -171,7 +162,7 @@ def test_truth_matching_finds_planted_features(tmp_path):
     truth, mean = planted_truth()
     write_cube(tmp_path / "c.nc", mean, scan="s", variant="v")
     ranking, _ = rank_cube(tmp_path / "c.nc", progress=False)
-    table, best = match_truth(tmp_path / "c.nc", truth, {"memory_mb": 0.01 * 3}, ranking)
+    table, best = match_truth(tmp_path / "c.nc", truth, section("maps", {"memory_mb": 0.01 * 3}), ranking)
     t = table.set_index("class")
     assert t.loc["twins", "best_feature"] == 2 and t.loc["twins", "score"] > 0.95
     assert t.loc["twins", "representation"] == "value"
@@ -203,17 +194,18 @@ def test_truth_shape_mismatch_is_an_error(tmp_path):
 
 
 def test_settings_defaults_and_errors():
-    assert resolve_maps_settings(None) == DEFAULT_MAPS_SETTINGS
-    cfg = resolve_maps_settings({"top_k": 3, "segmentation": {"n_clusters": 4}})
-    assert cfg["top_k"] == 3 and cfg["segmentation"] == {**DEFAULT_MAPS_SETTINGS["segmentation"], "n_clusters": 4}
+    cfg = section("maps", {"top_k": 3, "segmentation": {"n_clusters": 4}})
+    assert cfg["top_k"] == 3 and cfg["segmentation"] == {**section("maps")["segmentation"], "n_clusters": 4}
+    assert section("maps")["segmentation"] == {"method": "kmeans", "n_clusters": 6, "sample_size": 100000}
     for bad, key in [({"topk": 3}, "maps.topk"), ({"top_k": 0}, "maps.top_k"),
                      ({"rank_by": "x"}, "maps.rank_by"), ({"percentiles": [99, 1]}, "maps.percentiles"),
                      ({"moran_neighbours": 6}, "maps.moran_neighbours"),
                      ({"segmentation": {"k": 2}}, "maps.segmentation.k"),
                      ({"segmentation": {"method": "dbscan"}}, "maps.segmentation.method"),
+                     ({"segmentation": {"n_clusters": 8, "sample_size": 4}}, "maps.segmentation.sample_size"),
                      ({"figure_pattern": -1}, "maps.figure_pattern")]:
-        with pytest.raises(ValueError, match=key.replace(".", r"\.")):
-            resolve_maps_settings(bad)
+        with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+            section("maps", bad)
 
 
 # --------------------------------------------------------------------------- rule outputs
@@ -225,7 +217,7 @@ def test_feature_maps_writes_every_output(tmp_path):
     tops = [tmp_path / f"top{i}.png" for i in range(1, 6)]  # more than d = 4: placeholder
     ranking = feature_maps(tmp_path / "c.nc", tmp_path / "r.csv", tmp_path / "m.png", tops,
                            tmp_path / "seg.npy", tmp_path / "seg.png",
-                           {"segmentation": {"n_clusters": 2, "sample_size": 100}}, seed=3,
+                           section("maps", {"segmentation": {"n_clusters": 2, "sample_size": 100}}), seed=3,
                            truth_csv=tmp_path / "t.csv", truth_png=tmp_path / "t.png", progress=False)
     assert all(p.stat().st_size > 0 for p in [tmp_path / "m.png", tmp_path / "seg.png", tmp_path / "t.png", *tops])
     absent = pd.read_csv(tmp_path / "t.csv")  # no truth for this scan: every class absent
@@ -256,15 +248,17 @@ def test_reconstruction_figures(tmp_path):
         cubes[name] = encode_scan(tmp_path / "p.h5", weights[name], tmp_path / f"{name}.nc", progress=False) and \
             tmp_path / f"{name}.nc"
     dims = {"vae8": 8, "vae16": 16}
-    fig8 = figure_dimensionality(tmp_path / "p.h5", {v: cubes[v] for v in dims}, weights, dims,
+    fig8 = figure_dimensionality(tmp_path / "p.h5", {v: cubes[v] for v in dims}, weights, specs,
                                  tmp_path / "f8.png", tmp_path / "f8.csv", "s", None, seed=1)
     assert fig8["variant"].tolist() == ["vae8", "vae16"] and fig8["pattern_index"].nunique() == 1
-    fixed = figure_dimensionality(tmp_path / "p.h5", {v: cubes[v] for v in dims}, weights, dims,
-                                  tmp_path / "f8b.png", tmp_path / "f8b.csv", "s", {"figure_pattern": 13})
+    fixed = figure_dimensionality(tmp_path / "p.h5", {v: cubes[v] for v in dims}, weights, specs,
+                                  tmp_path / "f8b.png", tmp_path / "f8b.csv", "s",
+                                  section("maps", {"figure_pattern": 13}))
     assert fixed["row"].iloc[0] == 2 and fixed["col"].iloc[0] == 1
 
     fig10 = figure_beta(tmp_path / "p.h5", cubes, weights, specs, tmp_path / "f10.png", tmp_path / "f10.csv",
-                        "s", {"beta_variants": ["vae8", "missing", "beta8"], "n_random": 2}, seed=1)
+                        "s", section("maps", {"beta_variants": ["vae8", "missing", "beta8"], "n_random": 2}),
+                        seed=1)
     assert fig10["variant"].unique().tolist() == ["vae8", "beta8"]  # "missing" skipped
     for _, g in fig10.groupby("variant"):
         best, worst = g.set_index("kind")["masked_l2"][["best", "worst"]]
@@ -274,8 +268,9 @@ def test_reconstruction_figures(tmp_path):
     for v in dims:
         rankings[v] = tmp_path / f"{v}_r.csv"
         feature_maps(cubes[v], rankings[v], tmp_path / f"{v}_m.png", [], tmp_path / f"{v}.npy",
-                     tmp_path / f"{v}_s.png", {"segmentation": {"n_clusters": 2, "sample_size": 30}}, progress=False)
-    fig9 = figure_cells({v: cubes[v] for v in dims}, rankings, dims, tmp_path / "f9.png", tmp_path / "f9.csv",
+                     tmp_path / f"{v}_s.png", section("maps", {"segmentation": {"n_clusters": 2, "sample_size": 30}}),
+                     progress=False)
+    fig9 = figure_cells({v: cubes[v] for v in dims}, rankings, specs, tmp_path / "f9.png", tmp_path / "f9.csv",
                         None, "s")
     top = {v: int(pd.read_csv(rankings[v])["feature"].iloc[0]) for v in dims}
     assert dict(zip(fig9["variant"], fig9["feature"])) == top
@@ -294,25 +289,21 @@ def test_cell_selection_prefers_ground_truth(tmp_path):
     assert chosen.loc["b", "feature"] == 3 and chosen.loc["c", "feature"] == 3
 
 
-def test_workflow_plan_and_targets():
-    from latentebsd.maps import maps_targets_for, workflow_plan
+def test_the_plan_of_a_config():
+    from latentebsd.config import validate_config
 
-    config = {
-        "scans": {"w": {"simulate": {"microstructure": "wrought"}}, "a": {"simulate": {"microstructure": "am"}},
-                  "real": {"path": "x.up2"}},
+    config = validate_config({
+        "scans": {"w": {"simulate": {"microstructure": "wrought", "map_shape": [4, 5]}},
+                  "a": {"simulate": {"microstructure": "am", "map_shape": [4, 5]}},
+                  "real": {"path": "x.up2", "pc": [0.5, 0.5, 0.6]}},
         "models": {"variants": {"vae64": {"loss": "vae", "latent_dim": 64}, "vae16": {"loss": "vae", "latent_dim": 16},
                                 "betavae15": {"loss": "beta_vae", "latent_dim": 128, "beta": 15}}},
         "maps": {"top_k": 2, "beta_variants": ["vae128", "betavae15"]},
-    }
-    plan = workflow_plan(config, ["w", "a", "real"], ["vae64", "vae16", "betavae15"])
-    assert plan["vae_variants"] == ["vae16", "vae64"]  # by latent dimension
-    assert plan["beta_variants"] == ["betavae15"]  # vae128 is not configured: skipped
-    assert plan["truth_scans"] == ["w", "a"] and plan["cell_scans"] == ["a", "real"]
-    targets = maps_targets_for(plan)
-    assert "results/maps/vae16/w/top02.png" in targets and "results/maps/vae16/w/top03.png" not in targets
-    assert "results/maps/vae16/a/truth_match.csv" in targets
-    assert "results/maps/vae16/real/truth_match.csv" not in targets
-    assert "results/maps/figures/fig9_cells_a.png" in targets and "results/maps/figures/fig9_cells_w.png" not in targets
-    assert "results/maps/figures/fig10_beta_real.png" in targets
-    no_beta = workflow_plan({**config, "maps": {"beta_variants": []}}, ["real"], ["vae16"])
-    assert not any("fig10" in t or "truth_match" in t for t in maps_targets_for(no_beta))
+    })
+    plan = make_plan(config)
+    assert plan.vae_variants == ["vae16", "vae64"]  # by latent dimension
+    assert plan.beta_variants == ["betavae15"]  # vae128 is not configured: skipped
+    assert plan.truth_scans == ["w", "a"] and plan.cell_scans == ["a", "real"]
+    assert plan.top == ["top01", "top02"] and plan.sources == ["original", "vae64", "vae16", "betavae15"]
+    assert plan.panel_variant == "vae64"  # no vae128: the first variant
+    assert plan.shards == {}  # nothing over shard_patterns; real's file does not exist yet

@@ -235,3 +235,25 @@ def test_inits_are_seeded_and_he_keeps_the_signal(init: str) -> None:
         assert float(mean.std(dim=0).mean()) > 0.1
     with pytest.raises(ValueError):
         initialize_(a, "xavier")
+
+
+def test_encode_and_decode_take_tensors_on_any_device():
+    """A tensor that numpy cannot read (as a CUDA tensor) is moved, not converted: the
+    old ``np.asarray`` path raised ``can't convert cuda:0 device type tensor to numpy``."""
+    import numpy as np
+
+    from latentebsd.models import decode_latents
+
+    class DeviceTensor(torch.Tensor):
+        def __array__(self, *args, **kwargs):
+            raise TypeError("can't convert cuda:0 device type tensor to numpy")
+
+    torch.manual_seed(0)
+    model = build_model({"loss": "vae", "latent_dim": 4}, (32, 32), width_factor=0.25)
+    x = torch.rand(5, 32, 32) * 2 - 1
+    mean, logvar = encode_patterns(model.encoder, x.numpy(), batch_size=2)
+    mean_t, logvar_t = encode_patterns(model.encoder, x.as_subclass(DeviceTensor), batch_size=2)
+    np.testing.assert_array_equal(mean, mean_t)
+    np.testing.assert_array_equal(logvar, logvar_t)
+    z = torch.from_numpy(mean).as_subclass(DeviceTensor)
+    np.testing.assert_array_equal(decode_latents(model.decoder, z, 3), decode_latents(model.decoder, mean, 3))

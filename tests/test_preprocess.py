@@ -8,9 +8,10 @@ import h5py
 import numpy as np
 import pytest
 
+from latentebsd.config import section
 from latentebsd.geometry import ScanGeometry
-from latentebsd.io import PatternFileError, write_up2
-from latentebsd.preprocess import MaskSettings, bin_mask, preprocess_scan
+from latentebsd.io.patterns import PatternFileError, write_up2
+from latentebsd.preprocess import bin_mask, preprocess_scan
 
 
 def reference(raw: np.ndarray, mask: np.ndarray, factor: int, per_scan: bool) -> np.ndarray:
@@ -33,8 +34,14 @@ def reference(raw: np.ndarray, mask: np.ndarray, factor: int, per_scan: bool) ->
     return out
 
 
+def settings(**kwargs):
+    """The ``preprocess`` section with ``kwargs`` (``mask`` a partial mask mapping)."""
+    return section("preprocess", kwargs)
+
+
 def run(tiny_scan, out, **kwargs):
-    preprocess_scan(tiny_scan["path"], out, tiny_scan["geometry"], progress=False, **kwargs)
+    preprocess_scan(tiny_scan["path"], out, tiny_scan["geometry"], settings(**kwargs),
+                    progress=False)
     with h5py.File(out, "r") as f:
         return {k: f[k][()] for k in ("patterns", "mask", "valid", "background")}, \
             ScanGeometry.from_h5(f["geometry"])
@@ -77,10 +84,10 @@ def test_chunked_equals_in_memory(tiny_scan, tmp_path, rescale):
 
 
 def test_mask_methods(tiny_scan, tmp_path):
-    none, _ = run(tiny_scan, tmp_path / "n.h5", binning=1, mask=MaskSettings(method="none"))
+    none, _ = run(tiny_scan, tmp_path / "n.h5", binning=1, mask={"method": "none"})
     assert none["mask"].all()
     circle, _ = run(tiny_scan, tmp_path / "c.h5", binning=1,
-                    mask=MaskSettings(method="circle", radius=0.9))
+                    mask={"method": "circle", "radius": 0.9})
     np.testing.assert_array_equal(circle["mask"], tiny_scan["screen"])
 
 
@@ -99,7 +106,7 @@ def test_blank_pattern_is_an_error_naming_file_and_index(tmp_path, tiny_scan):
     path = write_up2(tmp_path / "blank.up2", [pats], (5, 7), (24, 24), 0.5)
     before = _sha(path)
     with pytest.raises(PatternFileError, match=r"blank\.up2: 2 constant .*\[3, 17\]"):
-        preprocess_scan(path, tmp_path / "out.h5", tiny_scan["geometry"], binning=2, progress=False)
+        preprocess_scan(path, tmp_path / "out.h5", tiny_scan["geometry"], settings(binning=2), progress=False)
     _assert_nothing_written(tmp_path, ["blank.up2", "tiny.up2"])
     assert _sha(path) == before
 
@@ -108,8 +115,8 @@ def test_blank_patterns_can_be_flagged(tmp_path, tiny_scan):
     pats = tiny_scan["patterns"].copy()
     pats[3] = 0
     path = write_up2(tmp_path / "blank.up2", [pats], (5, 7), (24, 24), 0.5)
-    preprocess_scan(path, tmp_path / "out.h5", tiny_scan["geometry"], binning=2,
-                    blank_patterns="flag", progress=False)
+    preprocess_scan(path, tmp_path / "out.h5", tiny_scan["geometry"],
+                    settings(binning=2, blank_patterns="flag"), progress=False)
     with h5py.File(tmp_path / "out.h5") as f:
         assert f["valid"][()].sum() == 34 and not f["valid"][3]
         assert np.all(f["patterns"][3] == 0)
@@ -126,26 +133,26 @@ def test_nan_patterns_are_an_error(tmp_path, tiny_scan):
     path = tmp_path / "nan.h5"
     kp.signals.EBSD(data.reshape(5, 7, 24, 24)).save(path)
     with pytest.raises(PatternFileError, match=r"nan\.h5: 1 pattern\(s\) contain NaN.*index 8"):
-        preprocess_scan(path, tmp_path / "out.h5", tiny_scan["geometry"], binning=2, progress=False)
+        preprocess_scan(path, tmp_path / "out.h5", tiny_scan["geometry"], settings(binning=2), progress=False)
     assert not (tmp_path / "out.h5").exists()
 
 
 def test_binning_must_divide_pattern_size(tiny_scan, tmp_path):
     with pytest.raises(ValueError, match=r"preprocess\.binning: 5 does not divide .*24 x 24"):
-        preprocess_scan(tiny_scan["path"], tmp_path / "o.h5", tiny_scan["geometry"], binning=5,
-                        progress=False)
+        preprocess_scan(tiny_scan["path"], tmp_path / "o.h5", tiny_scan["geometry"],
+                        settings(binning=5), progress=False)
 
 
 def test_pattern_size_inconsistent_with_geometry(tiny_scan, tmp_path):
     geometry = ScanGeometry(5, 7, 0.5, (30, 30))
     with pytest.raises(PatternFileError, match=r"patterns are \(24, 24\).*expects \(30, 30\)"):
-        preprocess_scan(tiny_scan["path"], tmp_path / "o.h5", geometry, binning=2, progress=False)
+        preprocess_scan(tiny_scan["path"], tmp_path / "o.h5", geometry, settings(binning=2), progress=False)
 
 
 def test_map_shape_inconsistent_with_geometry(tiny_scan, tmp_path):
     geometry = ScanGeometry(7, 5, 0.5, (24, 24))
     with pytest.raises(PatternFileError, match=r"map shape \(7, 5\).*\(5, 7\)"):
-        preprocess_scan(tiny_scan["path"], tmp_path / "o.h5", geometry, binning=2, progress=False)
+        preprocess_scan(tiny_scan["path"], tmp_path / "o.h5", geometry, settings(binning=2), progress=False)
     assert not (tmp_path / "o.h5").exists()
 
 
@@ -164,6 +171,6 @@ def test_failure_midway_leaves_no_output(tiny_scan, tmp_path, monkeypatch):
     monkeypatch.setattr(pre, "rescale_to_unit_range", fail_on_third)
     out_dir = tmp_path / "out"
     with pytest.raises(RuntimeError, match="disk full"):
-        preprocess_scan(tiny_scan["path"], out_dir / "p.h5", tiny_scan["geometry"], binning=2,
-                        chunk_size=5, progress=False)
+        preprocess_scan(tiny_scan["path"], out_dir / "p.h5", tiny_scan["geometry"],
+                        settings(binning=2, chunk_size=5), progress=False)
     assert list(out_dir.iterdir()) == []

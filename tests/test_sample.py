@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from latentebsd.geometry import ScanGeometry
+from latentebsd.config import section
 from latentebsd.sample import sample_training_set
 
 
@@ -32,7 +33,7 @@ def test_counts_split_sources_and_mask(tmp_path):
     mask_b[0, 0] = False
     a = fake_preprocessed(tmp_path / "a.h5", 50, invalid=[0, 1, 2])
     b = fake_preprocessed(tmp_path / "b.h5", 40, offset=1000, mask=mask_b)
-    data, attrs = read(sample_training_set([a, b], tmp_path / "s.h5", 20, 0.2, seed=1, progress=False))
+    data, attrs = read(sample_training_set([a, b], tmp_path / "s.h5", section("sample", {"patterns_per_scan": 20}), seed=1, progress=False))
     assert data["train"].shape == (32, 6, 6) and data["val"].shape == (8, 6, 6)
     assert list(attrs["scans"]) == ["a", "b"]
     for split in ("train", "val"):
@@ -49,9 +50,9 @@ def test_counts_split_sources_and_mask(tmp_path):
 
 def test_seeded(tmp_path):
     a = fake_preprocessed(tmp_path / "a.h5", 100)
-    s1, _ = read(sample_training_set([a], tmp_path / "1.h5", 30, seed=5, progress=False))
-    s2, _ = read(sample_training_set([a], tmp_path / "2.h5", 30, seed=5, progress=False))
-    s3, _ = read(sample_training_set([a], tmp_path / "3.h5", 30, seed=6, progress=False))
+    s1, _ = read(sample_training_set([a], tmp_path / "1.h5", section("sample", {"patterns_per_scan": 30}), seed=5, progress=False))
+    s2, _ = read(sample_training_set([a], tmp_path / "2.h5", section("sample", {"patterns_per_scan": 30}), seed=5, progress=False))
+    s3, _ = read(sample_training_set([a], tmp_path / "3.h5", section("sample", {"patterns_per_scan": 30}), seed=6, progress=False))
     np.testing.assert_array_equal(s1["train_source"], s2["train_source"])
     assert not np.array_equal(s1["train_source"], s3["train_source"])
 
@@ -60,5 +61,5 @@ def test_scans_of_different_pattern_shape_are_rejected(tmp_path):
     a = fake_preprocessed(tmp_path / "a.h5", 10)
     b = fake_preprocessed(tmp_path / "b.h5", 10, shape=(8, 8))
     with pytest.raises(ValueError, match=r"differ in pattern shape \(a\.h5: \(6, 6\), b\.h5: \(8, 8\)\)"):
-        sample_training_set([a, b], tmp_path / "s.h5", 5, progress=False)
+        sample_training_set([a, b], tmp_path / "s.h5", section("sample", {"patterns_per_scan": 5}), progress=False)
     assert not (tmp_path / "s.h5").exists()

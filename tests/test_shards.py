@@ -13,29 +13,20 @@ import tifffile
 import xarray as xr
 
 from conftest import save_untrained_model
-from latentebsd.encode import run_encode_rule
-from latentebsd.evaluate import (
-    read_index,
-    read_metrics,
-    run_decode_rule,
-    run_index_rule,
-    run_metrics_rule,
-)
-from latentebsd.shards import (
-    aligned_shard_rows,
-    gather_index,
-    gather_latent,
-    gather_metrics,
-    gather_up2,
-    scan_regex,
-    shard_plan,
-    stage_block_rows,
-)
+from latentebsd.config import section
+from latentebsd.decode import gather_up2, run_decode_rule
+from latentebsd.encode import gather_latent, run_encode_rule
+from latentebsd.index import gather_index, run_index_rule
+from latentebsd.io.index import read_index
+from latentebsd.io.metrics import read_metrics
+from latentebsd.metrics import gather_metrics, run_metrics_rule
+from latentebsd.plan import scan_regex, shard_plan
+from latentebsd.shards import aligned_shard_rows, stage_block_rows
 
 MAP, SHAPE, D = (7, 6), (60, 60), 8
 # 1-row encode blocks, 2-row decode / index blocks -> shards must be multiples of 2 rows
-MAPS = {"chunk_size": 6, "batch_size": 5}
-EVALUATION = {"chunk_size": 12, "decode_batch_size": 5}
+MAPS = section("maps", {"chunk_size": 6, "batch_size": 5})
+EVALUATION = section("evaluation", {"chunk_size": 12, "decode_batch_size": 5})
 CONFIG = {"maps": MAPS, "evaluation": EVALUATION}
 
 
@@ -71,16 +62,18 @@ def test_shard_plan_from_config(tiny_scan, tmp_path):
 def runs(tmp_path_factory):
     """The same simulated scan through the whole-scan rule functions and through 4 shard
     jobs per stage plus the gathers."""
+    from latentebsd.io.truth import read_truth
     from latentebsd.preprocess import preprocess_scan
-    from latentebsd.simulate import read_truth, simulate_scan
+    from latentebsd.simulate import simulate_scan
 
     d = tmp_path_factory.mktemp("shards")
     simulate_scan(d / "s.up2", d / "s_truth.h5", "am", MAP,
-                  {"pattern_shape": list(SHAPE), "chunk_size": 16, "pc_drift": 0.05}, 5,
-                  progress=False)
+                  section("simulation", {"pattern_shape": list(SHAPE), "chunk_size": 16,
+                                         "pc_drift": 0.05}), 5, progress=False)
     _, geometry, _ = read_truth(d / "s_truth.h5")
     assert geometry.pc.ndim == 2  # per-pattern PCs: shards must pick their own rows' PCs
-    pre = preprocess_scan(d / "s.up2", d / "s.h5", geometry, binning=1, progress=False)
+    pre = preprocess_scan(d / "s.up2", d / "s.h5", geometry, section("preprocess", {"binning": 1}),
+                          progress=False)
     weights = save_untrained_model(d / "w.pt", D, SHAPE)
     common = {"scan": "s", "variant": "v", "gpus": 0, "threads": 1}
 

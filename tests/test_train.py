@@ -13,6 +13,9 @@ import pytest
 import torch
 
 from latentebsd import train as tr
+from latentebsd.config import ConfigError, section
+from latentebsd.io.sample import read_sample
+from latentebsd.io.weights import load_model
 from latentebsd.models import build_model
 
 SHAPE = (32, 32)
@@ -55,11 +58,16 @@ VAE = {"loss": "vae", "latent_dim": 4}
 CONTRASTIVE = {"loss": "contrastive", "latent_dim": 4}
 
 
+def _training(**overrides: Any) -> dict[str, Any]:
+    """The validated ``training`` section of the tests' small runs."""
+    return section("training", {**TRAINING, **overrides})
+
+
 def _run(dataset: Path, out: Path, variant: dict[str, Any] = VAE, seed: int = 0, **training: Any) -> dict[str, Path]:
     paths = {k: out / f"{k}.{ext}" for k, ext in
              (("weights", "pt"), ("losses", "csv"), ("plot", "png"), ("checkpoint", "pt"))}
     tr.train_variant(
-        dataset, variant, {**TRAINING, **training}, paths["weights"], paths["losses"], paths["plot"],
+        dataset, variant, _training(**training), paths["weights"], paths["losses"], paths["plot"],
         paths["checkpoint"], seed=seed, use_gpu=False, threads=1,
     )
     return paths
@@ -77,21 +85,19 @@ def _assert_same_weights(a: Path, b: Path) -> None:
 
 
 def test_defaults_are_the_paper_settings() -> None:
-    cfg = tr.resolve_training({})
+    cfg = section("training")
     assert (cfg["epochs"], cfg["batch_size"], cfg["learning_rate"]) == (250, 256, 1e-3)
     assert cfg["adam_betas"] == [0.9, 0.999] and cfg["width_factor"] == 1.0
     assert cfg["contrastive"]["weight"] == 20.0
     assert cfg["kl_hold_epochs"] == cfg["kl_warmup_epochs"] == 0.0
-    with pytest.raises(ValueError):
-        tr.resolve_training({"epoch": 3})
-    with pytest.raises(ValueError):
-        tr.resolve_training({"contrastive": {"wieght": 3}})
-    with pytest.raises(ValueError):
-        tr.resolve_training({"width_factor": 0})
-    with pytest.raises(ValueError):
-        tr.resolve_training({"init": "xavier"})
-    with pytest.raises(ValueError):
-        tr.resolve_training({"base_channels": 0})
+    for bad, key in (({"epoch": 3}, "training.epoch"),
+                     ({"contrastive": {"wieght": 3}}, "training.contrastive.wieght"),
+                     ({"width_factor": 0}, "training.width_factor"),
+                     ({"init": "xavier"}, "training.init"),
+                     ({"base_channels": 0}, "training.base_channels"),
+                     ({"contrastive": {"gamma_range": [1.5, 0.7]}}, "training.contrastive.gamma_range")):
+        with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+            section("training", bad)
     assert cfg["init"] == "glorot" and cfg["base_channels"] is None
 
 
@@ -117,16 +123,16 @@ def test_outputs_csv_plot_and_loss_falls(dataset: Path, tmp_path: Path) -> None:
 
 
 def test_training_loss_ignores_pixels_off_the_mask(dataset: Path) -> None:
-    _, _, mask_np = tr.load_dataset(dataset)
+    _, _, mask_np = read_sample(dataset)
     mask = torch.from_numpy(mask_np)
     x = torch.rand(6, *SHAPE) * 2 - 1
     x2 = x.clone()
     x2[:, ~mask] = torch.rand(int((~mask).sum())) * 50
-    ccfg = tr.resolve_training({})["contrastive"]
+    ccfg = section("training")["contrastive"]
     for variant in (VAE, CONTRASTIVE):
         torch.manual_seed(0)
         model = build_model(variant, SHAPE, 0.25, projection_dim=8)
-        runner = tr._Runner(model, torch.device("cpu"), tr.resolve_training({}))
+        runner = tr._Runner(model, torch.device("cpu"), section("training"))
         a = tr._batch_losses(runner, x, mask, variant, 1.0, ccfg, torch.Generator().manual_seed(5))
         b = tr._batch_losses(runner, x2, mask, variant, 1.0, ccfg, torch.Generator().manual_seed(5))
         for key in tr.METRICS:
@@ -212,14 +218,14 @@ def test_keep_checkpoint_false_removes_it(dataset: Path, tmp_path: Path) -> None
 def test_cpu_path_when_cuda_is_missing(dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     paths = tmp_path / "w.pt", tmp_path / "l.csv", tmp_path / "p.png", tmp_path / "c.pt"
-    tr.train_variant(dataset, VAE, {**TRAINING, "epochs": 1}, *paths, seed=0, use_gpu=True, threads=2)
-    _, _, meta = tr.load_model(paths[0])
+    tr.train_variant(dataset, VAE, _training(epochs=1), *paths, seed=0, use_gpu=True, threads=2)
+    _, _, meta = load_model(paths[0])
     assert meta["device"] == "cpu"
 
 
 def test_load_model_rebuilds_the_trained_network(dataset: Path, tmp_path: Path) -> None:
     paths = _run(dataset, tmp_path, CONTRASTIVE, epochs=1)
-    enc, dec, meta = tr.load_model(paths["weights"])
+    enc, dec, meta = load_model(paths["weights"])
     assert meta["variant"] == CONTRASTIVE and meta["pattern_shape"] == list(SHAPE)
     assert meta["width_factor"] == 0.25 and meta["training"]["init"] == "glorot"
     assert meta["epochs_trained"] == 1 and set(meta["final"]) >= {"val_l2", "val_kl", "val_clean_l2"}
@@ -238,7 +244,7 @@ def test_load_model_rebuilds_the_trained_network(dataset: Path, tmp_path: Path) 
 def test_demo_settings_base_channels_and_he_init_train(dataset: Path, tmp_path: Path) -> None:
     paths = _run(dataset, tmp_path, epochs=1, base_channels=2, init="he", learning_rate=2e-3,
                  kl_hold_epochs=0.5, kl_warmup_epochs=0.5)
-    enc, _, meta = tr.load_model(paths["weights"])
+    enc, _, meta = load_model(paths["weights"])
     assert meta["width_factor"] == 2.0  # 4 * base_channels / d
     assert enc.features[0].out_channels == 2
 
@@ -249,3 +255,107 @@ def test_plot_loss_comparison(dataset: Path, tmp_path: Path) -> None:
     out = tmp_path / "all.png"
     tr.plot_loss_comparison({"vae4": a["losses"], "betavae15": b["losses"]}, out, window=3)
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# -- the GPU paths, as far as the CPU can show them (issue: GPU path defects) ------------
+def test_a_checkpoint_of_another_device_is_not_resumed(dataset: Path, tmp_path: Path) -> None:
+    fresh = _run(dataset, tmp_path / "fresh", epochs=2)
+    _run(dataset, tmp_path / "x", epochs=1)
+    state = torch.load(tmp_path / "x" / "checkpoint.pt", weights_only=True)
+    assert state["fingerprint"]["device"] == "cpu" and state["fingerprint"]["bf16"] is False
+    state["fingerprint"]["device"] = "cuda"  # what a GPU run would have written
+    torch.save(state, tmp_path / "x" / "checkpoint.pt")
+    again = _run(dataset, tmp_path / "x", epochs=2)
+    _assert_same_weights(fresh["weights"], again["weights"])
+
+
+def test_a_checkpoint_that_cannot_be_restored_never_stops_the_run(
+    dataset: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A CUDA generator state (16 bytes) where the CPU one (5,056) belongs, under a
+    matching fingerprint: the restore fails after the model was loaded; the run starts
+    afresh from a clean model and ends as a fresh run does."""
+    fresh = _run(dataset, tmp_path / "fresh", epochs=2)
+    _run(dataset, tmp_path / "x", epochs=1)
+    state = torch.load(tmp_path / "x" / "checkpoint.pt", weights_only=True)
+    state["rng_noise"] = torch.zeros(16, dtype=torch.uint8)
+    torch.save(state, tmp_path / "x" / "checkpoint.pt")
+    with caplog.at_level("WARNING", logger="latentebsd.train"):
+        again = _run(dataset, tmp_path / "x", epochs=2)
+    assert "could not be restored" in caplog.text
+    _assert_same_weights(fresh["weights"], again["weights"])
+
+
+def test_deterministic_switch_changes_nothing_on_the_cpu_but_the_fingerprint(
+    dataset: Path, tmp_path: Path
+) -> None:
+    a = _run(dataset, tmp_path / "a", epochs=1)
+    b = _run(dataset, tmp_path / "b", epochs=1, deterministic=True)
+    _assert_same_weights(a["weights"], b["weights"])
+    fa = torch.load(a["checkpoint"], weights_only=True)["fingerprint"]
+    fb = torch.load(b["checkpoint"], weights_only=True)["fingerprint"]
+    assert fa != fb and fb["training"]["deterministic"] is True
+
+
+def test_bf16_only_on_gpus_with_native_bf16(monkeypatch: pytest.MonkeyPatch,
+                                            caplog: pytest.LogCaptureFixture) -> None:
+    cfg = section("training")
+    cuda = torch.device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation)
+    with caplog.at_level("WARNING", logger="latentebsd.train"):
+        assert tr.use_bf16(cuda, cfg) is False  # emulated only: float32
+    assert "no native bf16" in caplog.text
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
+    assert tr.use_bf16(cuda, cfg) is True
+    assert tr.use_bf16(cuda, {**cfg, "bf16": False}) is False
+    assert tr.use_bf16(torch.device("cpu"), cfg) is False
+
+
+def test_compile_shapes_cover_every_batch_a_run_uses() -> None:
+    cfg = section("training", {"batch_size": 16, "eval_batch_size": 10})
+    assert tr.compile_shapes(80, 24, cfg, False) == [(16, True), (4, False), (10, False)]
+    assert tr.compile_shapes(70, 24, cfg, True) == [(12, True), (32, True), (8, False), (20, False),
+                                                    (4, False), (10, False)]
+    assert tr.compile_shapes(8, 0, cfg, False) == [(8, True)]
+
+
+@pytest.mark.parametrize("variant", [VAE, CONTRASTIVE])
+def test_a_compiled_run_never_recompiles(dataset: Path, tmp_path: Path, variant: dict) -> None:
+    """Warm-up at the shapes of compile_shapes: one epoch (partial last batch, validation
+    under no_grad, the contrastive views) runs without a single recompilation
+    (torch.compile with the eager backend, which guards and recompiles like inductor)."""
+    import torch._dynamo
+
+    cfg = _training(batch_size=16, eval_batch_size=10)  # 80 train (5 full batches), 24 val (10, 10, 4)
+    s = tr._setup(dataset, variant, {**cfg, "batch_size": 12}, tmp_path / "c.pt", 0, False, 1)
+    s.runner = tr._Runner(s.model, s.device, s.cfg)
+    torch._dynamo.reset()
+    shapes = tr.compile_shapes(len(s.train), len(s.val), s.cfg, variant["loss"] == "contrastive")
+    assert s.runner.try_compile(s.mask, shapes, backend="eager")
+    old = torch._dynamo.config.error_on_recompile
+    torch._dynamo.config.error_on_recompile = True
+    try:
+        tr._run_epoch(s, 0)  # 80 = 6 x 12 + 8: a partial last batch
+    finally:
+        torch._dynamo.config.error_on_recompile = old
+        torch._dynamo.reset()
+    assert s.runner.encode.compiled is not None and s.runner.decode.compiled is not None
+
+
+def test_out_of_gpu_memory_names_the_settings_to_lower(dataset: Path, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    def oom(*args: Any, **kwargs: Any) -> None:
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(tr, "_run_epoch", oom)
+    with pytest.raises(MemoryError, match=r"training\.batch_size \(now 16\).*data_on_device: false"):
+        _run(dataset, tmp_path)
+
+
+def test_batches_from_host_memory_equal_device_resident_ones(dataset: Path, tmp_path: Path) -> None:
+    s = tr._setup(dataset, VAE, _training(), tmp_path / "c.pt", 0, False, 1)
+    assert s.staging is None  # the CPU: data are where the model is
+    idx = torch.tensor([5, 3, 70, 0])
+    direct = s.batch(idx)
+    s.staging = torch.empty((16, *SHAPE))  # what data_on_device: false stages through on CUDA
+    np.testing.assert_array_equal(s.batch(idx).numpy(), direct.numpy())

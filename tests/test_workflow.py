@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -70,7 +74,7 @@ def test_config_typo_stops_the_workflow_with_the_key_named(tmp_path):
 
 def workflow_copy(tmp_path, config: dict):
     """The workflow's files in a scratch directory, with ``config`` as its config."""
-    for name in ("Snakefile", "rules", "scripts", "config", "envs"):
+    for name in ("Snakefile", "rules", "scripts", "config", "envs", "profiles"):
         src = REPO / name
         (shutil.copytree if src.is_dir() else shutil.copy)(src, tmp_path / name)
     (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
@@ -93,48 +97,162 @@ def tiny_config() -> dict:
     config["models"]["variants"] = {
         name: config["models"]["variants"][name] for name in ("vae16", "vae32", "betavae15")
     }
-    config["training"].update(epochs=1, batch_size=8)
+    # enough epochs (of 2 steps) that a kill can land mid-training, after a checkpoint
+    config["training"].update(epochs=60, batch_size=8)
     config["maps"]["segmentation"]["n_clusters"] = 3
     return config
 
 
-@pytest.mark.slow
-def test_main_job_runs_end_to_end(tmp_path):
-    """The whole DAG on two tiny scans, through Snakemake: every stage's outputs exist."""
-    work = workflow_copy(tmp_path, tiny_config())
-    run = snakemake("--cores", "2", "--resources", "gpu=1", cwd=work, timeout=900)
+README_COMMAND = ("--cores", "2", "--resources", "gpu=1")
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """The tiny study run once through Snakemake, as the README runs it: the work
+    directory, and a copy of its results (runs compared with it reuse the directory:
+    the latent cubes and preprocessed scans record the absolute paths of their inputs)."""
+    work = workflow_copy(tmp_path_factory.mktemp("study"), tiny_config())
+    run = snakemake(*README_COMMAND, cwd=work, timeout=1200)
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
-    with h5py.File(work / "results/sample/dataset.h5") as f:
+    saved = work.parent / "reference_results"
+    shutil.copytree(work / "results", saved)
+    shutil.copytree(work / "logs", work.parent / "reference_logs")
+    return work, saved
+
+
+@pytest.mark.slow
+def test_main_job_runs_end_to_end(reference):
+    """The whole DAG on two tiny scans, through Snakemake: every stage's outputs exist."""
+    work, results = reference
+    logs = work.parent / "reference_logs"
+    with h5py.File(results / "sample/dataset.h5") as f:
         assert f["train"].shape == (16, 30, 30) and f["val"].shape == (4, 30, 30)
         assert np.abs(f["train"][()]).max() <= 1.0
         assert list(f.attrs["scans"]) == ["wrought", "am"]
     for path in (
-        "results/models/vae32/weights.pt",
-        "results/models/losses_all.png",
-        "results/latent/vae16/am.nc",
-        "results/decoded/betavae15/wrought.up2",
-        "results/index/original/am.ang",
-        "results/evaluation/table1.md",
-        "results/evaluation/figures/wrought_ipf.png",
+        "models/vae32/weights.pt",
+        "models/losses_all.png",
+        "latent/vae16/am.nc",
+        "decoded/betavae15/wrought.up2",
+        "index/original/am.ang",
+        "evaluation/table1.md",
+        "evaluation/figures/wrought_ipf.png",
     ):
-        assert (work / path).stat().st_size > 0, path
-    table = (work / "results/evaluation/table1.md").read_text()
+        assert (results / path).stat().st_size > 0, path
+    table = (results / "evaluation/table1.md").read_text()
     assert "VAE" in table and "16" in table and "32" in table
-    for log in ("simulate/wrought", "preprocess/am", "sample", "train/vae16",
-                "encode/vae16/am/shard_1", "index/original/am/shard_0", "index/original/am_gather"):
-        assert (work / "logs" / f"{log}.log").exists(), log
+    for log in ("numba_warmup/simulate", "numba_warmup/index", "simulate/wrought", "preprocess/am",
+                "sample", "train/vae16", "encode/vae16/am/shard_1", "index/original/am/shard_0",
+                "index/original/am_gather"):
+        assert (logs / f"{log}.log").exists(), log
+    assert "torch device cpu" in (logs / "train/vae16.log").read_text()
     # am went through shards: the gathered files are whole, the shard files are gone
-    with h5py.File(work / "results/index/original/am.h5") as f:
+    with h5py.File(results / "index/original/am.h5") as f:
         assert f["phase"].shape == (20,) and f["geometry"].attrs["n_rows"] == 4
-    with h5py.File(work / "results/evaluation/metrics/vae16/am.h5") as f:
+    with h5py.File(results / "evaluation/metrics/vae16/am.h5") as f:
         assert f["row"][-1] == 3 and len(f["indexed"]) == 20
-    assert not [p for p in (work / "results").rglob("*") if "shards" in p.parts and p.is_file()]
+    assert not [p for p in results.rglob("*") if "shards" in p.parts and p.is_file()]
+    assert not (results / ".numba").exists() or not list((results / ".numba").iterdir())  # temp()
 
 
-def test_job_device_uses_cuda_only_for_a_job_given_a_gpu():
+def _output_of(log: Path, work: Path) -> Path:
+    """The output whose absence means the job of ``log`` has not finished."""
+    parts = log.relative_to(work / "logs").with_suffix("").parts
+    stage = parts[0]
+    if parts[-1].startswith("shard_"):  # logs/<stage>/<a>/<scan>/shard_<k>.log
+        kind = {"encode": ("latent", "nc"), "index": ("index", "h5")}[stage]
+        return work / "results/shards" / kind[0] / parts[1] / parts[2] / f"{parts[3][6:]}.{kind[1]}"
+    if stage == "train":
+        return work / "results/models" / parts[1] / "weights.pt"
+    if stage == "encode":
+        return work / "results/latent" / parts[1] / f"{parts[2].removesuffix('_gather')}.nc"
+    return work / "results/index" / parts[1] / f"{parts[2].removesuffix('_gather')}.h5"
+
+
+def kill_during(work: Path, stage: str, timeout: float = 900) -> bool:
+    """Start the README command; SIGKILL its whole process group as soon as a job of
+    ``stage`` (train, encode, index) is running - its log written by this run, its
+    output missing (train: and a checkpoint on disk, so that the rerun resumes).
+    Returns whether a job was caught unfinished; False if the run ended first."""
+    start = time.time()
+    proc = subprocess.Popen([*SNAKEMAKE, *README_COMMAND], cwd=work, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        while proc.poll() is None and time.time() < start + timeout:
+            for log in (work / "logs" / stage).rglob("*.log"):
+                out = _output_of(log, work)
+                running = log.stat().st_mtime >= start and not out.exists()
+                if running and stage == "train":
+                    running = (work / "results/models" / log.stem / "checkpoint.pt").exists()
+                if running:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait()
+                    return not out.exists()
+            time.sleep(0.005)
+        return False
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+@pytest.mark.slow
+def test_a_run_killed_in_train_encode_and_index_reruns_to_identical_files(reference):
+    """SIGKILL of the whole run (the Snakemake process group) once during training, once
+    during encoding, once during Hough indexing; the README command, rerun, finishes
+    the study with every output byte-identical to the uninterrupted run (model weights
+    and figures included) and no half-written file left."""
+    work, reference_results = reference
+    for name in ("results", "logs", ".snakemake", "benchmarks"):
+        shutil.rmtree(work / name, ignore_errors=True)
+    caught = {}
+    for stage in ("train", "encode", "index"):
+        for _ in range(6):  # a job that finishes within the poll misses: the next one
+            if kill_during(work, stage):
+                caught[stage] = True
+                break
+    assert caught == {"train": True, "encode": True, "index": True}, caught
+    final = snakemake(*README_COMMAND, cwd=work, timeout=1200)
+    assert final.returncode == 0, final.stdout[-3000:] + final.stderr[-3000:]
+    assert "resuming" in "".join(p.read_text() for p in (work / "logs/train").glob("*.log"))
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from compare_results import compare
+
+    n, problems = compare(reference_results, work / "results", figures=True)
+    assert n > 80 and not problems, problems
+    assert not list((work / "results").rglob(".*.partial*"))
+
+
+def test_job_device_uses_cuda_only_for_a_job_given_a_gpu(monkeypatch):
     import torch
 
     from latentebsd.workflow import job_device
 
+    for var in ("SLURM_JOB_GPUS", "CUDA_VISIBLE_DEVICES", "LATENTEBSD_GPU_FALLBACK"):
+        monkeypatch.delenv(var, raising=False)
     assert job_device(0) == job_device(None) == "cpu"
     assert job_device(1) == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def test_a_gpu_job_never_runs_on_the_cpu_in_silence(monkeypatch, caplog):
+    import torch
+
+    from latentebsd.workflow import job_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for var in ("SLURM_JOB_GPUS", "CUDA_VISIBLE_DEVICES", "LATENTEBSD_GPU_FALLBACK"):
+        monkeypatch.delenv(var, raising=False)
+    with caplog.at_level("INFO", logger="latentebsd.workflow"):
+        assert job_device(1, "train") == "cpu"  # a workstation without a GPU: a warning
+    assert "train: asked for a GPU" in caplog.text and "CUDA build" in caplog.text
+    assert "train: torch device cpu (job resources gpu=1)" in caplog.text
+    monkeypatch.setenv("SLURM_JOB_GPUS", "0")  # SLURM allocated one that PyTorch cannot use
+    with pytest.raises(RuntimeError, match="allocated GPU.*LATENTEBSD_GPU_FALLBACK=cpu"):
+        job_device(1, "train")
+    monkeypatch.delenv("SLURM_JOB_GPUS")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    with pytest.raises(RuntimeError, match="allocated GPU"):
+        job_device(1, "encode")
+    monkeypatch.setenv("LATENTEBSD_GPU_FALLBACK", "cpu")  # a test cluster without real GPUs
+    assert job_device(1, "encode") == "cpu"
+    assert job_device(0, "decode") == "cpu"  # no GPU asked for: nothing to check

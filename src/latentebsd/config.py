@@ -1,15 +1,24 @@
-"""Workflow configuration: schema validation with errors that name the key.
+"""Workflow configuration: one schema, validated once, defaults filled, keys named in errors.
 
-The schema lives in ``config/schema.yaml`` (JSON schema written as YAML). Validation
-fills in the schema's defaults, rejects unknown keys (a typo such as ``epochz`` is an
-error, not a silently ignored setting) and reports every problem as
-``config key a.b.c: what was expected``.
+The schema (``config/schema.yaml``, JSON schema written as YAML) is the one place where
+every setting, its default and its allowed range are written. :func:`validate_config`
+fills in the defaults, rejects unknown keys (a typo such as ``epochz`` is an error, not
+a silently ignored setting), puts every section's keys in the schema's order (so that
+what the workflow writes from a setting does not depend on the order of a config
+file), checks what a schema cannot express (:func:`_check_cross_references`) and
+reports every problem as ``config key a.b.c: what was expected``. The library then
+receives validated sections; :func:`section` gives one section (defaults filled,
+checked) to code and tests that call the library directly.
 """
 
 from __future__ import annotations
 
+import copy
+import functools
 import os
 import re
+import zlib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -32,14 +41,10 @@ def _with_defaults(validator_class: type) -> type:
         if isinstance(instance, dict):
             for key, sub in properties.items():
                 if "default" in sub and key not in instance:
-                    instance[key] = _copy(sub["default"])
+                    instance[key] = copy.deepcopy(sub["default"])
         yield from check_properties(validator, properties, instance, schema)
 
     return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
-
-
-def _copy(value: Any) -> Any:
-    return yaml.safe_load(yaml.safe_dump(value))
 
 
 def _key_path(error: jsonschema.ValidationError) -> str:
@@ -61,6 +66,27 @@ def _describe(error: jsonschema.ValidationError) -> str:
     return error.message
 
 
+@functools.lru_cache(maxsize=4)
+def _load_schema(path: str) -> dict:
+    with open(path) as f:
+        return yaml.safe_load(f)
+
+
+def _schema_order(instance: Any, schema: Mapping[str, Any]) -> Any:
+    """``instance`` with the keys of every object in the order of ``schema``'s properties
+    (keys the schema leaves open, such as scan names, keep their order)."""
+    if isinstance(instance, dict):
+        props = schema.get("properties", {})
+        extra = schema.get("additionalProperties")
+        ordered = {k: instance[k] for k in props if k in instance}
+        ordered.update({k: v for k, v in instance.items() if k not in props})
+        instance.clear()
+        for key, value in ordered.items():
+            sub = props.get(key, extra if isinstance(extra, dict) else {})
+            instance[key] = _schema_order(value, sub)
+    return instance
+
+
 def validate_config(config: dict, schema_path: str | os.PathLike | None = None) -> dict:
     """Validate ``config`` in place against the schema and fill in defaults.
 
@@ -74,39 +100,124 @@ def validate_config(config: dict, schema_path: str | os.PathLike | None = None) 
     Returns
     -------
     dict
-        ``config``, with defaults filled in.
+        ``config``, with defaults filled in and keys in the schema's order.
 
     Raises
     ------
     ConfigError
         Listing every invalid key as ``config key a.b: message``.
     """
-    schema_path = Path(schema_path) if schema_path else DEFAULT_SCHEMA
-    with open(schema_path) as f:
-        schema = yaml.safe_load(f)
+    schema = _load_schema(str(Path(schema_path) if schema_path else DEFAULT_SCHEMA))
     validator = _with_defaults(jsonschema.Draft202012Validator)(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
     if errors:
         lines = [f"config key {_key_path(e)}: {_describe(e)}" for e in errors]
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines))
+    _schema_order(config, schema)
     _check_cross_references(config)
     return config
 
 
+def section(name: str, given: Mapping[str, Any] | None = None,
+            schema_path: str | os.PathLike | None = None) -> dict[str, Any]:
+    """One validated config section: ``given`` (partial or ``None``) with the schema's
+    defaults filled in, for code that calls the library without a whole config.
+
+    Raises
+    ------
+    ConfigError
+        As :func:`validate_config`, naming ``<name>.<key>``.
+    """
+    schema = _load_schema(str(Path(schema_path) if schema_path else DEFAULT_SCHEMA))
+    if name not in schema["properties"]:
+        raise KeyError(f"no config section {name!r} in the schema")
+    sub = {"type": "object", "additionalProperties": False,
+           "properties": {name: schema["properties"][name]},
+           "definitions": schema.get("definitions", {})}
+    instance = {name: copy.deepcopy(dict(given or {}))}
+    validator = _with_defaults(jsonschema.Draft202012Validator)(sub)
+    errors = sorted(validator.iter_errors(instance), key=lambda e: list(e.absolute_path))
+    if errors:
+        lines = [f"config key {_key_path(e)}: {_describe(e)}" for e in errors]
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines))
+    _schema_order(instance, sub)
+    _CHECKS.get(name, lambda _: None)(instance[name])
+    return instance[name]
+
+
+def child_seed(seed: int, *salt: str) -> int:
+    """A stable child seed for one use of the global ``seed`` (e.g. one scan and
+    variant): unchanged when other scans or variants are added or removed."""
+    return (int(seed) * 1_000_003 + zlib.crc32("/".join(salt).encode())) % 2**32
+
+
+def _fail(key: str, message: str) -> None:
+    raise ConfigError(f"config key {key}: {message}")
+
+
+def _ordered_pair(key: str, pair: list) -> None:
+    if pair[0] > pair[1]:
+        _fail(key, f"expected [low, high] with low <= high, got {pair}")
+
+
+def _check_simulation(sim: Mapping[str, Any]) -> None:
+    for micro, keys in (("wrought", ("twins_per_grain", "twin_thickness")),
+                        ("am", ("domain_misorientation_deg", "wall_density", "particle_weight"))):
+        for key in keys:
+            _ordered_pair(f"simulation.{micro}.{key}", sim[micro][key])
+
+
+def _check_training(training: Mapping[str, Any]) -> None:
+    _ordered_pair("training.contrastive.gamma_range", training["contrastive"]["gamma_range"])
+
+
+def _check_maps(maps: Mapping[str, Any]) -> None:
+    lo, hi = maps["percentiles"]
+    if not lo < hi:
+        _fail("maps.percentiles", f"expected [low, high] with low < high, got {maps['percentiles']}")
+    seg = maps["segmentation"]
+    if seg["sample_size"] < seg["n_clusters"]:
+        _fail("maps.segmentation.sample_size", f"expected >= n_clusters ({seg['n_clusters']}), "
+              f"got {seg['sample_size']}")
+
+
+def _check_evaluation(evaluation: Mapping[str, Any]) -> None:
+    region = evaluation["panel_region"]
+    if region is not None and (region[1] <= region[0] or region[3] <= region[2]):
+        _fail("evaluation.panel_region", "expected [row0, row1, col0, col1] with row0 < row1 "
+              f"and col0 < col1, got {region}")
+
+
+_CHECKS = {"simulation": _check_simulation, "training": _check_training, "maps": _check_maps,
+           "evaluation": _check_evaluation}
+
+
 def _check_cross_references(config: dict) -> None:
     """Checks a JSON schema cannot express."""
-    scans = config.get("scans", {})
-    for name, scan in scans.items():
+    for name, scan in config.get("scans", {}).items():
         if ("simulate" in scan) == ("path" in scan):
-            raise ConfigError(
-                f"config key scans.{name}: give exactly one of 'simulate' (embedded "
-                f"synthetic scan) or 'path' (your own pattern file)"
-            )
+            _fail(f"scans.{name}", "give exactly one of 'simulate' (embedded synthetic scan) "
+                  "or 'path' (your own pattern file)")
         if "path" in scan and "pc" not in scan:
-            raise ConfigError(
-                f"config key scans.{name}.pc: your own scans need the pattern centre "
-                f"[x, y, z] (and pc_convention) for indexing"
-            )
+            _fail(f"scans.{name}.pc", "your own scans need the pattern centre [x, y, z] (and "
+                  "pc_convention) for indexing")
+    variants = config.get("models", {}).get("variants", {})
+    for name, variant in variants.items():
+        if name == "original":
+            _fail("models.variants.original", "'original' is reserved for the preprocessed "
+                  "patterns; rename that variant")
+        if variant["loss"] == "beta_vae" and "beta" not in variant:
+            _fail(f"models.variants.{name}.beta", "a beta_vae variant needs beta")
+        if variant["loss"] != "beta_vae" and variant.get("beta", 1.0) != 1.0:
+            _fail(f"models.variants.{name}.beta", f"a {variant['loss']} variant has beta = 1 "
+                  f"(got {variant['beta']}); use loss: beta_vae")
+    chosen = config.get("evaluation", {}).get("panel_variant")
+    if chosen is not None and chosen not in variants:
+        _fail("evaluation.panel_variant", f"{chosen!r} is not one of models.variants "
+              f"{list(variants)}")
+    for name, check in _CHECKS.items():
+        if name in config:
+            check(config[name])
 
 
 def load_config(path: str | os.PathLike, schema_path: str | os.PathLike | None = None) -> dict:
@@ -123,13 +234,3 @@ def load_config(path: str | os.PathLike, schema_path: str | os.PathLike | None =
         return validate_config(config, schema_path)
     except ConfigError as err:
         raise ConfigError(f"{path}: {err}") from None
-
-
-def simulated_scans(config: dict) -> list[str]:
-    """Names of the scans the workflow simulates (the embedded default)."""
-    return [name for name, scan in config["scans"].items() if "simulate" in scan]
-
-
-def user_scans(config: dict) -> list[str]:
-    """Names of the scans that come from the user's own pattern files."""
-    return [name for name, scan in config["scans"].items() if "path" in scan]

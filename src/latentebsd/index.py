@@ -1,4 +1,10 @@
-"""Hough indexing with PyEBSDIndex (CPU numba path), in the workflow's conventions.
+"""Stage ``index_scan``: Hough-index a scan's patterns with PyEBSDIndex and measure their quality.
+
+The preprocessed patterns and every model's decoded ones are indexed the same way
+(CPU numba path, FCC Ni, one PC per pattern, the screen mask as ``patternmask``); the
+same pass measures kikuchipy's Krieger Lassen image quality and the FFT sharpness of
+each pattern. Output: :mod:`latentebsd.io.index` (``.h5`` + ``.ang``). A sharded scan's
+blocks are indexed by ``index_shard`` jobs and joined by :func:`gather_index`.
 
 Conventions (checked in ``tests/test_simulate.py``):
 
@@ -14,43 +20,62 @@ Conventions (checked in ``tests/test_simulate.py``):
   frame) are orix orientations as they are, no inverse: the rotations that kikuchipy's
   ``get_patterns`` simulated are recovered to ~0.05 deg.
 
-The first indexing call in a fresh machine compiles numba code (~90 s, then cached in
-``~/.pyebsdindex/numbacache``); import :mod:`latentebsd` (which imports PyEBSDIndex
-first) before kikuchipy/orix in every process.
+Quality (PAPER.md "Metric definitions")
+---------------------------------------
+- ``sharpness``: ``F = fftshift(Re(FFT2(p)))``, ``M = max|F|``, sharpness =
+  ``count(F > M / divisor) / (H * W)``; ``evaluation.sharpness.part`` = ``real``
+  (default) or ``abs`` (``|FFT2|``), ``divisor`` default 2500, ``intensity`` = ``up2``
+  (default: the masked pattern on the 16-bit UP2 scale, ``p + 1``, which the paper
+  measured) or ``signed`` (the zero-mean ``[-1, 1]`` pattern); see
+  :func:`pattern_sharpness`.
+- ``iq_kp``: kikuchipy's Krieger Lassen image quality (:func:`image_quality`).
+
+The first indexing call in a fresh numba cache compiles for ~90 s; the workflow's
+cache guard (:mod:`latentebsd.numba_cache`) makes other processes wait for that one
+compilation and then load it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+import logging
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm.auto import tqdm
 
-import latentebsd  # noqa: F401  (import order: PyEBSDIndex before kikuchipy/orix)
+from latentebsd import config
 from latentebsd.geometry import ScanGeometry
+from latentebsd.io.index import (INDEX_DTYPE, QUALITY_FIELDS, as_result, is_indexed, read_index,
+                                 write_ang, write_index)
+from latentebsd.io.patterns import UP2_RANGE, PatternReader, from_uint16
+from latentebsd.io.preprocessed import PreprocessedScan, read_screen
+from latentebsd.shards import (check_covers, concatenate, first_rows, h5_first_row, row_range,
+                               rows_per_block)
 
-#: Hough/Radon defaults (LIBRARIES.md: nTheta=180 is the paper's 1 deg theta step,
-#: rhoMaskFrac=0.075 keeps ~85 % of rho; sigmas of 2 gave 0.08 deg vs 0.33 deg median
-#: error on noisy simulated Ni).
-DEFAULT_HOUGH: dict[str, Any] = {
-    "nTheta": 180,
-    "nRho": 90,
-    "rhoMaskFrac": 0.075,
-    "tSigma": 2.0,
-    "rSigma": 2.0,
-    "nBands": 9,
+log = logging.getLogger(__name__)
+
+
+#: How the schema's ``evaluation.hough`` defaults translate the paper's OIM settings:
+#:
+#: - theta step 1 deg -> ``nTheta=180`` (180 deg / 180 bins).
+#: - rho fraction 85 % -> ``rhoMaskFrac=0.075`` with ``nRho=90``: PyEBSDIndex blanks
+#:   ``int(nRho * rhoMaskFrac)`` rho bins at each end, keeping ``1 - 2 * 6 / 90`` = 87 %
+#:   of rho (0.085 would keep 84 %; 87 % is the closer of the two).
+#: - min peak distance 10 -> ``tSigma = rSigma = 2``: the Radon peak search takes a
+#:   peak only where it is the maximum of a ``2 * ksz + 1`` window, ``ksz = max(int(4 *
+#:   sigma), 5)`` made odd = 9, i.e. 19 bins: peaks at least ~9-10 bins (deg) apart.
+#: - min peak magnitude 5 -> no PyEBSDIndex argument (it keeps the ``nBands`` strongest
+#:   local maxima); ``nBands=9`` is the number of bands OIM typically keeps.
+PAPER_HOUGH_MAPPING: dict[str, str] = {
+    "theta step 1 deg": "nTheta=180",
+    "rho fraction 85 %": "nRho=90, rhoMaskFrac=0.075 (87 % of rho kept)",
+    "min peak distance 10": "tSigma=rSigma=2 (19-bin local-maximum window)",
+    "min peak magnitude 5": "no equivalent; nBands=9 strongest peaks",
 }
-
-#: Per-pattern fields returned by :func:`index_patterns`.
-INDEX_DTYPE = np.dtype([
-    ("quat", np.float64, (4,)),
-    ("pq", np.float32),
-    ("iq", np.float32),
-    ("cm", np.float32),
-    ("fit", np.float32),
-    ("nmatch", np.int32),
-    ("phase", np.int32),
-])
 
 
 def _check_shape(pattern_shape: Sequence[int]) -> tuple[int, int]:
@@ -62,6 +87,7 @@ def _check_shape(pattern_shape: Sequence[int]) -> tuple[int, int]:
 
 def pc_tsl(pc_bruker: np.ndarray, pattern_shape: Sequence[int]) -> np.ndarray:
     """Bruker PC(s) ``(3,)`` or ``(n, 3)`` -> EDAX TSL PC(s) of the same shape."""
+    # kikuchipy's detector module takes seconds to import: only indexing needs it
     from kikuchipy.detectors import EBSDDetector
 
     pc = np.asarray(pc_bruker, dtype=np.float64)
@@ -85,20 +111,22 @@ def build_indexer(geometry: ScanGeometry, pattern_shape: Sequence[int] | None = 
     phase_list
         PyEBSDIndex phase names (``"FCC"``, ``"BCC"``).
     **hough
-        Overrides of :data:`DEFAULT_HOUGH` and any other ``EBSDIndexer`` argument
+        ``EBSDIndexer`` arguments: the ``evaluation.hough`` settings (the schema's
+        defaults for those not given; :data:`PAPER_HOUGH_MAPPING`) and any other
         (e.g. ``patternmask``).
 
     Returns
     -------
     pyebsdindex.ebsd_index.EBSDIndexer
     """
+    # PyEBSDIndex's import loads its numba code (seconds): only indexing jobs pay it
     from pyebsdindex.ebsd_index import EBSDIndexer
 
     shape = _check_shape(pattern_shape if pattern_shape is not None else geometry.pattern_shape)
     for key in ("vendor", "PC", "sampleTilt", "camElev", "patDim", "phaselist"):
         if key in hough:
             raise ValueError(f"build_indexer: {key!r} comes from the geometry; do not pass it")
-    params = {**DEFAULT_HOUGH, **hough}
+    params = {**config.section("evaluation")["hough"], **hough}
     return EBSDIndexer(
         phaselist=list(phase_list), vendor="EDAX", PC=pc_tsl(geometry.mean_pc(), shape),
         sampleTilt=geometry.sample_tilt, camElev=geometry.camera_tilt, patDim=shape,
@@ -174,138 +202,215 @@ def _check_mask(mask: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     return mask.astype(bool)
 
 
-def indexed_orientations(result: np.ndarray):
-    """m-3m orix ``Orientation`` of indexed patterns, in the simulation's convention.
-
-    ``truth.angle_with(indexed_orientations(result), degrees=True)`` is then the
-    misorientation. Patterns not indexed (``phase == -1``) get the identity: mask them
-    with ``result["phase"] >= 0``.
-    """
-    from orix.quaternion import Orientation, symmetry
-
-    q = np.array(result["quat"], dtype=np.float64).reshape(-1, 4)
-    q[np.asarray(result["phase"]).ravel() < 0] = [1.0, 0.0, 0.0, 0.0]
-    # PyEBSDIndex returns the sample->crystal rotation orix uses: no inverse needed
-    return Orientation(q, symmetry=symmetry.Oh)
-
-
 # --------------------------------------------------------------------------------------
-# Indexed or not, crystal maps and .ang files
+# Pattern quality
 # --------------------------------------------------------------------------------------
-#: The paper's OIM Hough settings and how :data:`DEFAULT_HOUGH` translates them:
-#:
-#: - theta step 1 deg -> ``nTheta=180`` (180 deg / 180 bins).
-#: - rho fraction 85 % -> ``rhoMaskFrac=0.075`` with ``nRho=90``: PyEBSDIndex blanks
-#:   ``int(nRho * rhoMaskFrac)`` rho bins at each end, keeping ``1 - 2 * 6 / 90`` = 87 %
-#:   of rho (0.085 would keep 84 %; 87 % is the closer of the two).
-#: - min peak distance 10 -> ``tSigma = rSigma = 2``: the Radon peak search takes a
-#:   peak only where it is the maximum of a ``2 * ksz + 1`` window, ``ksz = max(int(4 *
-#:   sigma), 5)`` made odd = 9, i.e. 19 bins: peaks at least ~9-10 bins (deg) apart.
-#: - min peak magnitude 5 -> no PyEBSDIndex argument (it keeps the ``nBands`` strongest
-#:   local maxima); ``nBands=9`` is the number of bands OIM typically keeps.
-PAPER_HOUGH_MAPPING: dict[str, str] = {
-    "theta step 1 deg": "nTheta=180",
-    "rho fraction 85 %": "nRho=90, rhoMaskFrac=0.075 (87 % of rho kept)",
-    "min peak distance 10": "tSigma=rSigma=2 (19-bin local-maximum window)",
-    "min peak magnitude 5": "no equivalent; nBands=9 strongest peaks",
-}
-
-#: Lattice parameter of Ni (Angstrom), written to .ang headers.
-NICKEL_LATTICE_A = 3.524
-
-
-def is_indexed(result: np.ndarray, min_nmatch: int = 3) -> np.ndarray:
-    """Patterns with a solution that at least ``min_nmatch`` bands agree on.
+def sharpness(patterns: np.ndarray, part: str = "real", divisor: float = 2500.0) -> np.ndarray:
+    """FFT-threshold sharpness of each pattern (PAPER.md "Metric definitions").
 
     Parameters
     ----------
-    result
-        Structured array with fields ``phase`` and ``nmatch`` (:data:`INDEX_DTYPE`).
-    min_nmatch
-        Minimum number of matched bands; 0 accepts any solution (``phase >= 0``), which
-        is how OIM counts a point as indexed.
+    patterns
+        ``(n, h, w)`` or ``(h, w)``.
+    part
+        ``"real"``: ``F = Re(FFT2(p))`` (the definition we adopt); ``"abs"``:
+        ``F = |FFT2(p)|``.
+    divisor
+        Threshold ``max|F| / divisor``.
 
     Returns
     -------
     numpy.ndarray
-        Boolean array of ``result``'s shape.
+        ``(n,)`` float64 fraction of Fourier coefficients above the threshold; 0 for a
+        constant-zero pattern.
     """
-    if min_nmatch < 0:
-        raise ValueError(f"min_nmatch must be >= 0, got {min_nmatch}")
-    return (np.asarray(result["phase"]) >= 0) & (np.asarray(result["nmatch"]) >= min_nmatch)
+    p = np.asarray(patterns, dtype=np.float64)
+    single = p.ndim == 2
+    p = p[None] if single else p
+    if p.ndim != 3:
+        raise ValueError(f"patterns must be (n, h, w), got shape {p.shape}")
+    if part not in ("real", "abs"):
+        raise ValueError(f"sharpness part must be 'real' or 'abs', got {part!r}")
+    # fftshift only moves coefficients around; a count over all of them does not need it
+    spectrum = np.fft.fft2(p)
+    f = spectrum.real if part == "real" else np.abs(spectrum)
+    m = np.abs(f).max(axis=(1, 2))
+    count = (f > (m / divisor)[:, None, None]).sum(axis=(1, 2))
+    out = np.where(m > 0, count / (p.shape[1] * p.shape[2]), 0.0)
+    return out[0] if single else out
 
 
-def nickel_phase(name: str = "Ni"):
-    """orix ``Phase`` of FCC nickel (space group Fm-3m, point group m-3m)."""
-    from diffpy.structure import Lattice, Structure
-    from orix.crystal_map import Phase
+def pattern_sharpness(patterns: np.ndarray, settings: Mapping[str, Any]) -> np.ndarray:
+    """Sharpness of ``[-1, 1]`` patterns as the workflow measures it.
 
-    a = NICKEL_LATTICE_A
-    return Phase(name=name, space_group=225,
-                 structure=Structure(lattice=Lattice(a, a, a, 90, 90, 90)))
+    ``settings`` is ``evaluation.sharpness``. With ``intensity: up2`` (default) the
+    pattern is taken on the 16-bit UP2 intensity scale the paper measured (``p + 1``:
+    non-negative, off-screen pixels mid-grey), where the DC term sets the threshold
+    and blurred bands lower the count. On the zero-mean ``signed`` scale the threshold
+    follows the strongest band instead, noise dominates the count and the measure
+    rises where bands blur (simulated AM demo: correlation with dislocation density
+    +0.23 signed vs -0.82 up2).
+    """
+    p = np.asarray(patterns, dtype=np.float64)
+    if settings.get("intensity", "up2") == "up2":
+        p = p - UP2_RANGE[0]
+    return sharpness(p, settings["part"], settings["divisor"])
 
 
-def crystal_map(result: np.ndarray, geometry: ScanGeometry, indexed: np.ndarray | None = None,
-                extra_props: dict[str, np.ndarray] | None = None):
-    """An orix ``CrystalMap`` of a whole scan's indexing result.
+def image_quality(patterns: np.ndarray) -> np.ndarray:
+    """kikuchipy's Krieger Lassen image quality of each pattern, ``(n,)`` float64.
+
+    Constant patterns (no structure to normalise) get NaN.
+    """
+    # kikuchipy's pattern module takes seconds to import: only indexing needs it
+    from kikuchipy.pattern import fft_frequency_vectors, get_image_quality
+
+    p = np.asarray(patterns, dtype=np.float32)
+    p = p[None] if p.ndim == 2 else p
+    h, w = p.shape[1:]
+    freq = fft_frequency_vectors((h, w))
+    inertia_max = float(np.sum(freq) / (h * w))  # what kikuchipy computes per call
+    out = np.full(len(p), np.nan)
+    for i, pattern in enumerate(p):
+        if pattern.std() > 0:
+            out[i] = get_image_quality(pattern, normalize=True, frequency_vectors=freq,
+                                       inertia_max=inertia_max)
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# The stage
+# --------------------------------------------------------------------------------------
+def iter_pattern_chunks(path: str | os.PathLike, geometry: ScanGeometry, chunk_size: int,
+                        rows: tuple[int, int] | None = None) -> Iterator[tuple[int, np.ndarray]]:
+    """Yield ``(start, float32 patterns on the [-1, 1] scale)``, a block of whole map rows
+    (about ``chunk_size`` patterns) at a time.
+
+    ``path`` is a preprocessed scan (``.h5``: dataset ``patterns``) or a decoded one
+    (``.up2``, converted with :func:`latentebsd.io.patterns.from_uint16`), holding ``geometry``'s whole map.
+    ``rows`` = ``(first_row, stop_row)`` limits it to a shard; blocks are counted from
+    row 0 either way, so a shard sees the same blocks as the whole scan.
+    """
+    path = Path(path)
+    n_cols, n = geometry.n_cols, geometry.n_patterns
+    first_row, stop_row = row_range(rows, geometry.n_rows)
+    step = rows_per_block(n_cols, chunk_size)
+    if path.suffix.lower() in (".h5", ".hdf5"):
+        with PreprocessedScan(path) as scan:
+            if scan.n_patterns != n:
+                raise ValueError(f"{path}: {scan.n_patterns} patterns, the map has {n}")
+            for r0 in range(first_row, stop_row, step):
+                a, b = r0 * n_cols, min(r0 + step, stop_row) * n_cols
+                yield a, scan.read(a, b)
+    elif path.suffix.lower() == ".up2":
+        reader = PatternReader(path)
+        if reader.n_patterns != n:
+            raise ValueError(f"{path}: {reader.n_patterns} patterns, the map has {n}")
+        for r0 in range(first_row, stop_row, step):
+            a, b = r0 * n_cols, min(r0 + step, stop_row) * n_cols
+            yield a, from_uint16(reader.read(a, b))
+    else:
+        raise ValueError(f"{path}: expected a preprocessed .h5 or a decoded .up2 file")
+
+
+def index_scan(pattern_path: str | os.PathLike, preprocessed_path: str | os.PathLike,
+               out_h5: str | os.PathLike, out_ang: str | os.PathLike | None,
+               settings: Mapping[str, Any] | None = None, source: str = "",
+               progress: bool = True, rows: tuple[int, int] | None = None) -> dict[str, np.ndarray]:
+    """Hough-index a scan's patterns and measure their quality, streaming through it.
 
     Parameters
     ----------
-    result
-        ``(n_rows * n_cols,)`` structured array of :data:`INDEX_DTYPE`, row-major.
-    geometry
-        Map shape and step (x = column * step, y = row * step, micrometres).
-    indexed
-        Which points count as indexed (default: :func:`is_indexed` with 3 bands); the
-        others get phase ``-1`` (orix's ``not_indexed``; ``.ang``: CI -1, fit 180).
-    extra_props
-        More per-point properties (``(n,)`` arrays) to carry in the map.
+    pattern_path
+        The preprocessed scan (``.h5``) or a decoded one (``.up2``), same map.
+    preprocessed_path
+        The preprocessed scan: geometry (PC per pattern, tilts), screen mask, valid flags.
+    out_h5
+        Output (:mod:`latentebsd.io.index`).
+    out_ang
+        Output ``.ang`` (orix), or ``None``.
+    settings
+        The validated ``evaluation`` config section (``None``: the schema's defaults).
+    source
+        ``original`` or the variant name, stored as an attribute.
+    progress
+        Show a tqdm bar.
+    rows
+        Map rows ``(first_row, stop_row)`` to index (a shard, :mod:`latentebsd.shards`);
+        the output then holds only those rows, with attrs ``first_row`` and
+        ``shard_n_rows``. ``None``: the whole map.
 
     Returns
     -------
-    orix.crystal_map.CrystalMap
-        Properties ``iq`` (PyEBSDIndex ``pq``), ``ci`` (``cm``), ``fit``, ``nmatch``
-        plus ``extra_props``.
+    dict
+        The arrays written to ``out_h5``.
     """
-    from orix.crystal_map import CrystalMap, PhaseList
-    from orix.quaternion import Rotation
+    cfg = config.section("evaluation") if settings is None else settings
+    geometry, mask, valid = read_screen(preprocessed_path)
+    first_row, stop_row = row_range(rows, geometry.n_rows)
+    out_geometry = geometry.row_block(first_row, stop_row)
+    offset, n = first_row * geometry.n_cols, out_geometry.n_patterns
+    indexer = build_indexer(geometry, patternmask=mask, **cfg["hough"])
+    result = np.zeros(n, INDEX_DTYPE)
+    quality = {key: np.full(n, np.nan) for key in QUALITY_FIELDS}
+    sharp = cfg["sharpness"]
+    bar = tqdm(total=n, desc=f"index {source} {Path(pattern_path).name}", unit="pat",
+               disable=not progress)
+    for start, patterns in iter_pattern_chunks(pattern_path, geometry, cfg["chunk_size"],
+                                               (first_row, stop_row)):
+        if patterns.shape[1:] != geometry.pattern_shape:
+            raise ValueError(f"{pattern_path}: {patterns.shape[1:]} patterns, "
+                             f"{preprocessed_path} has {geometry.pattern_shape}")
+        a, b = start - offset, start - offset + len(patterns)
+        patterns = np.where(mask, patterns, np.float32(0.0))
+        result[a:b] = index_patterns(patterns, geometry, start=start, indexer=indexer,
+                                     chunk_size=min(512, cfg["chunk_size"]))
+        quality["iq_kp"][a:b] = image_quality(patterns)
+        quality["sharpness"][a:b] = pattern_sharpness(patterns, sharp)
+        bar.update(len(patterns))
+    bar.close()
 
-    n = geometry.n_patterns
-    if result.shape != (n,):
-        raise ValueError(f"result holds {result.shape} points, the geometry {n}")
-    ok = is_indexed(result) if indexed is None else np.asarray(indexed, dtype=bool)
-    rows, cols = np.divmod(np.arange(n), geometry.n_cols)
-    props = {"iq": result["pq"].astype(np.float64), "ci": result["cm"].astype(np.float64),
-             "fit": result["fit"].astype(np.float64),
-             "nmatch": result["nmatch"].astype(np.float64)}
-    for key, value in (extra_props or {}).items():
-        value = np.asarray(value, dtype=np.float64)
-        if value.shape != (n,):
-            raise ValueError(f"property {key!r} has shape {value.shape}, expected ({n},)")
-        props[key] = value
-    q = np.array(result["quat"], dtype=np.float64)
-    q[~ok] = [1.0, 0.0, 0.0, 0.0]
-    return CrystalMap(
-        rotations=Rotation(q), phase_id=np.where(ok, 0, -1), x=cols * geometry.step_um,
-        y=rows * geometry.step_um, phase_list=PhaseList({0: nickel_phase()}),
-        prop=props, scan_unit="um",
-    )
+    indexed = is_indexed(result, cfg["min_nmatch"])
+    arrays = {name: result[name] for name in INDEX_DTYPE.names}
+    arrays.update(quality)
+    arrays["valid"] = valid[offset:offset + n]
+    arrays["indexed"] = indexed
+    attrs = {
+        "source": source, "pattern_file": str(pattern_path),
+        "hough": json.dumps(cfg["hough"]), "min_nmatch": cfg["min_nmatch"],
+        "sharpness": json.dumps(sharp), "n_indexed": int(indexed.sum()),
+    }
+    if rows is not None:
+        attrs.update(first_row=first_row, shard_n_rows=stop_row - first_row)
+    write_index(out_h5, arrays, out_geometry, attrs)
+    if out_ang is not None:
+        write_ang(out_ang, result, out_geometry, indexed)
+    log.info("%s: %d / %d patterns indexed (nmatch >= %d)", pattern_path, indexed.sum(), n,
+             cfg["min_nmatch"])
+    return arrays
 
 
-def write_ang(path, result: np.ndarray, geometry: ScanGeometry,
-              indexed: np.ndarray | None = None) -> None:
-    """Write an indexing result as an EDAX ``.ang`` file (orix) that OIM and MTEX open.
+def run_index_rule(pattern_path: str, preprocessed_path: str, out_h5: str, out_ang: str | None,
+                   settings: Mapping[str, Any] | None, source: str, threads: int = 1,
+                   rows: tuple[int, int] | None = None) -> None:
+    """What rules ``index_scan`` and ``index_shard`` (``rows`` given, no ``.ang``) run."""
+    import numba  # comes with PyEBSDIndex; its threads follow the job's
 
-    Columns: Euler angles, x, y, IQ (PyEBSDIndex ``pq``), CI (``cm``), phase, detector
-    signal (0), fit. Points not ``indexed`` are written as orix writes non-indexed
-    points (Euler 4 pi, CI -1, fit 180). Written to a temporary name, then renamed.
-    """
-    import orix.io
+    numba.set_num_threads(max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS)))
+    index_scan(pattern_path, preprocessed_path, out_h5, out_ang, settings, source, rows=rows)
 
-    from latentebsd.io import atomic_path
 
-    xmap = crystal_map(result, geometry, indexed)
-    with atomic_path(path) as tmp:
-        # overwrite=True: without it orix asks on stdin when the file exists
-        orix.io.save(str(tmp), xmap, overwrite=True, image_quality_prop="iq",
-                     confidence_index_prop="ci", pattern_fit_prop="fit")
+def gather_index(shard_paths: Sequence[str | os.PathLike], preprocessed_path: str | os.PathLike,
+                 out_h5: str | os.PathLike, out_ang: str | os.PathLike | None) -> dict[str, np.ndarray]:
+    """Index shard files of ``index_shard`` -> the scan's index ``.h5`` and ``.ang`` (rule
+    ``gather_index``)."""
+    geometry, _, _ = read_screen(preprocessed_path)
+    shards = first_rows(shard_paths, h5_first_row)
+    check_covers(shards, geometry.n_rows, str(out_h5))
+    arrays, attrs = concatenate(shards, lambda p: read_index(p)[::2])
+    attrs["n_indexed"] = int(np.count_nonzero(arrays["indexed"]))
+    write_index(out_h5, arrays, geometry, attrs)
+    if out_ang is not None:
+        write_ang(out_ang, as_result(arrays), geometry, arrays["indexed"])
+    log.info("gathered %d index shards into %s", len(shards), out_h5)
+    return arrays

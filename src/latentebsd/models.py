@@ -60,6 +60,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from latentebsd.variants import LOSSES, variant_beta
+
 LEAKY_SLOPE = 0.2
 PAPER_PATTERN_SIZE = 120
 PAPER_KERNEL = 9
@@ -74,7 +76,6 @@ PAPER_PARAMETER_COUNTS = {
     128: (4_737_504, 4_225_265),
     256: (18_942_912, 16_895_969),
 }
-LOSSES = ("vae", "beta_vae", "contrastive")
 PAPER_PIXELS = PAPER_PATTERN_SIZE * PAPER_PATTERN_SIZE
 
 
@@ -335,21 +336,6 @@ def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
 
 
-def variant_beta(variant: dict[str, Any]) -> float:
-    """KL weight of a variant: 1 for ``vae`` and ``contrastive`` unless given, required for ``beta_vae``."""
-    loss = variant.get("loss")
-    if loss not in LOSSES:
-        raise ValueError(f"variant loss must be one of {LOSSES}, got {loss!r}")
-    if loss == "beta_vae" and "beta" not in variant:
-        raise ValueError("a beta_vae variant needs 'beta'")
-    beta = float(variant.get("beta", 1.0))
-    if loss == "vae" and beta != 1.0:
-        raise ValueError(f"a plain vae has beta = 1 (got {beta}); use loss: beta_vae")
-    if beta < 0:
-        raise ValueError(f"beta must be >= 0, got {beta}")
-    return beta
-
-
 INITS = ("glorot", "he", "torch")
 
 
@@ -401,6 +387,26 @@ def build_model(
         projection,
     )
     return initialize_(model, init)
+
+
+def build_from_training(variant: dict[str, Any], pattern_shape: Sequence[int],
+                        training: dict[str, Any]) -> VAE:
+    """The model of ``variant`` as the ``training`` settings size and initialise it
+    (``width_factor`` or ``base_channels``, ``min_channels``, ``init``, the contrastive
+    ``projection_dim``)."""
+    base = training.get("base_channels")
+    return build_model(
+        variant, pattern_shape, float(training["width_factor"]),
+        projection_dim=int(training["contrastive"]["projection_dim"]),
+        init=training.get("init", "glorot"), base_channels=None if base is None else int(base),
+        min_channels=int(training.get("min_channels", MIN_SCALED_CHANNELS)),
+    )
+
+
+def effective_width(variant: dict[str, Any], training: dict[str, Any]) -> float:
+    """The width factor the model of ``variant`` is built with under ``training``."""
+    base = training.get("base_channels")
+    return float(training["width_factor"]) if base is None else 4.0 * int(base) / int(variant["latent_dim"])
 
 
 def _fan_in(m: nn.Module) -> float:
@@ -534,6 +540,14 @@ def augment(
 # --------------------------------------------------------------------------- inference
 
 
+def _as_tensor(data: np.ndarray | torch.Tensor, dtype: torch.dtype,
+               device: str | torch.device) -> torch.Tensor:
+    """``data`` (a numpy array, or a tensor on any device) as a ``dtype`` tensor on ``device``."""
+    if isinstance(data, torch.Tensor):
+        return data.to(device=device, dtype=dtype)
+    return torch.as_tensor(np.asarray(data), dtype=dtype).to(device)
+
+
 @torch.no_grad()
 def encode_patterns(
     encoder: Encoder, patterns: np.ndarray | torch.Tensor, batch_size: int = 1024,
@@ -544,10 +558,10 @@ def encode_patterns(
     ``mask`` (h, w), when given, zeroes the pixels off the screen as training did.
     """
     encoder = encoder.to(device).eval()
-    m = None if mask is None else torch.as_tensor(np.asarray(mask), dtype=torch.bool, device=device)
+    m = None if mask is None else _as_tensor(mask, torch.bool, device)
     means, logvars = [], []
     for start in range(0, len(patterns), batch_size):
-        x = torch.as_tensor(np.asarray(patterns[start:start + batch_size]), dtype=torch.float32).to(device)
+        x = _as_tensor(patterns[start:start + batch_size], torch.float32, device)
         if m is not None:
             x = torch.where(m, x, 0.0)
         mean, logvar = encoder(x)
@@ -569,6 +583,6 @@ def decode_latents(
     decoder = decoder.to(device).eval()
     out = []
     for start in range(0, len(latents), batch_size):
-        z = torch.as_tensor(np.asarray(latents[start:start + batch_size]), dtype=torch.float32).to(device)
+        z = _as_tensor(latents[start:start + batch_size], torch.float32, device)
         out.append(decoder(z)[:, 0].float().cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, *decoder.pattern_shape), np.float32)

@@ -22,23 +22,21 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import h5py
 import numpy as np
 from scipy import ndimage
 from tqdm.auto import tqdm
 
+from latentebsd import config
 from latentebsd.geometry import ScanGeometry, pc_to_bruker
-from latentebsd.io import PatternFileError, PatternReader, atomic_path
+from latentebsd.io.patterns import PatternFileError, PatternReader
+from latentebsd.io.preprocessed import preprocessed_writer
+from latentebsd.io.truth import read_truth_geometry
 
 log = logging.getLogger(__name__)
 
-RESCALE_MODES = ("per_pattern", "per_scan")
-MASK_METHODS = ("auto", "circle", "none")
-
-
 @dataclass(frozen=True)
 class MaskSettings:
-    """How the on-screen region is found.
+    """How the on-screen region is found (config ``preprocess.mask``).
 
     Attributes
     ----------
@@ -53,9 +51,9 @@ class MaskSettings:
         Disc radius for ``circle``, as a fraction of half the smaller pattern side.
     """
 
-    method: str = "auto"
-    threshold: float = 0.15
-    radius: float = 1.0
+    method: str
+    threshold: float
+    radius: float
 
 
 def bin_patterns(patterns: np.ndarray, factor: int) -> np.ndarray:
@@ -80,8 +78,6 @@ def detector_mask(mean_pattern: np.ndarray, settings: MaskSettings) -> np.ndarra
         yy, xx = np.mgrid[:h, :w]
         r = settings.radius * min(h, w) / 2
         return (yy - (h - 1) / 2) ** 2 + (xx - (w - 1) / 2) ** 2 <= r**2
-    if settings.method != "auto":
-        raise ValueError(f"config key preprocess.mask.method: expected one of {MASK_METHODS}")
     lo, hi = float(mean_pattern.min()), float(mean_pattern.max())
     if hi <= lo:
         return np.ones((h, w), dtype=bool)
@@ -201,11 +197,7 @@ def preprocess_scan(
     pattern_path: str | os.PathLike,
     out_path: str | os.PathLike,
     geometry: ScanGeometry,
-    binning: int = 4,
-    rescale: str = "per_pattern",
-    mask: MaskSettings = MaskSettings(),
-    blank_patterns: str = "error",
-    chunk_size: int = 1024,
+    settings: dict | None = None,
     progress: bool = True,
 ) -> Path:
     """Preprocess one scan into a chunked HDF5 file.
@@ -213,33 +205,29 @@ def preprocess_scan(
     Parameters
     ----------
     pattern_path
-        The raw scan (any format :class:`~latentebsd.io.PatternReader` reads). Only read.
+        The raw scan (any format :class:`~latentebsd.io.patterns.PatternReader` reads).
+        Only read.
     out_path
         Output HDF5: ``patterns`` (n, h, w) float32 in [-1, 1], ``mask`` (h, w) bool,
         ``valid`` (n,) bool, ``background`` (H, W) float32 (full resolution), and group
-        ``geometry`` (:class:`~latentebsd.geometry.ScanGeometry` of the binned patterns).
+        ``geometry`` (:class:`~latentebsd.geometry.ScanGeometry` of the binned patterns);
+        see :mod:`latentebsd.io.preprocessed`.
     geometry
         Geometry of the raw scan; its map shape must match the file.
-    binning
-        Integer factor that divides both pattern sides.
-    rescale
-        ``per_pattern`` or ``per_scan`` (see module docstring).
-    mask
-        How the on-screen region is found.
-    blank_patterns
-        ``error`` (default) or ``flag``: constant patterns are then marked invalid,
-        written as zeros and left out of the background and of training samples.
-    chunk_size
-        Patterns per chunk; peak memory is a few chunks.
+    settings
+        The validated ``preprocess`` config section (``None``: the schema's defaults):
+        ``binning`` (divides both pattern sides), ``rescale`` (``per_pattern`` or
+        ``per_scan``, module docstring), ``mask`` (:class:`MaskSettings`),
+        ``blank_patterns`` (``error``, or ``flag``: constant patterns are then marked
+        invalid, written as zeros and left out of the background and of training
+        samples), ``chunk_size`` (patterns per chunk; peak memory is a few chunks).
     progress
         Show tqdm progress bars.
     """
-    if rescale not in RESCALE_MODES:
-        raise ValueError(f"config key preprocess.rescale: expected one of {RESCALE_MODES}, got {rescale!r}")
-    if blank_patterns not in ("error", "flag"):
-        raise ValueError(f"config key preprocess.blank_patterns: expected 'error' or 'flag', got {blank_patterns!r}")
-    if not isinstance(binning, int) or binning < 1:
-        raise ValueError(f"config key preprocess.binning: expected a positive integer, got {binning!r}")
+    cfg = config.section("preprocess") if settings is None else settings
+    binning, rescale, chunk_size = cfg["binning"], cfg["rescale"], cfg["chunk_size"]
+    blank_patterns = cfg["blank_patterns"]
+    mask = MaskSettings(**cfg["mask"])
     reader = PatternReader(pattern_path, nav_shape=geometry.map_shape)
     if reader.pattern_shape != geometry.pattern_shape:
         raise PatternFileError(
@@ -266,9 +254,8 @@ def preprocess_scan(
     log.info("%s: %d patterns %dx%d -> %dx%d, %.1f %% of pixels on screen",
              reader.path, n, h, w, hb, wb, 100 * screen_binned.mean())
 
-    with atomic_path(out_path) as tmp, h5py.File(tmp, "w") as out:
-        dset = out.create_dataset("patterns", shape=(n, hb, wb), dtype=np.float32,
-                                  chunks=(min(n, 64), hb, wb))
+    with preprocessed_writer(out_path, n, (hb, wb)) as out:
+        dset = out.patterns
         lo, hi = np.inf, -np.inf
         bar = tqdm(total=n, desc=f"preprocess {reader.path.name}", unit="pat",
                    disable=not progress)
@@ -294,23 +281,12 @@ def preprocess_scan(
                 chunk[~valid[start:stop]] = 0.0
                 dset[start:stop] = chunk
             dset.attrs["rescale_range"] = (lo, hi)
-        out.create_dataset("mask", data=screen_binned)
-        out.create_dataset("mask_full_resolution", data=screen)
-        out.create_dataset("valid", data=valid)
-        out.create_dataset("background", data=background.astype(np.float32))
-        binned_geometry.to_h5(out.create_group("geometry"))
-        out.attrs.update({
+        out.finish(screen_binned, screen, valid, background, binned_geometry, {
             "source": str(Path(pattern_path).resolve()), "binning": binning,
             "rescale": rescale, "mask_method": mask.method, "n_invalid": int((~valid).sum()),
             "raw_pattern_shape": (h, w), "raw_dtype": str(reader.dtype),
         })
     return Path(out_path)
-
-
-def read_preprocessed_geometry(path: str | os.PathLike) -> ScanGeometry:
-    """The binned-pattern geometry stored in a preprocessed scan file."""
-    with h5py.File(path, "r") as f:
-        return ScanGeometry.from_h5(f["geometry"])
 
 
 def run_preprocess_rule(scan_name: str, pattern_path: str, geometry_path: str | None,
@@ -321,14 +297,8 @@ def run_preprocess_rule(scan_name: str, pattern_path: str, geometry_path: str | 
     when given, else from the scan's config entry and its pattern file.
     """
     if geometry_path:
-        with h5py.File(geometry_path, "r") as f:
-            geometry = ScanGeometry.from_h5(f["geometry"])
+        geometry = read_truth_geometry(geometry_path)
     else:
         reader = PatternReader(pattern_path, nav_shape=scan_cfg.get("nav_shape"))
         geometry = geometry_from_config(scan_name, scan_cfg, reader)
-    mask = MaskSettings(**settings.get("mask", {}))
-    return preprocess_scan(
-        pattern_path, out_path, geometry, binning=settings["binning"],
-        rescale=settings["rescale"], mask=mask, blank_patterns=settings["blank_patterns"],
-        chunk_size=settings["chunk_size"],
-    )
+    return preprocess_scan(pattern_path, out_path, geometry, settings)

@@ -3,21 +3,24 @@ patterns from each of 6 maps, 96k in all).
 
 Patterns are drawn without replacement from each scan's valid patterns, with one seeded
 generator; exactly ``round(val_fraction * n)`` of every scan's draws go to validation,
-so both sets hold every scan in the same proportion. The sample is written scan by scan; memory holds one read batch.
+so both sets hold every scan in the same proportion. The sample is written scan by
+scan (:mod:`latentebsd.io.sample`); memory holds one read batch.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
-import h5py
 import numpy as np
 from tqdm.auto import tqdm
 
-from latentebsd.io import atomic_path
+from latentebsd import config
+from latentebsd.io.preprocessed import PreprocessedScan
+from latentebsd.io.sample import sample_writer
 
 log = logging.getLogger(__name__)
 
@@ -32,18 +35,10 @@ def choose_patterns(valid: np.ndarray, n: int, val_fraction: float,
     return np.sort(drawn[n_val:]), np.sort(drawn[:n_val])
 
 
-def _copy_rows(src: h5py.Dataset, indices: np.ndarray, dst: h5py.Dataset, at: int,
-               batch: int) -> None:
-    for i in range(0, len(indices), batch):
-        part = indices[i:i + batch]
-        dst[at + i:at + i + len(part)] = src[part]
-
-
 def sample_training_set(
     preprocessed: Sequence[str | os.PathLike],
     out_path: str | os.PathLike,
-    patterns_per_scan: int,
-    val_fraction: float = 0.2,
+    settings: Mapping[str, Any] | None = None,
     seed: int = 0,
     batch: int = 1024,
     progress: bool = True,
@@ -53,33 +48,31 @@ def sample_training_set(
     Parameters
     ----------
     preprocessed
-        Preprocessed scan files (:func:`latentebsd.preprocess.preprocess_scan`); all
-        must share one pattern shape.
+        Preprocessed scan files (:mod:`latentebsd.io.preprocessed`); all must share
+        one pattern shape.
     out_path
-        Output HDF5: ``train`` / ``val`` (n, h, w) float32, ``train_source`` /
-        ``val_source`` (n, 2) int64 = (scan index, pattern index), ``mask`` (h, w) bool =
-        pixels on screen in every scan, attribute ``scans`` (file stems, in order).
-    patterns_per_scan
-        Patterns drawn from each scan (all valid ones if the scan has fewer).
-    val_fraction
-        Fraction of each scan's draws that goes to validation.
+        Output (:mod:`latentebsd.io.sample`).
+    settings
+        The validated ``sample`` config section (``None``: the schema's defaults):
+        ``patterns_per_scan`` (all valid ones if a scan has fewer) and
+        ``val_fraction`` (of each scan's draws).
     seed
         Seed of the one generator behind every draw.
+    batch
+        Patterns copied per read (memory only).
     """
-    if not 0 < val_fraction < 1:
-        raise ValueError(f"config key sample.val_fraction: expected 0 < value < 1, got {val_fraction}")
-    if patterns_per_scan < 2:
-        raise ValueError(f"config key sample.patterns_per_scan: expected >= 2, got {patterns_per_scan}")
+    cfg = config.section("sample") if settings is None else settings
+    patterns_per_scan, val_fraction = cfg["patterns_per_scan"], cfg["val_fraction"]
     paths = [Path(p) for p in preprocessed]
     if not paths:
         raise ValueError("no preprocessed scans to sample from (config key scans is empty)")
     rng = np.random.default_rng(seed)
     picks, shapes, masks = [], [], []
     for path in paths:
-        with h5py.File(path, "r") as f:
-            shapes.append(f["patterns"].shape[1:])
-            masks.append(f["mask"][()])
-            train_idx, val_idx = choose_patterns(f["valid"][()], patterns_per_scan, val_fraction, rng)
+        with PreprocessedScan(path) as scan:
+            shapes.append(scan.pattern_shape)
+            masks.append(scan.mask)
+            train_idx, val_idx = choose_patterns(scan.valid, patterns_per_scan, val_fraction, rng)
         if len(train_idx) + len(val_idx) < patterns_per_scan:
             log.warning("%s: only %d valid patterns, fewer than sample.patterns_per_scan = %d",
                         path, len(train_idx) + len(val_idx), patterns_per_scan)
@@ -91,30 +84,24 @@ def sample_training_set(
     h, w = shapes[0]
     n_train = sum(len(t) for t, _ in picks)
     n_val = sum(len(v) for _, v in picks)
-    with atomic_path(out_path) as tmp, h5py.File(tmp, "w") as out:
-        sets = {
-            "train": out.create_dataset("train", (n_train, h, w), np.float32, chunks=(min(n_train, 64), h, w)),
-            "val": out.create_dataset("val", (n_val, h, w), np.float32, chunks=(min(n_val, 64), h, w)),
-        }
+    with sample_writer(out_path, n_train, n_val, (h, w)) as out:
         sources = {"train": np.zeros((n_train, 2), np.int64), "val": np.zeros((n_val, 2), np.int64)}
         offsets = {"train": 0, "val": 0}
         bar = tqdm(total=n_train + n_val, desc="sample", unit="pat", disable=not progress)
         for scan_index, (path, (train_idx, val_idx)) in enumerate(zip(paths, picks)):
-            with h5py.File(path, "r") as f:
+            with PreprocessedScan(path) as scan:
                 for name, idx in (("train", train_idx), ("val", val_idx)):
                     at = offsets[name]
-                    _copy_rows(f["patterns"], idx, sets[name], at, batch)
+                    for i in range(0, len(idx), batch):
+                        part = idx[i:i + batch]
+                        out.sets[name][at + i:at + i + len(part)] = scan.read_at(part)
                     sources[name][at:at + len(idx)] = np.column_stack(
                         [np.full(len(idx), scan_index), idx])
                     offsets[name] += len(idx)
                     bar.update(len(idx))
         bar.close()
-        out.create_dataset("train_source", data=sources["train"])
-        out.create_dataset("val_source", data=sources["val"])
-        out.create_dataset("mask", data=np.logical_and.reduce(masks))
-        out.attrs["scans"] = [p.stem for p in paths]
-        out.attrs["seed"] = seed
-        out.attrs["val_fraction"] = val_fraction
+        out.finish(sources, np.logical_and.reduce(masks), [p.stem for p in paths], seed,
+                   val_fraction)
     log.info("sample: %d train + %d validation patterns of %d x %d from %d scans",
              n_train, n_val, h, w, len(paths))
     return Path(out_path)

@@ -29,235 +29,28 @@ checked in ``tests/test_simulate.py``.
 
 from __future__ import annotations
 
-import copy
-import json
+import dataclasses
 import os
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+import kikuchipy as kp
 import numpy as np
+from kikuchipy.detectors import EBSDDetector
+from orix.quaternion import Rotation
+from orix.vector import Vector3d
+from scipy.ndimage import gaussian_filter
+from scipy.spatial import cKDTree
+from tqdm.auto import tqdm
 
+from latentebsd import config
 from latentebsd.geometry import ScanGeometry
+from latentebsd.io.patterns import write_up2
+from latentebsd.io.truth import write_truth
 
 MICROSTRUCTURES = ("wrought", "am")
-
-#: Default settings for :func:`simulate_scan` (the ``simulation:`` block of the config).
-#: Lengths named ``*_size``/``*_width``/``*_thickness`` are in scan points; blurs are
-#: Gaussian sigmas as a fraction of the pattern width (so they survive binning).
-DEFAULT_SIMULATION_SETTINGS: dict[str, Any] = {
-    "pattern_shape": [120, 120],
-    "step_um": 0.5,
-    "pc": [0.50, 0.30, 0.60],
-    "pc_drift": 0.02,
-    "sample_tilt": 70.0,
-    "camera_tilt": 5.0,
-    "counts": 300.0,
-    "gain": 16.0,
-    "read_noise": 20.0,
-    "dark_counts": 2.0,
-    "kikuchi_contrast": 0.2,
-    "background_hump": 0.6,
-    "background_width": 0.35,
-    "background_offset": 0.15,
-    "background_gradient": 0.3,
-    "screen_radius": 0.95,
-    "chunk_size": 256,
-    "scratch_width": 1.5,
-    "scratch_blur": 0.02,
-    "scratch_contrast": 0.6,
-    "scratch_rotation_deg": 1.5,
-    "scratch_density": 2.0,
-    "wrought": {
-        "grain_size": 16.0,
-        "twin_fraction": 0.6,
-        "twins_per_grain": [1, 2],
-        "twin_thickness": [3.0, 7.0],
-        "thin_twin_fraction": 0.4,
-        "n_scratches": 1,
-    },
-    "am": {
-        "grain_width": 10.0,
-        "grain_aspect": 4.0,
-        "elongation_axis": "vertical",
-        "orientation_gradient_deg": 0.06,
-        "domain_size": 10.0,
-        "domain_misorientation_deg": [0.3, 2.0],
-        "cell_size": 6.0,
-        "cell_wall_width": 1.0,
-        "cell_misorientation_deg": 0.2,
-        "wall_rotation_deg": 0.3,
-        "wall_density": [0.5, 1.5],
-        "wall_blur": 0.012,
-        "particle_fraction": 0.05,
-        "particle_weight": [0.2, 0.4],
-        "n_scratches": 0,
-    },
-}
-
-
-# --------------------------------------------------------------------------------------
-# Settings validation
-# --------------------------------------------------------------------------------------
-Validator = Callable[[str, Any], Any]
-
-
-def _number(lo: float | None = None, hi: float | None = None, *, lo_open: bool = False,
-            integer: bool = False) -> Validator:
-    """A validator for one real (or integer) number in ``[lo, hi]`` (``(lo, hi]``)."""
-    kind = "an integer" if integer else "a number"
-    bounds = []
-    if lo is not None:
-        bounds.append(f"{'>' if lo_open else '>='} {lo}")
-    if hi is not None:
-        bounds.append(f"<= {hi}")
-    expected = kind + (" " + " and ".join(bounds) if bounds else "")
-
-    def check(key: str, value: Any) -> Any:
-        ok_type = isinstance(value, (int, np.integer)) if integer else \
-            isinstance(value, (int, float, np.integer, np.floating))
-        if isinstance(value, bool) or not ok_type or not np.isfinite(value):
-            raise ValueError(f"simulation setting {key!r}: expected {expected}, got {value!r}")
-        if (lo is not None and (value <= lo if lo_open else value < lo)) or \
-                (hi is not None and value > hi):
-            raise ValueError(f"simulation setting {key!r}: expected {expected}, got {value!r}")
-        return int(value) if integer else float(value)
-
-    return check
-
-
-def _sequence(length: int, item: Validator, what: str, ordered: bool = False) -> Validator:
-    """A validator for a fixed-length list of items (``ordered``: non-decreasing)."""
-
-    def check(key: str, value: Any) -> Any:
-        if isinstance(value, (str, bytes, Mapping)) or not hasattr(value, "__len__") \
-                or len(value) != length:
-            raise ValueError(f"simulation setting {key!r}: expected {what}, got {value!r}")
-        out = [item(f"{key}[{i}]", v) for i, v in enumerate(value)]
-        if ordered and any(a > b for a, b in zip(out[:-1], out[1:])):
-            raise ValueError(f"simulation setting {key!r}: expected {what} with low <= high, "
-                             f"got {value!r}")
-        return out
-
-    return check
-
-
-def _choice(options: tuple[str, ...]) -> Validator:
-    def check(key: str, value: Any) -> Any:
-        if value not in options:
-            raise ValueError(f"simulation setting {key!r}: expected one of {options}, "
-                             f"got {value!r}")
-        return value
-
-    return check
-
-
-_TOP_SPEC: dict[str, Validator] = {
-    "pattern_shape": _sequence(2, _number(16, 4096, integer=True),
-                               "[height, width] as two integers >= 16"),
-    "step_um": _number(0, lo_open=True),
-    "pc": _sequence(3, _number(-1.0, 2.0), "a Bruker PC [PCx, PCy, PCz]"),
-    "pc_drift": _number(0.0, 0.5),
-    "sample_tilt": _number(0.0, 90.0),
-    "camera_tilt": _number(-30.0, 30.0),
-    "counts": _number(0, 1e5, lo_open=True),
-    "gain": _number(0, lo_open=True),
-    "read_noise": _number(0.0),
-    "dark_counts": _number(0.0),
-    "kikuchi_contrast": _number(0.0, 1.0),
-    "background_hump": _number(0.0, 1.0),
-    "background_width": _number(0, lo_open=True),
-    "background_offset": _number(-1.0, 1.0),
-    "background_gradient": _number(0.0, 1.0),
-    "screen_radius": _number(0, 1.5, lo_open=True),
-    "chunk_size": _number(1, integer=True),
-    "scratch_width": _number(0, lo_open=True),
-    "scratch_blur": _number(0.0, 0.5),
-    "scratch_contrast": _number(0.0, 1.0),
-    "scratch_rotation_deg": _number(0.0, 20.0),
-    "scratch_density": _number(0.0),
-}
-_RANGE_DEG = _sequence(2, _number(0.0, 30.0), "[low, high] in degrees", ordered=True)
-_MICRO_SPEC: dict[str, dict[str, Validator]] = {
-    "wrought": {
-        "grain_size": _number(1, lo_open=True),
-        "twin_fraction": _number(0.0, 1.0),
-        "twins_per_grain": _sequence(2, _number(1, 20, integer=True),
-                                     "[min, max] lamellae per twinned grain", ordered=True),
-        "twin_thickness": _sequence(2, _number(1.0, 1000.0),
-                                    "[min, max] thickness in scan points", ordered=True),
-        "thin_twin_fraction": _number(0.0, 1.0),
-        "n_scratches": _number(0, 100, integer=True),
-    },
-    "am": {
-        "grain_width": _number(1, lo_open=True),
-        "grain_aspect": _number(1.0),
-        "elongation_axis": _choice(("vertical", "horizontal")),
-        "orientation_gradient_deg": _number(0.0, 5.0),
-        "domain_size": _number(1, lo_open=True),
-        "domain_misorientation_deg": _RANGE_DEG,
-        "cell_size": _number(1.5),
-        "cell_wall_width": _number(0, lo_open=True),
-        "cell_misorientation_deg": _number(0.0, 10.0),
-        "wall_rotation_deg": _number(0.0, 10.0),
-        "wall_density": _sequence(2, _number(0, lo_open=True),
-                                  "[low, high] dislocation density (> 0)", ordered=True),
-        "wall_blur": _number(0.0, 0.5),
-        "particle_fraction": _number(0.0, 1.0),
-        "particle_weight": _sequence(2, _number(0.0, 1.0), "[low, high] in [0, 1]",
-                                     ordered=True),
-        "n_scratches": _number(0, 100, integer=True),
-    },
-}
-
-
-def resolve_settings(settings: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Merge ``settings`` over :data:`DEFAULT_SIMULATION_SETTINGS` and validate.
-
-    Parameters
-    ----------
-    settings
-        Possibly partial settings (nested ``wrought``/``am`` blocks may be partial too).
-        ``None`` means all defaults.
-
-    Returns
-    -------
-    dict
-        A complete, validated copy with plain Python types.
-
-    Raises
-    ------
-    ValueError
-        On an unknown key or a bad value; the message names the key and what was
-        expected.
-    """
-    out = copy.deepcopy(DEFAULT_SIMULATION_SETTINGS)
-    if settings is None:
-        settings = {}
-    if not isinstance(settings, Mapping):
-        raise ValueError(f"simulation settings: expected a mapping, got {type(settings).__name__}")
-    for key, value in settings.items():
-        if key in _MICRO_SPEC:
-            if not isinstance(value, Mapping):
-                raise ValueError(f"simulation setting {key!r}: expected a mapping of "
-                                 f"{sorted(_MICRO_SPEC[key])}, got {value!r}")
-            for sub, sub_value in value.items():
-                if sub not in _MICRO_SPEC[key]:
-                    raise ValueError(f"simulation setting '{key}.{sub}': unknown key; expected "
-                                     f"one of {sorted(_MICRO_SPEC[key])}")
-                out[key][sub] = sub_value
-        elif key in _TOP_SPEC:
-            out[key] = value
-        else:
-            raise ValueError(f"simulation setting {key!r}: unknown key; expected one of "
-                             f"{sorted([*_TOP_SPEC, *_MICRO_SPEC])}")
-    for key, check in _TOP_SPEC.items():
-        out[key] = check(key, out[key])
-    for micro, spec in _MICRO_SPEC.items():
-        for key, check in spec.items():
-            out[micro][key] = check(f"{micro}.{key}", out[micro][key])
-    return out
 
 
 # --------------------------------------------------------------------------------------
@@ -333,8 +126,6 @@ def random_quaternions(rng: np.random.Generator, n: int) -> np.ndarray:
 
 def small_rotations(rng: np.random.Generator, angles_deg: np.ndarray) -> np.ndarray:
     """Quaternions of the given angles about uniformly random axes, shape ``(n, 4)``."""
-    from orix.quaternion import Rotation
-
     angles_deg = np.atleast_1d(np.asarray(angles_deg, dtype=np.float64))
     axes = rng.normal(size=(angles_deg.size, 3))
     axes /= np.linalg.norm(axes, axis=1, keepdims=True)
@@ -347,8 +138,6 @@ def _compose(q: np.ndarray, r: np.ndarray) -> np.ndarray:
     An orix orientation maps sample to crystal, so a lattice rotation described in the
     sample frame (bending, sub-grain tilt) multiplies on the right.
     """
-    from orix.quaternion import Rotation
-
     out = (Rotation(q.reshape(-1, 4)) * Rotation(r.reshape(-1, 4))).data
     return out.reshape(q.shape)
 
@@ -361,8 +150,6 @@ def _grid(shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
 def _voronoi(shape: tuple[int, int], seeds: np.ndarray, scale: tuple[float, float] = (1.0, 1.0),
              k: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """Nearest-seed labels (and distances) of every grid point; ``scale`` stretches axes."""
-    from scipy.spatial import cKDTree
-
     rows, cols = _grid(shape)
     pts = np.column_stack([rows.ravel() * scale[0], cols.ravel() * scale[1]])
     tree = cKDTree(seeds * np.asarray(scale))
@@ -427,9 +214,6 @@ def _add_scratches(truth: Truth, n_scratches: int, cfg: dict[str, Any],
 
 def _wrought(shape: tuple[int, int], cfg: dict[str, Any], rng: np.random.Generator) -> Truth:
     """Equiaxed grains with annealing twin lamellae and polishing scratches."""
-    from orix.quaternion import Rotation
-    from orix.vector import Vector3d
-
     p = cfg["wrought"]
     truth = Truth.empty(shape)
     seeds = _uniform_seeds(rng, shape, _n_seeds(shape, p["grain_size"] ** 2))
@@ -490,8 +274,6 @@ def _wrought(shape: tuple[int, int], cfg: dict[str, Any], rng: np.random.Generat
 
 def _am(shape: tuple[int, int], cfg: dict[str, Any], rng: np.random.Generator) -> Truth:
     """Columnar grains, gradients, rotation domains, dislocation cells, particles."""
-    from orix.quaternion import Rotation
-
     p = cfg["am"]
     truth = Truth.empty(shape)
     aspect = p["grain_aspect"]
@@ -577,7 +359,7 @@ def generate_microstructure(microstructure: str, map_shape: tuple[int, int],
     map_shape
         ``(n_rows, n_cols)``.
     settings
-        Resolved settings (:func:`resolve_settings`).
+        Validated ``simulation`` settings (:func:`latentebsd.config.section`).
     rng
         The scan's random generator (consumed).
     """
@@ -599,8 +381,6 @@ def scan_geometry(map_shape: tuple[int, int], settings: dict[str, Any]) -> ScanG
     detector pixel size is chosen so that PCx changes by ``pc_drift`` across the map
     width, whatever the map size.
     """
-    from kikuchipy.detectors import EBSDDetector
-
     n_rows, n_cols = _check_map_shape(map_shape)
     h, w = settings["pattern_shape"]
     step = settings["step_um"]
@@ -628,8 +408,6 @@ def _master_pattern() -> tuple[Any, float, float]:
     float32 in, float32 out keeps get_patterns from rescaling every pattern to its own
     range, so intensities stay comparable between patterns.
     """
-    import kikuchipy as kp
-
     mp = kp.data.nickel_ebsd_master_pattern_small(projection="lambert", hemisphere="upper")
     mp.change_dtype("float32")
     data = np.asarray(mp.data, dtype=np.float64)
@@ -676,16 +454,13 @@ def project_patterns(quaternions: np.ndarray, pcs: np.ndarray,
     pcs
         ``(n, 3)`` Bruker PCs.
     settings
-        Resolved settings (pattern shape, tilts).
+        Validated ``simulation`` settings (pattern shape, tilts).
 
     Returns
     -------
     numpy.ndarray
         ``(n, h, w)`` float32.
     """
-    from kikuchipy.detectors import EBSDDetector
-    from orix.quaternion import Rotation
-
     mp, mean, std = _master_pattern()
     pcs = np.asarray(pcs, dtype=np.float64).reshape(-1, 3)
     quaternions = np.asarray(quaternions, dtype=np.float64).reshape(-1, 4)
@@ -706,8 +481,6 @@ def render_chunk(truth: Truth, geometry: ScanGeometry, settings: dict[str, Any],
     Noise of pattern ``i`` comes from ``default_rng([noise_key, i])``, so the output
     does not depend on ``chunk_size``.
     """
-    from scipy.ndimage import gaussian_filter
-
     idx = np.arange(start, stop)
     q = truth.quaternion.reshape(-1, 4)[idx]
     pcs = geometry.pc_of(start, stop)
@@ -759,51 +532,6 @@ def _check_map_shape(map_shape: Any) -> tuple[int, int]:
     return n_rows, n_cols
 
 
-def write_truth(path: str | os.PathLike, truth: Truth, geometry: ScanGeometry,
-                microstructure: str, seed: int, settings: dict[str, Any]) -> None:
-    """Write the ground truth and geometry to HDF5 (atomically)."""
-    import h5py
-
-    from latentebsd.io import atomic_path
-
-    with atomic_path(path) as tmp:
-        with h5py.File(tmp, "w") as f:
-            geometry.to_h5(f.create_group("geometry"))
-            g = f.create_group("truth")
-            for name in Truth.__dataclass_fields__:
-                g.create_dataset(name, data=getattr(truth, name))
-            g["quaternion"].attrs["convention"] = (
-                "orix: rotation from the (EDAX TSL) sample frame to the crystal frame; "
-                "the rotation passed to kikuchipy get_patterns")
-            g["dislocation_density"].attrs["units"] = "arbitrary"
-            g["pattern_blur_px"].attrs["units"] = "pixels of the simulated pattern"
-            f.attrs["microstructure"] = microstructure
-            f.attrs["seed"] = int(seed)
-            f.attrs["settings"] = json.dumps(settings, sort_keys=True)
-            f.attrs["master_pattern"] = "kikuchipy nickel_ebsd_master_pattern_small, 20 kV"
-
-
-def read_truth(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], ScanGeometry,
-                                                 dict[str, Any]]:
-    """Read what :func:`simulate_scan` wrote to ``truth_path``.
-
-    Returns
-    -------
-    truth, geometry, attrs
-        ``truth``: name -> array; ``attrs``: ``microstructure``, ``seed``, ``settings``
-        (a dict).
-    """
-    import h5py
-
-    with h5py.File(path, "r") as f:
-        truth = {name: f["truth"][name][()] for name in f["truth"]}
-        geometry = ScanGeometry.from_h5(f["geometry"])
-        attrs = {"microstructure": str(f.attrs["microstructure"]),
-                 "seed": int(f.attrs["seed"]),
-                 "settings": json.loads(f.attrs["settings"])}
-    return truth, geometry, attrs
-
-
 def simulate_scan(up2_path: str | os.PathLike, truth_path: str | os.PathLike,
                   microstructure: str, map_shape: tuple[int, int],
                   settings: Mapping[str, Any] | None, seed: int, *,
@@ -830,7 +558,8 @@ def simulate_scan(up2_path: str | os.PathLike, truth_path: str | os.PathLike,
     map_shape
         ``(n_rows, n_cols)`` of the scan grid.
     settings
-        Partial or full settings; missing keys take :data:`DEFAULT_SIMULATION_SETTINGS`.
+        The validated ``simulation`` config section (``None``: the schema's defaults;
+        ``latentebsd.config.section("simulation", {...})`` fills a partial one).
 
         Detector and acquisition (top level):
 
@@ -890,18 +619,13 @@ def simulate_scan(up2_path: str | os.PathLike, truth_path: str | os.PathLike,
     Raises
     ------
     ValueError
-        Unknown microstructure, bad map shape, seed or settings (the message names
-        the key).
+        Unknown microstructure, bad map shape or seed.
     """
-    from tqdm import tqdm
-
-    from latentebsd.io import write_up2
-
     micro = _check_microstructure(microstructure)
     shape = _check_map_shape(map_shape)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed: expected a non-negative integer, got {seed!r}")
-    cfg = resolve_settings(settings)
+    cfg = config.section("simulation") if settings is None else settings
     rng = np.random.default_rng(int(seed))
     truth = generate_microstructure(micro, shape, cfg, rng)
     geometry = scan_geometry(shape, cfg)
@@ -917,4 +641,5 @@ def simulate_scan(up2_path: str | os.PathLike, truth_path: str | os.PathLike,
                 bar.update(stop - start)
 
     write_up2(up2_path, chunks(), shape, tuple(cfg["pattern_shape"]), cfg["step_um"])
-    write_truth(truth_path, truth, geometry, micro, int(seed), cfg)
+    write_truth(truth_path, {f.name: getattr(truth, f.name) for f in dataclasses.fields(truth)},
+                geometry, micro, int(seed), cfg)

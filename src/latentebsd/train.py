@@ -1,7 +1,7 @@
 """Train one VAE variant: resumable, seeded, CPU or GPU; losses to CSV and plots.
 
 Entry point for the workflow: :func:`train_variant`. Later stages rebuild a trained
-model from its weights file alone with :func:`load_model`.
+model from its weights file alone with :func:`latentebsd.io.weights.load_model`.
 
 Loss (per batch, means over the batch's patterns)
 -------------------------------------------------
@@ -34,126 +34,53 @@ layout under bf16 autocast (losses in float32) and compiles encoder and decoder 
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import logging
 import math
 import os
+import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import h5py
 import numpy as np
+import pandas as pd
 import torch
 
-from latentebsd.io import atomic_path
+from latentebsd.io.atomic import atomic_path
+from latentebsd.io.sample import read_sample
+from latentebsd.io.weights import save_weights
 from latentebsd.models import (
     VAE,
-    Decoder,
-    Encoder,
-    INITS,
     augment,
-    build_model,
+    build_from_training,
+    effective_width,
     kl_divergence,
     l2_scale,
     masked_l2,
     nt_xent,
     reparameterize,
-    variant_beta,
 )
-
-if TYPE_CHECKING:
-    import pandas as pd
+from latentebsd.plotting import pyplot, save_figure
+from latentebsd.variants import variant_beta, variant_label
+from latentebsd.workflow import job_device
 
 log = logging.getLogger(__name__)
 
-WEIGHTS_FORMAT = "latentebsd.vae/1"
 CHECKPOINT_FORMAT = "latentebsd.checkpoint/1"
 METRICS = ("l2", "kl", "contrastive", "loss")
 CSV_COLUMNS = ("iteration", "epoch", "level", "split", "n", *METRICS)
 
-#: The paper's settings; a config's ``training:`` section overrides any of them.
-DEFAULT_TRAINING: dict[str, Any] = {
-    "epochs": 250,                 # paper: 250
-    "batch_size": 256,             # paper: 256
-    "learning_rate": 1.0e-3,       # paper: 0.001
-    "adam_betas": [0.9, 0.999],    # paper: gradient decay 0.9, squared gradient decay 0.999
-    "width_factor": 1.0,           # channel scale; 1 = Table 2
-    "base_channels": None,         # if set: same convolutions for every d (overrides width_factor)
-    "min_channels": 4,             # width scaling never goes below min(paper width, this)
-    "init": "glorot",              # glorot = MATLAB's default (the paper); he; torch
-    "eval_batch_size": 1024,       # validation batch size (memory only, not results)
-    "smoothing_window": 500,       # moving-average window (iterations) of the plots; paper 500
-    "bf16": True,                  # CUDA only: bf16 autocast
-    "channels_last": True,         # memory layout (faster on CPU oneDNN and on GPU)
-    "compile": True,               # CUDA only: torch.compile encoder and decoder
-    "keep_checkpoint": True,       # keep checkpoint.pt after success (allows extending epochs)
-    "kl_hold_epochs": 0.0,         # KL weight 0 for these first epochs; paper 0
-    "kl_warmup_epochs": 0.0,       # then a linear ramp 0 -> beta over these epochs; paper 0
-    "contrastive": {
-        "weight": 20.0,            # paper: x20
-        "temperature": 0.5,        # NT-Xent temperature (not given in the paper; SimCLR's 0.5)
-        "projection_dim": 64,      # projection head output (not given in the paper)
-        "salt_pepper": 0.02,       # fraction of pixels set to -1 / +1
-        "gaussian_sigma": 0.05,    # std of additive noise, in [-1, 1] units
-        "gamma_range": [0.7, 1.5], # gamma drawn log-uniformly per pattern
-    },
-}
-
 # Keys that change neither the trajectory nor the result; everything else must match
 # for a checkpoint to be resumed.
-_NON_TRAJECTORY_KEYS = ("epochs", "eval_batch_size", "smoothing_window", "keep_checkpoint", "compile")
+_NON_TRAJECTORY_KEYS = ("epochs", "eval_batch_size", "smoothing_window", "keep_checkpoint", "compile",
+                        "data_on_device")
 
 
-# --------------------------------------------------------------------------- config
-
-
-def resolve_training(training: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Defaults (:data:`DEFAULT_TRAINING`) overridden by ``training``, validated.
-
-    Raises
-    ------
-    ValueError
-        On an unknown key or an out-of-range value.
-    """
-    cfg = copy.deepcopy(DEFAULT_TRAINING)
-    for key, value in dict(training or {}).items():
-        if key not in cfg:
-            raise ValueError(f"unknown training key {key!r}; known: {sorted(cfg)}")
-        if key == "contrastive":
-            unknown = set(value or {}) - set(cfg["contrastive"])
-            if unknown:
-                raise ValueError(f"unknown training.contrastive keys {sorted(unknown)}")
-            cfg["contrastive"].update(value or {})
-        else:
-            cfg[key] = value
-    if int(cfg["epochs"]) < 1 or int(cfg["batch_size"]) < 1 or int(cfg["eval_batch_size"]) < 1:
-        raise ValueError("epochs, batch_size and eval_batch_size must be >= 1")
-    if float(cfg["learning_rate"]) <= 0 or float(cfg["width_factor"]) <= 0:
-        raise ValueError("learning_rate and width_factor must be > 0")
-    if cfg["base_channels"] is not None and int(cfg["base_channels"]) < 1:
-        raise ValueError("base_channels must be null or >= 1")
-    if int(cfg["min_channels"]) < 1:
-        raise ValueError("min_channels must be >= 1")
-    if cfg["init"] not in INITS:
-        raise ValueError(f"init must be one of {INITS}, got {cfg['init']!r}")
-    if float(cfg["kl_warmup_epochs"]) < 0 or float(cfg["kl_hold_epochs"]) < 0:
-        raise ValueError("kl_hold_epochs and kl_warmup_epochs must be >= 0")
-    b1, b2 = (float(v) for v in cfg["adam_betas"])
-    if not (0 <= b1 < 1 and 0 <= b2 < 1):
-        raise ValueError(f"adam_betas must be in [0, 1), got {cfg['adam_betas']}")
-    c = cfg["contrastive"]
-    lo, hi = (float(v) for v in c["gamma_range"])
-    if not 0 < lo <= hi:
-        raise ValueError(f"contrastive.gamma_range must satisfy 0 < lo <= hi, got {c['gamma_range']}")
-    if not 0 <= float(c["salt_pepper"]) <= 1 or float(c["gaussian_sigma"]) < 0:
-        raise ValueError("contrastive.salt_pepper must be in [0, 1] and gaussian_sigma >= 0")
-    if float(c["temperature"]) <= 0 or int(c["projection_dim"]) < 1:
-        raise ValueError("contrastive.temperature must be > 0 and projection_dim >= 1")
-    return cfg
+# --------------------------------------------------------------------------- schedule
 
 
 def kl_weight(step: int, hold: float, ramp: float) -> float:
@@ -180,22 +107,6 @@ def _seeds(seed: int, n: int) -> list[int]:
 # --------------------------------------------------------------------------- data
 
 
-def load_dataset(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(train (N, h, w), val (M, h, w), mask (h, w) bool)`` from the preprocessing HDF5."""
-    with h5py.File(path, "r") as f:
-        for key in ("train", "val", "mask"):
-            if key not in f:
-                raise KeyError(f"{path}: missing dataset {key!r}")
-        train = np.asarray(f["train"][()], dtype=np.float32)
-        val = np.asarray(f["val"][()], dtype=np.float32)
-        mask = np.asarray(f["mask"][()], dtype=bool)
-    if train.ndim != 3 or val.ndim != 3 or train.shape[1:] != mask.shape or val.shape[1:] != mask.shape:
-        raise ValueError(f"{path}: inconsistent shapes train {train.shape}, val {val.shape}, mask {mask.shape}")
-    if len(train) == 0:
-        raise ValueError(f"{path}: empty training set")
-    return train, val, mask
-
-
 def _data_fingerprint(train: np.ndarray, val: np.ndarray, mask: np.ndarray) -> str:
     h = hashlib.sha256()
     for a in (train, val, mask):
@@ -207,34 +118,98 @@ def _data_fingerprint(train: np.ndarray, val: np.ndarray, mask: np.ndarray) -> s
 # --------------------------------------------------------------------------- steps
 
 
+def use_bf16(device: torch.device, cfg: Mapping[str, Any]) -> bool:
+    """bf16 autocast: asked for (``training.bf16``), on CUDA, and native on this GPU
+    (emulated bf16 on older cards is slower than float32)."""
+    if device.type != "cuda" or not cfg["bf16"]:
+        return False
+    if not torch.cuda.is_bf16_supported(including_emulation=False):
+        log.warning("training.bf16: this GPU has no native bf16; training in float32")
+        return False
+    return True
+
+
+def configure_device(device: torch.device, cfg: Mapping[str, Any]) -> None:
+    """Process-wide torch settings of a training run (also used by the benchmarks).
+
+    CPU: flush denormals (a collapsing KL drives activations into denormals, which made
+    CPU epochs 20x slower; flushing them is deterministic). CUDA: TF32 matmuls and
+    convolutions; cuDNN autotuning unless ``training.deterministic``, which instead
+    asks for deterministic algorithms everywhere.
+    """
+    if device.type == "cpu":
+        torch.set_flush_denormal(True)
+        return
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+    deterministic = bool(cfg.get("deterministic", False))
+    torch.backends.cudnn.benchmark = not deterministic
+    torch.backends.cudnn.deterministic = deterministic
+    if deterministic:
+        # cuBLAS needs a fixed workspace for deterministic results (before it starts)
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+
+
+class _EagerFallback:
+    """A compiled module that falls back to its eager twin for good on any failure
+    (a recompilation for an unforeseen shape, a broken toolchain): results are the same."""
+
+    def __init__(self, compiled: Callable, eager: torch.nn.Module, name: str) -> None:
+        self.compiled, self.eager, self.name = compiled, eager, name
+
+    def __call__(self, *args: Any) -> Any:
+        if self.compiled is not None:
+            try:
+                return self.compiled(*args)
+            except Exception as exc:  # pragma: no cover - depends on the CUDA toolchain
+                log.warning("torch.compile of the %s failed mid-training (%s); eager from now on",
+                            self.name, exc)
+                self.compiled = None
+        return self.eager(*args)
+
+
 class _Runner:
     """The callables a step needs: maybe-compiled encoder / decoder, the projection."""
 
-    def __init__(self, model: VAE, device: torch.device, cfg: dict[str, Any]) -> None:
+    def __init__(self, model: VAE, device: torch.device, cfg: dict[str, Any],
+                 amp: bool | None = None) -> None:
         self.model = model
         self.device = device
-        self.amp = device.type == "cuda" and bool(cfg["bf16"])
+        self.amp = use_bf16(device, cfg) if amp is None else amp
         self.channels_last = bool(cfg["channels_last"])
         self.encode: Callable = model.encoder
         self.decode: Callable = model.decoder
         self.l2_scale = l2_scale(model.encoder.pattern_shape)
 
-    def try_compile(self, mask: torch.Tensor, batch_size: int = 2) -> None:
-        """Compile encoder and decoder; on any failure keep eager mode (results are the same)."""
-        enc, dec = torch.compile(self.model.encoder), torch.compile(self.model.decoder)
+    def try_compile(self, mask: torch.Tensor, shapes: Sequence[tuple[int, bool]],
+                    backend: str = "inductor") -> bool:
+        """Compile encoder and decoder and warm them up at every ``(batch size, grad)``
+        a run uses (:func:`compile_shapes`), so that training never recompiles; on any
+        failure keep eager mode (results are the same). Returns whether compiled."""
+        # static shapes: one graph per (batch size, grad mode) of compile_shapes, no
+        # dynamic-shape recompilation in the first epoch (at most 6 graphs each)
+        enc = torch.compile(self.model.encoder, backend=backend, dynamic=False)
+        dec = torch.compile(self.model.decoder, backend=backend, dynamic=False)
         try:
-            # Warm-up on zeros at the training batch size: consumes no generator state,
-            # grads are discarded; a failing toolchain shows here, not mid-training.
-            x = torch.zeros((batch_size, *mask.shape), device=self.device)
-            with self.autocast():
-                mean, _ = enc(self._layout(x))
-                dec(mean.float()).float().sum().backward()
+            # Warm-up on zeros: consumes no generator state, grads are discarded; a
+            # failing toolchain shows here, not mid-training.
+            for n, grad in shapes:
+                x = torch.zeros((n, *mask.shape), device=self.device)
+                with torch.set_grad_enabled(grad), self.autocast():
+                    mean, _ = enc(self._layout(x))
+                    # contiguous, as the sampled z of a step (the mean is a strided view)
+                    out = dec(mean.float().contiguous()).float().sum()
+                if grad:
+                    out.backward()
         except Exception as exc:  # pragma: no cover - depends on the CUDA toolchain
             log.warning("torch.compile failed (%s); training in eager mode", exc)
-        else:
-            self.encode, self.decode = enc, dec
+            return False
         finally:
             self.model.zero_grad(set_to_none=True)
+        self.encode = _EagerFallback(enc, self.model.encoder, "encoder")
+        self.decode = _EagerFallback(dec, self.model.decoder, "decoder")
+        return True
 
     def autocast(self) -> torch.autocast:
         return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.amp)
@@ -285,10 +260,10 @@ def _evaluate(
     ccfg: dict[str, Any], seed: int, batch_size: int,
 ) -> dict[str, float]:
     """Pattern-weighted means of the loss terms over ``data`` (model in eval mode)."""
-    gen = torch.Generator(device=data.device).manual_seed(seed)
-    sums = torch.zeros(len(METRICS), dtype=torch.float64, device=data.device)
+    gen = torch.Generator(device=mask.device).manual_seed(seed)
+    sums = torch.zeros(len(METRICS), dtype=torch.float64, device=mask.device)
     for start in range(0, len(data), batch_size):
-        x = data[start:start + batch_size]
+        x = data[start:start + batch_size].to(mask.device, non_blocking=True)
         terms = _batch_losses(runner, x, mask, variant, beta, ccfg, gen)
         sums += torch.stack([terms[m].double() for m in METRICS]) * len(x)
     values = (sums / max(len(data), 1)).cpu().tolist()
@@ -296,20 +271,6 @@ def _evaluate(
 
 
 # --------------------------------------------------------------------------- checkpoint
-
-
-def _build(variant: dict[str, Any], pattern_shape: tuple[int, ...], cfg: dict[str, Any]) -> VAE:
-    base = cfg.get("base_channels")
-    return build_model(
-        variant, pattern_shape, float(cfg["width_factor"]),
-        projection_dim=int(cfg["contrastive"]["projection_dim"]), init=cfg.get("init", "glorot"),
-        base_channels=None if base is None else int(base), min_channels=int(cfg.get("min_channels", 4)),
-    )
-
-
-def _effective_width(variant: dict[str, Any], cfg: dict[str, Any]) -> float:
-    base = cfg.get("base_channels")
-    return float(cfg["width_factor"]) if base is None else 4.0 * int(base) / int(variant["latent_dim"])
 
 
 def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
@@ -335,6 +296,238 @@ def _load_checkpoint(path: Path, fingerprint: dict[str, Any]) -> dict[str, Any] 
 # --------------------------------------------------------------------------- training
 
 
+@dataclass
+class _Session:
+    """Everything one training run holds between its steps."""
+
+    variant: dict[str, Any]
+    beta: float
+    cfg: dict[str, Any]
+    device: torch.device
+    model: VAE
+    optimizer: torch.optim.Optimizer
+    train: torch.Tensor
+    val: torch.Tensor
+    mask: torch.Tensor
+    g_shuffle: torch.Generator
+    g_noise: torch.Generator
+    val_seed: int
+    fingerprint: dict[str, Any]
+    checkpoint_path: Path
+    runner: _Runner | None = None
+    staging: torch.Tensor | None = None  # pinned host buffer of one batch (data in host memory)
+    iter_log: list[np.ndarray] = field(default_factory=list)  # per epoch: (batches, 1 + METRICS)
+    epoch_log: list[list[Any]] = field(default_factory=list)  # (iteration, epoch, split, n, *metrics)
+    start_epoch: int = 0
+
+    @property
+    def iteration(self) -> int:
+        return sum(len(a) for a in self.iter_log)
+
+    def batch(self, idx: torch.Tensor) -> torch.Tensor:
+        """Training patterns ``idx`` on the training device."""
+        if self.staging is None:  # the data lives on the device already
+            return self.train[idx]
+        out = self.staging[:len(idx)]
+        torch.index_select(self.train, 0, idx, out=out)
+        return out.to(self.device, non_blocking=True)
+
+
+def _setup(dataset_path: str | os.PathLike, variant: dict[str, Any], cfg: dict[str, Any],
+           checkpoint_path: str | os.PathLike, seed: int, use_gpu: bool, threads: int) -> _Session:
+    """Device, data, model, optimiser and generators of a fresh run."""
+    variant = dict(variant)
+    beta = variant_beta(variant)
+    device = torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
+    torch.set_num_threads(max(1, int(threads)))
+    configure_device(device, cfg)
+    amp = use_bf16(device, cfg)
+    compiled = device.type == "cuda" and bool(cfg["compile"])
+    on_device = device.type != "cuda" or bool(cfg["data_on_device"])
+
+    train_np, val_np, mask_np = read_sample(dataset_path)
+    pattern_shape = tuple(int(v) for v in mask_np.shape)
+    fingerprint = {
+        "variant": variant, "seed": int(seed), "pattern_shape": list(pattern_shape),
+        "data": _data_fingerprint(train_np, val_np, mask_np),
+        "training": {k: v for k, v in cfg.items() if k not in _NON_TRAJECTORY_KEYS},
+        # a checkpoint of another device or precision holds other generator states and
+        # another trajectory: it is not resumed
+        "device": device.type, "bf16": amp, "compiled": compiled,
+    }
+    log.info("training %s on %s (%d threads; bf16 %s, torch.compile %s, data in %s memory)",
+             variant, device, int(threads), amp, compiled, "device" if on_device else "pinned host")
+    if on_device:
+        # Device-resident data: no loader, no host-device copies per step.
+        train = torch.from_numpy(train_np).to(device)
+        val = torch.from_numpy(val_np).to(device)
+        staging = None
+    else:
+        train = torch.from_numpy(train_np).pin_memory()
+        val = torch.from_numpy(val_np).pin_memory()
+        staging = torch.empty((int(cfg["batch_size"]), *pattern_shape), dtype=torch.float32).pin_memory()
+    mask = torch.from_numpy(mask_np).to(device)
+    del train_np, val_np
+
+    init_seed, shuffle_seed, noise_seed, val_seed = _seeds(seed, 4)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(init_seed)
+        model = build_from_training(variant, pattern_shape, cfg)
+    memory_format = torch.channels_last if cfg["channels_last"] else torch.preserve_format
+    model = model.to(device=device, memory_format=memory_format)
+    optimizer = torch.optim.Adam(
+        model.parameters(), lr=float(cfg["learning_rate"]), betas=tuple(float(b) for b in cfg["adam_betas"])
+    )
+    return _Session(
+        variant=variant, beta=beta, cfg=cfg, device=device, model=model, optimizer=optimizer,
+        train=train, val=val, mask=mask,
+        g_shuffle=torch.Generator().manual_seed(shuffle_seed),
+        g_noise=torch.Generator(device=device).manual_seed(noise_seed),
+        val_seed=val_seed, fingerprint=fingerprint, checkpoint_path=Path(checkpoint_path),
+        staging=staging,
+    )
+
+
+class _UnrestorableCheckpoint(Exception):
+    """A checkpoint that matches the run but cannot be restored into it."""
+
+
+def _resume(s: _Session) -> None:
+    """Continue from the checkpoint when it was made by this very run's settings.
+
+    Raises
+    ------
+    _UnrestorableCheckpoint
+        When it matches but cannot be restored (a corrupt or foreign state); the
+        session may then be half-restored.
+    """
+    state = _load_checkpoint(s.checkpoint_path, s.fingerprint)
+    if state is None:
+        return
+    try:
+        s.model.load_state_dict(state["model"])
+        s.optimizer.load_state_dict(state["optimizer"])
+        s.g_shuffle.set_state(state["rng_shuffle"])
+        s.g_noise.set_state(state["rng_noise"].to(s.g_noise.get_state().device))
+        s.iter_log = [t.numpy() for t in state["iter_log"]]
+        s.epoch_log = json.loads(state["epoch_log"])
+        s.start_epoch = int(state["epoch"])
+    except Exception as exc:
+        raise _UnrestorableCheckpoint(str(exc)) from exc
+    log.info("resuming %s from epoch %d of %s", s.variant, s.start_epoch, s.checkpoint_path)
+
+
+def compile_shapes(n_train: int, n_val: int, cfg: Mapping[str, Any],
+                   contrastive: bool) -> list[tuple[int, bool]]:
+    """Every ``(batch size, grad enabled)`` the encoder and decoder see in a run: full
+    and last (partial) training batches with grad, validation batches without; the
+    contrastive variant trains and validates on two views (2 x the batch) and also
+    validates one clean view."""
+    bs, ebs = int(cfg["batch_size"]), int(cfg["eval_batch_size"])
+    views = 2 if contrastive else 1
+
+    def sizes(n: int, b: int) -> list[int]:
+        return sorted({min(b, n), *([n % b] if n % b else [])}) if n else []
+
+    shapes = [(views * n, True) for n in sizes(n_train, bs)]
+    shapes += [(views * n, False) for n in sizes(n_val, ebs)]
+    if contrastive:
+        shapes += [(n, False) for n in sizes(n_val, ebs)]
+    return shapes
+
+
+def _run_epoch(s: _Session, epoch: int) -> None:
+    """One epoch: the training batches, the validation, the log line, the checkpoint."""
+    t0 = time.perf_counter()
+    cfg, ccfg, runner = s.cfg, s.cfg["contrastive"], s.runner
+    epochs, bs = int(cfg["epochs"]), int(cfg["batch_size"])
+    n_train = len(s.train)
+    per_epoch = math.ceil(n_train / bs)
+    hold, ramp = float(cfg["kl_hold_epochs"]) * per_epoch, float(cfg["kl_warmup_epochs"]) * per_epoch
+    iteration = s.iteration
+    s.model.train()
+    perm = torch.randperm(n_train, generator=s.g_shuffle)
+    if s.staging is None:
+        perm = perm.to(s.device)
+    rows = []
+    for start in range(0, n_train, bs):
+        idx = perm[start:start + bs]
+        beta_now = s.beta * kl_weight(iteration + len(rows), hold, ramp)
+        terms = _batch_losses(runner, s.batch(idx), s.mask, s.variant, beta_now, ccfg, s.g_noise)
+        s.optimizer.zero_grad(set_to_none=True)
+        terms["loss"].backward()
+        s.optimizer.step()
+        # Kept on the device: one transfer per epoch instead of a sync per step.
+        rows.append(torch.stack([terms[m].detach().float() for m in METRICS]))
+    metrics = torch.stack(rows).cpu().double().numpy()
+    if not np.isfinite(metrics).all():
+        raise FloatingPointError(f"non-finite loss in epoch {epoch + 1} of {s.variant}")
+    sizes = np.diff(np.minimum(np.arange(0, n_train + bs, bs), n_train))[: len(metrics)]
+    s.iter_log.append(np.column_stack([sizes, metrics]))
+    iteration += len(metrics)
+
+    s.model.eval()
+    epoch_rows = [["train", n_train, *np.average(metrics, axis=0, weights=sizes)]]
+    val_seed_e = _seeds(s.val_seed + epoch, 1)[0]
+    if len(s.val):
+        eval_bs = int(cfg["eval_batch_size"])
+        v = _evaluate(runner, s.val, s.mask, s.variant, s.beta, ccfg, val_seed_e, eval_bs)
+        epoch_rows.append(["val", len(s.val), *(v[m] for m in METRICS)])
+        if s.variant["loss"] == "contrastive":
+            clean = {**s.variant, "loss": "vae", "beta": 1.0}
+            v = _evaluate(runner, s.val, s.mask, clean, 1.0, ccfg, val_seed_e, eval_bs)
+            v["loss"] = v["l2"] + s.beta * v["kl"]
+            epoch_rows.append(["val_clean", len(s.val), *(v[m] for m in METRICS)])
+    s.epoch_log += [[iteration, epoch + 1, *r] for r in epoch_rows]
+    log.info(
+        "%s epoch %d/%d: %.1f s, train L2 %.4g KL %.4g%s",
+        s.variant, epoch + 1, epochs, time.perf_counter() - t0, epoch_rows[0][2], epoch_rows[0][3],
+        f", val L2 {epoch_rows[1][2]:.4g} KL {epoch_rows[1][3]:.4g}" if len(epoch_rows) > 1 else "",
+    )
+    _save_checkpoint(s.checkpoint_path, {
+        "format": CHECKPOINT_FORMAT, "fingerprint": s.fingerprint, "epoch": epoch + 1,
+        "model": s.model.state_dict(), "optimizer": s.optimizer.state_dict(),
+        "rng_shuffle": s.g_shuffle.get_state(), "rng_noise": s.g_noise.get_state(),
+        "iter_log": [torch.from_numpy(a) for a in s.iter_log], "epoch_log": json.dumps(s.epoch_log),
+    })
+
+
+def _finish(s: _Session, seed: int, weights_path: str | os.PathLike,
+            losses_csv_path: str | os.PathLike, plot_path: str | os.PathLike) -> None:
+    """Weights, loss CSV and loss plot of the finished run."""
+    cfg = s.cfg
+    frame = _loss_frame(s.iter_log, s.epoch_log)
+    final = {
+        f"{r['split']}_{m}": float(r[m])
+        for _, r in frame[(frame["level"] == "epoch") & (frame["epoch"] == frame["epoch"].max())].iterrows()
+        for m in ("l2", "kl")
+    }
+    meta = {
+        "variant": s.variant, "latent_dim": int(s.variant["latent_dim"]), "beta": s.beta,
+        "pattern_shape": list(s.mask.shape), "width_factor": effective_width(s.variant, cfg),
+        "projection_dim": int(cfg["contrastive"]["projection_dim"]), "training": _interned(cfg),
+        "seed": int(seed), "epochs_trained": int(cfg["epochs"]), "iterations": s.iteration,
+        "device": s.device.type, "torch": str(torch.__version__), "final": final,
+    }
+    save_weights(weights_path, s.model, meta)
+    with atomic_path(losses_csv_path) as tmp:
+        frame.to_csv(tmp, index=False)
+    title = variant_label(s.variant)
+    plot_losses(frame, plot_path, title=title, window=int(cfg["smoothing_window"]))
+    if not cfg["keep_checkpoint"]:
+        s.checkpoint_path.unlink(missing_ok=True)
+    log.info("%s done: %s", title, final)
+
+
+def _interned(settings: Any) -> Any:
+    """``settings`` with every key an interned string. Pickle shares repeated string
+    objects, so without this the bytes of a weights file would depend on where the
+    settings were parsed (``width_factor`` is also a key of ``meta``)."""
+    if isinstance(settings, dict):
+        return {sys.intern(k) if isinstance(k, str) else k: _interned(v) for k, v in settings.items()}
+    return settings
+
+
 def train_variant(
     dataset_path: str | os.PathLike,
     variant: dict[str, Any],
@@ -352,14 +545,14 @@ def train_variant(
     Parameters
     ----------
     dataset_path
-        HDF5 with ``train`` (N, h, w), ``val`` (M, h, w) float32 in [-1, 1] and
-        ``mask`` (h, w) bool.
+        The sample (:mod:`latentebsd.io.sample`): ``train`` (N, h, w), ``val``
+        (M, h, w) float32 in [-1, 1] and ``mask`` (h, w) bool.
     variant
         ``{"loss": "vae" | "beta_vae" | "contrastive", "latent_dim": d, "beta": b}``.
     training
-        Overrides of :data:`DEFAULT_TRAINING`.
+        The validated ``training`` config section (``latentebsd.config.section``).
     weights_path
-        Output: ``{"format", "state_dict", "meta"}``; see :func:`load_model`.
+        Output (:mod:`latentebsd.io.weights`).
     losses_csv_path
         Output: one row per iteration (training batch) and per epoch (train mean, val,
         and for the contrastive variant val_clean), columns :data:`CSV_COLUMNS`.
@@ -374,141 +567,42 @@ def train_variant(
     threads
         CPU threads for torch.
     """
-    cfg = resolve_training(training)
-    variant = dict(variant)
-    beta = variant_beta(variant)
-    ccfg = cfg["contrastive"]
-    device = torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
-    torch.set_num_threads(max(1, int(threads)))
-    if device.type == "cpu":
-        # A collapsing KL drives activations into denormals, which made CPU epochs 20x
-        # slower; flushing them to zero is deterministic.
-        torch.set_flush_denormal(True)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+    try:
+        s = _setup(dataset_path, variant, training, checkpoint_path, seed, use_gpu, threads)
+        try:
+            _resume(s)
+        except _UnrestorableCheckpoint as exc:
+            # a checkpoint never stops a run; the half-restored session is rebuilt
+            log.warning("checkpoint %s could not be restored (%s); starting afresh",
+                        s.checkpoint_path, exc)
+            s = _setup(dataset_path, variant, training, checkpoint_path, seed, use_gpu, threads)
+        s.runner = _Runner(s.model, s.device, s.cfg, amp=s.fingerprint["bf16"])
+        if s.device.type == "cuda" and s.cfg["compile"]:
+            s.runner.try_compile(s.mask, compile_shapes(len(s.train), len(s.val), s.cfg,
+                                                        s.variant["loss"] == "contrastive"))
+        for epoch in range(s.start_epoch, int(s.cfg["epochs"])):
+            _run_epoch(s, epoch)
+    except torch.OutOfMemoryError as exc:
+        raise MemoryError(
+            f"out of GPU memory training {variant} ({str(exc).splitlines()[0]}): lower "
+            f"training.batch_size (now {training['batch_size']}) or training.eval_batch_size "
+            f"(now {training['eval_batch_size']}), set training.data_on_device: false to keep "
+            "the training set in pinned host memory, or give the job a GPU of its own"
+        ) from exc
+    _finish(s, seed, weights_path, losses_csv_path, plot_path)
 
-    train_np, val_np, mask_np = load_dataset(dataset_path)
-    pattern_shape = tuple(int(v) for v in mask_np.shape)
-    fingerprint = {
-        "variant": variant, "seed": int(seed), "pattern_shape": list(pattern_shape),
-        "data": _data_fingerprint(train_np, val_np, mask_np),
-        "training": {k: v for k, v in cfg.items() if k not in _NON_TRAJECTORY_KEYS},
-    }
-    # Device-resident data: no loader, no host-device copies per step.
-    train = torch.from_numpy(train_np).to(device)
-    val = torch.from_numpy(val_np).to(device)
-    mask = torch.from_numpy(mask_np).to(device)
-    del train_np, val_np
 
-    init_seed, shuffle_seed, noise_seed, val_seed = _seeds(seed, 4)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(init_seed)
-        model = _build(variant, pattern_shape, cfg)
-    memory_format = torch.channels_last if cfg["channels_last"] else torch.preserve_format
-    model = model.to(device=device, memory_format=memory_format)
-    optimizer = torch.optim.Adam(
-        model.parameters(), lr=float(cfg["learning_rate"]), betas=tuple(float(b) for b in cfg["adam_betas"])
-    )
-    g_shuffle = torch.Generator().manual_seed(shuffle_seed)
-    g_noise = torch.Generator(device=device).manual_seed(noise_seed)
-
-    iter_log: list[np.ndarray] = []   # per epoch: (n_batches, len(METRICS) + 1) with n
-    epoch_log: list[list[Any]] = []   # rows (iteration, epoch, split, n, *metrics)
-    start_epoch = 0
-    checkpoint_path = Path(checkpoint_path)
-    state = _load_checkpoint(checkpoint_path, fingerprint)
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        g_shuffle.set_state(state["rng_shuffle"])
-        g_noise.set_state(state["rng_noise"].to(g_noise.get_state().device))
-        iter_log = [t.numpy() for t in state["iter_log"]]
-        epoch_log = json.loads(state["epoch_log"])
-        start_epoch = int(state["epoch"])
-        log.info("resuming %s from epoch %d of %s", variant, start_epoch, checkpoint_path)
-
-    runner = _Runner(model, device, cfg)
-    if device.type == "cuda" and cfg["compile"]:
-        runner.try_compile(mask, min(int(cfg["batch_size"]), len(train)))
-
-    epochs, bs = int(cfg["epochs"]), int(cfg["batch_size"])
-    n_train = len(train)
-    iteration = sum(len(a) for a in iter_log)
-    per_epoch = math.ceil(n_train / bs)
-    hold, ramp = float(cfg["kl_hold_epochs"]) * per_epoch, float(cfg["kl_warmup_epochs"]) * per_epoch
-    for epoch in range(start_epoch, epochs):
-        t0 = time.perf_counter()
-        model.train()
-        perm = torch.randperm(n_train, generator=g_shuffle).to(device)
-        rows = []
-        for start in range(0, n_train, bs):
-            idx = perm[start:start + bs]
-            beta_now = beta * kl_weight(iteration + len(rows), hold, ramp)
-            terms = _batch_losses(runner, train[idx], mask, variant, beta_now, ccfg, g_noise)
-            optimizer.zero_grad(set_to_none=True)
-            terms["loss"].backward()
-            optimizer.step()
-            # Kept on the device: one transfer per epoch instead of a sync per step.
-            rows.append(torch.stack([terms[m].detach().float() for m in METRICS]))
-        metrics = torch.stack(rows).cpu().double().numpy()
-        if not np.isfinite(metrics).all():
-            raise FloatingPointError(f"non-finite loss in epoch {epoch + 1} of {variant}")
-        sizes = np.diff(np.minimum(np.arange(0, n_train + bs, bs), n_train))[: len(metrics)]
-        iter_log.append(np.column_stack([sizes, metrics]))
-        iteration += len(metrics)
-
-        model.eval()
-        epoch_rows = [["train", n_train, *np.average(metrics, axis=0, weights=sizes)]]
-        val_seed_e = _seeds(val_seed + epoch, 1)[0]
-        if len(val):
-            v = _evaluate(runner, val, mask, variant, beta, ccfg, val_seed_e, int(cfg["eval_batch_size"]))
-            epoch_rows.append(["val", len(val), *(v[m] for m in METRICS)])
-            if variant["loss"] == "contrastive":
-                clean = {**variant, "loss": "vae", "beta": 1.0}
-                v = _evaluate(runner, val, mask, clean, 1.0, ccfg, val_seed_e, int(cfg["eval_batch_size"]))
-                v["loss"] = v["l2"] + beta * v["kl"]
-                epoch_rows.append(["val_clean", len(val), *(v[m] for m in METRICS)])
-        epoch_log += [[iteration, epoch + 1, *r] for r in epoch_rows]
-        log.info(
-            "%s epoch %d/%d: %.1f s, train L2 %.4g KL %.4g%s",
-            variant, epoch + 1, epochs, time.perf_counter() - t0, epoch_rows[0][2], epoch_rows[0][3],
-            f", val L2 {epoch_rows[1][2]:.4g} KL {epoch_rows[1][3]:.4g}" if len(epoch_rows) > 1 else "",
-        )
-        _save_checkpoint(checkpoint_path, {
-            "format": CHECKPOINT_FORMAT, "fingerprint": fingerprint, "epoch": epoch + 1,
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "rng_shuffle": g_shuffle.get_state(), "rng_noise": g_noise.get_state(),
-            "iter_log": [torch.from_numpy(a) for a in iter_log], "epoch_log": json.dumps(epoch_log),
-        })
-
-    frame = _loss_frame(iter_log, epoch_log)
-    final = {
-        f"{r['split']}_{m}": float(r[m])
-        for _, r in frame[(frame["level"] == "epoch") & (frame["epoch"] == frame["epoch"].max())].iterrows()
-        for m in ("l2", "kl")
-    }
-    meta = {
-        "variant": variant, "latent_dim": int(variant["latent_dim"]), "beta": beta,
-        "pattern_shape": list(pattern_shape), "width_factor": _effective_width(variant, cfg),
-        "projection_dim": int(ccfg["projection_dim"]), "training": cfg, "seed": int(seed),
-        "epochs_trained": epochs, "iterations": iteration, "device": device.type,
-        "torch": str(torch.__version__), "final": final,
-    }
-    save_weights(weights_path, model, meta)
-    with atomic_path(losses_csv_path) as tmp:
-        frame.to_csv(tmp, index=False)
-    title = _variant_label(variant)
-    plot_losses(frame, plot_path, title=title, window=int(cfg["smoothing_window"]))
-    if not cfg["keep_checkpoint"]:
-        checkpoint_path.unlink(missing_ok=True)
-    log.info("%s done: %s", title, final)
+def run_train_rule(dataset_path: str, variant: dict[str, Any], training: dict[str, Any],
+                   weights_path: str, losses_csv_path: str, plot_path: str, checkpoint_path: str,
+                   seed: int, gpus: int, threads: int) -> None:
+    """What rule ``train`` runs: :func:`train_variant` on the job's device
+    (:func:`latentebsd.workflow.job_device`)."""
+    train_variant(dataset_path, variant, training, weights_path, losses_csv_path, plot_path,
+                  checkpoint_path, seed, use_gpu=job_device(gpus, "train") == "cuda",
+                  threads=threads)
 
 
 def _loss_frame(iter_log: list[np.ndarray], epoch_log: list[list[Any]]) -> pd.DataFrame:
-    import pandas as pd
-
     rows = []
     iteration = 0
     for epoch, block in enumerate(iter_log, start=1):
@@ -520,59 +614,10 @@ def _loss_frame(iter_log: list[np.ndarray], epoch_log: list[list[Any]]) -> pd.Da
     return frame.sort_values(["iteration", "level"], kind="stable").reset_index(drop=True)
 
 
-def _variant_label(variant: Mapping[str, Any]) -> str:
-    d = variant["latent_dim"]
-    if variant["loss"] == "beta_vae":
-        return f"beta-VAE (beta={variant['beta']:g}), d={d}"
-    return f"{'contrastive VAE' if variant['loss'] == 'contrastive' else 'VAE'}, d={d}"
-
-
-# --------------------------------------------------------------------------- loading
-
-
-def save_weights(path: str | os.PathLike, model: torch.nn.Module, meta: dict[str, Any]) -> Path:
-    """Write a weights file (what :func:`load_model` reads): CPU state dict and ``meta``
-    (at least ``variant``, ``pattern_shape``, ``width_factor``, ``projection_dim``)."""
-    state_dict = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    with atomic_path(path) as tmp:
-        torch.save({"format": WEIGHTS_FORMAT, "state_dict": state_dict, "meta": meta}, tmp)
-    return Path(path)
-
-
-def load_model(
-    weights_path: str | os.PathLike, device: str | torch.device = "cpu"
-) -> tuple[Encoder, Decoder, dict[str, Any]]:
-    """Rebuild a trained encoder and decoder (eval mode) from a weights file alone.
-
-    Returns
-    -------
-    encoder, decoder, meta
-        ``meta`` holds the variant, pattern shape, width factor, resolved training
-        settings, seed, epochs and final train / val losses.
-    """
-    blob = torch.load(weights_path, map_location="cpu", weights_only=True)
-    if blob.get("format") != WEIGHTS_FORMAT:
-        raise ValueError(f"{weights_path}: not a {WEIGHTS_FORMAT} weights file")
-    meta = blob["meta"]
-    with torch.random.fork_rng(devices=[]):  # the init is overwritten; keep the caller's RNG
-        # Weights files without the resolved training settings still carry the
-        # effective width and projection size, which is all the architecture needs.
-        build_cfg = meta.get("training") or {
-            "width_factor": meta["width_factor"],
-            "contrastive": {"projection_dim": meta.get("projection_dim", 64)},
-        }
-        model = _build(meta["variant"], tuple(meta["pattern_shape"]), build_cfg)
-    model.load_state_dict(blob["state_dict"])
-    model = model.to(device).eval()
-    return model.encoder, model.decoder, meta
-
-
 # --------------------------------------------------------------------------- plots
 
 
 def _read_losses(source: str | os.PathLike | pd.DataFrame) -> pd.DataFrame:
-    import pandas as pd
-
     return source if isinstance(source, pd.DataFrame) else pd.read_csv(source)
 
 
@@ -607,11 +652,7 @@ def plot_losses(
     window: int | None = None,
 ) -> None:
     """Fig. 3D/E for one variant: smoothed train (solid) and val (dashed) L2 and KL, log y."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     frame = _read_losses(source)
     has_con = bool((frame["contrastive"] != 0).any())
     metrics = ("l2", "kl", "contrastive") if has_con else ("l2", "kl")
@@ -620,20 +661,14 @@ def plot_losses(
     _finish_axes(axes, metrics)
     axes[0].legend(["train", "validation"], fontsize=8)
     fig.suptitle(title)
-    with atomic_path(out_path) as tmp:
-        fig.savefig(tmp, dpi=120, format=Path(out_path).suffix.lstrip(".") or "png")
-    plt.close(fig)
+    save_figure(fig, out_path, dpi=120)
 
 
 def plot_loss_comparison(
     csvs: Mapping[str, str | os.PathLike], out_path: str | os.PathLike, window: int | None = None
 ) -> None:
     """All variants on one Fig. 3D/E pair: one colour per variant, train solid, val dashed."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     metrics = ("l2", "kl")
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), constrained_layout=True)
     for i, (name, path) in enumerate(csvs.items()):
@@ -641,6 +676,4 @@ def plot_loss_comparison(
     _finish_axes(axes, metrics)
     axes[1].legend(fontsize=7, ncol=2)
     fig.suptitle("training (solid) and validation (dashed) losses")
-    with atomic_path(out_path) as tmp:
-        fig.savefig(tmp, dpi=120, format=Path(out_path).suffix.lstrip(".") or "png")
-    plt.close(fig)
+    save_figure(fig, out_path, dpi=120)

@@ -1,12 +1,57 @@
-"""Glue between Snakemake and the library: logging for rule scripts, scan inputs."""
+"""Glue between Snakemake and the library: the working directory of a run, the log of a
+rule job, its torch device."""
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
+
+log = logging.getLogger(__name__)
+
+_claim: IO | None = None  # held open (and locked) for the life of the Snakemake process
+
+
+def claim_workdir(workdir: str | os.PathLike = ".") -> bool:
+    """Take the run lock of ``workdir`` for this Snakemake process; when no other live
+    run holds it, clear what a killed run left behind.
+
+    A run killed with SIGKILL (a closed laptop lid, a cluster's time limit, ``kill -9``)
+    leaves Snakemake's locks under ``.snakemake/locks`` - the next run would refuse to
+    start until ``--unlock`` - and the temporary ``.<name>.partial.<ext>`` files of the
+    outputs it was writing. The kernel releases this ``flock`` when the holder dies, so
+    getting it proves that nobody is running here: the stale locks and temporaries are
+    removed (and reported), and the README command simply runs again. A second,
+    concurrent Snakemake (a dry run in another terminal, or Snakemake inside a cluster
+    job) does not get the lock and touches nothing. Returns whether it got the lock.
+    """
+    global _claim
+    if _claim is not None:
+        return True
+    meta = Path(workdir) / ".snakemake"
+    meta.mkdir(exist_ok=True)
+    f = open(meta / "latentebsd-run.lock", "a")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:  # another run is alive here (or the file system has no flock)
+        f.close()
+        return False
+    _claim = f
+    locks = sorted((meta / "locks").glob("*")) if (meta / "locks").is_dir() else []
+    results = Path(workdir) / "results"
+    # the names io.atomic.atomic_path writes under: .<stem>.partial<suffix>
+    partials = sorted(results.rglob(".*.partial*")) if results.is_dir() else []
+    for path in [*locks, *partials]:
+        path.unlink(missing_ok=True)
+    if locks or partials:
+        print(f"latentebsd: removed what a killed run left: {len(locks)} Snakemake lock(s), "
+              f"{len(partials)} half-written file(s) under {results}", file=sys.stderr)
+    return True
 
 
 @contextlib.contextmanager
@@ -34,35 +79,37 @@ def rule_log(path: str | os.PathLike | None) -> Iterator[None]:
             logging.captureWarnings(False)
 
 
-def scan_source(scans: dict, name: str) -> dict[str, str]:
-    """Input files of a scan's preprocessing: the pattern file and, for a simulated scan,
-    the ground-truth file that carries its geometry."""
-    scan = scans[name]
-    if "simulate" in scan:
-        return {"patterns": f"results/simulated/{name}.up2",
-                "geometry": f"results/simulated/{name}_truth.h5"}
-    return {"patterns": scan["path"]}
+#: Set to ``cpu`` to let a job that SLURM gave a GPU train on the CPU when PyTorch cannot
+#: use that GPU (a test cluster without real GPUs); otherwise such a job fails.
+GPU_FALLBACK_ENV = "LATENTEBSD_GPU_FALLBACK"
 
 
-def scan_seed(config: dict, name: str) -> int:
-    """Seed of a simulated scan: its own ``simulate.seed`` if set, else one derived from
-    the global seed and the scan name (stable when other scans are added or removed)."""
-    import zlib
-
-    spec = config["scans"][name]["simulate"]
-    if "seed" in spec:
-        return int(spec["seed"])
-    return (int(config["seed"]) * 1_000_003 + zlib.crc32(name.encode())) % 2**32
-
-
-def job_device(gpus: int | None) -> str:
+def job_device(gpus: int | None, job: str = "") -> str:
     """Torch device of a job: ``"cuda"`` when the job was given a GPU (its
-    ``resources.gpu`` >= 1) and CUDA is present, else ``"cpu"``.
+    ``resources.gpu`` >= 1) and CUDA is present, else ``"cpu"``; logged.
 
     The one place rules train, encode and decode (and their shard jobs) decide this.
     ``snakemake --resources gpu=0`` scales GPU jobs down to ``gpu=0``: they then run on
-    the CPU even on a machine with a GPU.
+    the CPU even on a machine with a GPU. A job given a GPU that PyTorch cannot use
+    falls back to the CPU with a warning - or fails, when a scheduler allocated a GPU to
+    it (``SLURM_JOB_GPUS`` or ``CUDA_VISIBLE_DEVICES`` set): a paper-size job would
+    otherwise spend its whole time limit on the CPU.
     """
-    import torch
+    import torch  # 1-2 s to import: only the jobs that run a network call this
 
-    return "cuda" if int(gpus or 0) >= 1 and torch.cuda.is_available() else "cpu"
+    name = job or "job"
+    asked = int(gpus or 0) >= 1
+    if asked and not torch.cuda.is_available():
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES", "")
+        allocated = os.environ.get("SLURM_JOB_GPUS") or (visible not in ("", "-1") and visible)
+        build = torch.version.cuda or "none, a CPU-only wheel"
+        why = f"PyTorch {torch.__version__} (CUDA build: {build}) sees no usable GPU"
+        if allocated and os.environ.get(GPU_FALLBACK_ENV) != "cpu":
+            raise RuntimeError(
+                f"{name}: the scheduler allocated GPU(s) {allocated} to this job, but {why}. Install "
+                f"a CUDA build of PyTorch that matches the node's driver, or set "
+                f"{GPU_FALLBACK_ENV}=cpu to run on the CPU anyway")
+        log.warning("%s: asked for a GPU, but %s; running on the CPU", name, why)
+    device = "cuda" if asked and torch.cuda.is_available() else "cpu"
+    log.info("%s: torch device %s (job resources gpu=%s)", name, device, int(gpus or 0))
+    return device

@@ -1,5 +1,5 @@
-"""Snakemake entry point of rule ``feature_maps``: ranking, montage, top-k maps, segmentation,
-ground-truth matches."""
+"""Snakemake entry point of rule ``feature_maps``: ranking, montage, top-k maps,
+segmentation, ground-truth matches."""
 
 from latentebsd.maps import feature_maps
 from latentebsd.workflow import rule_log

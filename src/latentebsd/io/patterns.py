@@ -11,37 +11,21 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
+from latentebsd.io.atomic import atomic_path
+
 UP_SUFFIXES = {".up1": np.uint8, ".up2": np.uint16}
 _UP_HEADER_V3_BYTES = 42
+#: Intensity range that decoded (and re-encoded) UP2 files map onto 0..65535: the
+#: decoder's tanh range, the same for every scan and variant.
+UP2_RANGE = (-1.0, 1.0)
 
 
 class PatternFileError(ValueError):
     """A pattern file is missing, truncated, corrupt or inconsistent with its config."""
-
-
-@contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary sibling of ``path``; rename it to ``path`` only on success.
-
-    The temporary name keeps the suffix (PyEBSDIndex picks the UP1/UP2 bit depth from
-    it). On any exception the temporary file is removed, so no half-written output is
-    left where Snakemake or a user would take it for a result.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.partial{path.suffix}")
-    tmp.unlink(missing_ok=True)
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 class PatternReader:
@@ -147,7 +131,7 @@ class PatternReader:
 
     # -- anything else kikuchipy reads -----------------------------------------------
     def _open_kikuchipy(self, nav_shape: tuple[int, int] | None) -> None:
-        import kikuchipy as kp
+        import kikuchipy as kp  # seconds to import: only for formats other than UP1/UP2
 
         try:
             signal = kp.load(self.path, lazy=True)
@@ -230,6 +214,7 @@ def write_up2(
     Path
         ``path``.
     """
+    # PyEBSDIndex's import compiles/loads numba code (seconds): only writers pay it
     from pyebsdindex import ebsd_pattern
 
     path = Path(path)
@@ -270,9 +255,18 @@ def write_up2(
     return path
 
 
-def to_uint16(patterns: np.ndarray, lo: float, hi: float) -> np.ndarray:
+def to_uint16(patterns: np.ndarray, lo: float = UP2_RANGE[0], hi: float = UP2_RANGE[1]) -> np.ndarray:
     """Map ``[lo, hi]`` linearly onto the full ``uint16`` range (one scale for a scan)."""
     if hi <= lo:
         raise ValueError(f"empty intensity range [{lo}, {hi}]")
     scaled = (np.asarray(patterns, dtype=np.float64) - lo) * (65535.0 / (hi - lo))
     return np.clip(np.rint(scaled), 0, 65535).astype(np.uint16)
+
+
+def from_uint16(patterns: np.ndarray, lo: float = UP2_RANGE[0],
+                hi: float = UP2_RANGE[1]) -> np.ndarray:
+    """Inverse of :func:`to_uint16`: ``uint16`` back to ``[lo, hi]`` float32."""
+    if hi <= lo:
+        raise ValueError(f"empty intensity range [{lo}, {hi}]")
+    scale = (hi - lo) / 65535.0
+    return (np.asarray(patterns, dtype=np.float32) * np.float32(scale) + np.float32(lo))

@@ -1,6 +1,6 @@
 """Snakemake entry point of rule ``latent_panels``: latent maps beside conventional maps (Figs 5/6)."""
 
-from latentebsd.conventional import run_latent_panel_rule
+from latentebsd.figures import run_latent_panel_rule
 from latentebsd.workflow import rule_log
 
 if "snakemake" in globals():
@@ -12,5 +12,5 @@ if "snakemake" in globals():
             settings=snakemake.params.settings,  # noqa: F821
             scan=snakemake.wildcards.scan,  # noqa: F821
             variant=snakemake.params.variant,  # noqa: F821
-            ranking_csv=snakemake.input.get("ranking"),  # noqa: F821
+            ranking_csv=snakemake.input.ranking,  # noqa: F821
         )

@@ -1,19 +1,19 @@
-"""Snakemake entry point of rule ``fig_cells`` (Fig. 9): the dislocation-cell map per d."""
+"""Snakemake entry point of rule ``fig_dimensionality`` (Fig. 8): reconstructions vs d."""
 
-from latentebsd.maps import figure_cells
+from latentebsd.figures import figure_dimensionality
 from latentebsd.workflow import rule_log
 
 if "snakemake" in globals():
     with rule_log(snakemake.log[0]):  # noqa: F821
         variants = snakemake.params.variants  # noqa: F821
-        matches = snakemake.input.get("truth_matches")  # noqa: F821
-        figure_cells(
+        figure_dimensionality(
+            preprocessed=snakemake.input.preprocessed,  # noqa: F821
             cubes=dict(zip(variants, snakemake.input.cubes)),  # noqa: F821
-            rankings=dict(zip(variants, snakemake.input.rankings)),  # noqa: F821
-            latent_dims=snakemake.params.latent_dims,  # noqa: F821
+            weights=dict(zip(variants, snakemake.input.weights)),  # noqa: F821
+            specs=snakemake.params.specs,  # noqa: F821
             out_png=snakemake.output.figure,  # noqa: F821
             out_csv=snakemake.output.csv,  # noqa: F821
-            truth_matches=dict(zip(variants, matches)) if matches else None,
             scan=snakemake.wildcards.scan,  # noqa: F821
             settings=snakemake.params.settings,  # noqa: F821
+            seed=snakemake.params.seed,  # noqa: F821
         )

@@ -1,6 +1,6 @@
 """Snakemake entry point of rule ``truth_match_summary``: ground-truth matches over variants."""
 
-from latentebsd.maps import summarize_truth_matches
+from latentebsd.groundtruth import summarize_truth_matches
 from latentebsd.workflow import rule_log
 
 if "snakemake" in globals():

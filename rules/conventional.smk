@@ -1,0 +1,32 @@
+# Conventional EBSD maps of the preprocessed patterns: IPF (Fig 2), IQ, KAM, GROD,
+# sharpness.
+
+
+rule conventional_maps:
+    input:
+        lambda wc: fill(rules.index_scan.output.h5, source="original", scan=wc.scan),
+    output:
+        h5="results/evaluation/conventional/{scan}.h5",
+        ipf=report(
+            "results/evaluation/figures/{scan}_ipf.png",
+            caption="../report/ipf.rst",
+            category="3. Conventional EBSD maps",
+            subcategory="{scan}",
+            labels={"scan": "{scan}", "figure": "IPF map (Fig 2)"},
+        ),
+        panel=report(
+            "results/evaluation/figures/{scan}_conventional.png",
+            caption="../report/conventional.rst",
+            category="3. Conventional EBSD maps",
+            subcategory="{scan}",
+            labels={"scan": "{scan}", "figure": "IQ, GROD, KAM, sharpness"},
+        ),
+    params:
+        settings=config["evaluation"],
+    log:
+        "logs/evaluate/conventional/{scan}.log",
+    threads: 1
+    conda:
+        "../envs/latentebsd.yaml"
+    script:
+        "../scripts/conventional_maps.py"

@@ -1,0 +1,56 @@
+# Decode every pattern with every model, written back to 16-bit UP2. A sharded scan:
+# one decode_shard job per block of map rows, then gather_decoded.
+
+
+rule decode:
+    input:
+        weights=rules.train.output.weights,
+        latent=rules.encode.output.cube,
+        preprocessed=rules.preprocess.output[0],
+    output:
+        "results/decoded/{variant}/{scan}.up2",
+    params:
+        settings=config["evaluation"],
+    wildcard_constraints:
+        scan=P.whole_scans,
+    resources:
+        gpu=1,
+    log:
+        "logs/decode/{variant}/{scan}.log",
+    benchmark:
+        "benchmarks/out/decode_{variant}_{scan}.tsv"
+    threads: 1  # common.smk: one thread per job
+    conda:
+        "../envs/latentebsd.yaml"
+    script:
+        "../scripts/decode.py"
+
+
+use rule decode as decode_shard with:
+    output:
+        temp("results/shards/decoded/{variant}/{scan}/{shard}.up2"),
+    params:
+        rows=shard_rows,
+    wildcard_constraints:
+        scan=P.sharded_scans,
+    log:
+        "logs/decode/{variant}/{scan}/shard_{shard}.log",
+    benchmark:
+        "benchmarks/out/decode_{variant}_{scan}_shard_{shard}.tsv"
+
+
+rule gather_decoded:
+    input:
+        shards=shard_files(rules.decode_shard.output[0]),
+        preprocessed=rules.preprocess.output[0],
+    output:
+        up2="results/decoded/{variant}/{scan}.up2",
+    wildcard_constraints:
+        scan=P.sharded_scans,
+    log:
+        "logs/decode/{variant}/{scan}_gather.log",
+    threads: 1
+    conda:
+        "../envs/latentebsd.yaml"
+    script:
+        "../scripts/gather_decoded.py"

@@ -1,0 +1,75 @@
+# Encode every pattern: one latent cube (NetCDF + Fiji TIFF) per scan x variant.
+# A scan over shard_patterns runs as one encode_shard job per block of map rows, each
+# reading its rows from the scan-level inputs, and one gather_latent job.
+
+
+rule encode:
+    input:
+        patterns=rules.preprocess.output[0],
+        weights=rules.train.output.weights,
+    output:
+        cube="results/latent/{variant}/{scan}.nc",
+        tiff="results/latent/{variant}/{scan}.tif",
+        reduction="results/latent/{variant}/{scan}_reduction.json",
+    params:
+        settings=config["maps"],
+    wildcard_constraints:
+        scan=P.whole_scans,
+    resources:
+        gpu=1,
+    log:
+        "logs/encode/{variant}/{scan}.log",
+    benchmark:
+        "benchmarks/out/encode_{variant}_{scan}.tsv"
+    threads: 1  # common.smk: one thread per job
+    conda:
+        "../envs/latentebsd.yaml"
+    script:
+        "../scripts/encode.py"
+
+
+use rule encode as encode_shard with:
+    output:
+        cube=temp("results/shards/latent/{variant}/{scan}/{shard}.nc"),
+        reduction=temp("results/shards/latent/{variant}/{scan}/{shard}.json"),
+    params:
+        rows=shard_rows,
+    wildcard_constraints:
+        scan=P.sharded_scans,
+    log:
+        "logs/encode/{variant}/{scan}/shard_{shard}.log",
+    benchmark:
+        "benchmarks/out/encode_{variant}_{scan}_shard_{shard}.tsv"
+
+
+rule gather_latent:
+    input:
+        cubes=shard_files(rules.encode_shard.output.cube),
+        summaries=shard_files(rules.encode_shard.output.reduction),
+    output:
+        cube="results/latent/{variant}/{scan}.nc",
+        tiff="results/latent/{variant}/{scan}.tif",
+        reduction="results/latent/{variant}/{scan}_reduction.json",
+    wildcard_constraints:
+        scan=P.sharded_scans,
+    log:
+        "logs/encode/{variant}/{scan}_gather.log",
+    threads: 1
+    conda:
+        "../envs/latentebsd.yaml"
+    script:
+        "../scripts/gather_latent.py"
+
+
+rule latent_summary:
+    input:
+        expand(rules.encode.output.reduction, variant=VARIANTS, scan=SCANS),
+    output:
+        "results/latent/summary.csv",
+    log:
+        "logs/encode/summary.log",
+    threads: 1
+    conda:
+        "../envs/latentebsd.yaml"
+    script:
+        "../scripts/latent_summary.py"

@@ -1,0 +1,56 @@
+# Hough indexing (PyEBSDIndex) of the preprocessed patterns (source "original") and of
+# every decoded set, with per-pattern quality. A sharded scan: one index_shard job per
+# block of map rows, then gather_index.
+
+
+rule index_scan:
+    input:
+        unpack(index_inputs),
+        warmup=expand(rules.numba_warmup.output[0], part="index"),
+    output:
+        h5="results/index/{source}/{scan}.h5",
+        ang="results/index/{source}/{scan}.ang",
+    params:
+        settings=config["evaluation"],
+    wildcard_constraints:
+        scan=P.whole_scans,
+    log:
+        "logs/index/{source}/{scan}.log",
+    benchmark:
+        "benchmarks/out/index_{source}_{scan}.tsv"
+    threads: 1
+    conda:
+        "../envs/latentebsd.yaml"
+    script:
+        "../scripts/index_scan.py"
+
+
+use rule index_scan as index_shard with:
+    output:
+        h5=temp("results/shards/index/{source}/{scan}/{shard}.h5"),
+    params:
+        rows=shard_rows,
+    wildcard_constraints:
+        scan=P.sharded_scans,
+    log:
+        "logs/index/{source}/{scan}/shard_{shard}.log",
+    benchmark:
+        "benchmarks/out/index_{source}_{scan}_shard_{shard}.tsv"
+
+
+rule gather_index:
+    input:
+        shards=shard_files(rules.index_shard.output.h5),
+        preprocessed=rules.preprocess.output[0],
+    output:
+        h5="results/index/{source}/{scan}.h5",
+        ang="results/index/{source}/{scan}.ang",
+    wildcard_constraints:
+        scan=P.sharded_scans,
+    log:
+        "logs/index/{source}/{scan}_gather.log",
+    threads: 1
+    conda:
+        "../envs/latentebsd.yaml"
+    script:
+        "../scripts/gather_index.py"

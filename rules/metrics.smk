@@ -1,0 +1,49 @@
+# Per-pattern metrics, decoded vs original. A sharded scan: one metrics_shard job per
+# block of map rows, then gather_metrics.
+
+
+rule evaluate_metrics:
+    input:
+        original=lambda wc: fill(rules.index_scan.output.h5, source="original", scan=wc.scan),
+        decoded=lambda wc: fill(rules.index_scan.output.h5, source=wc.variant, scan=wc.scan),
+    output:
+        "results/evaluation/metrics/{variant}/{scan}.h5",
+    params:
+        settings=config["evaluation"],
+    wildcard_constraints:
+        scan=P.whole_scans,
+    log:
+        "logs/evaluate/metrics/{variant}/{scan}.log",
+    threads: 1
+    conda:
+        "../envs/latentebsd.yaml"
+    script:
+        "../scripts/evaluate_metrics.py"
+
+
+use rule evaluate_metrics as metrics_shard with:
+    output:
+        temp("results/shards/metrics/{variant}/{scan}/{shard}.h5"),
+    params:
+        rows=shard_rows,
+    wildcard_constraints:
+        scan=P.sharded_scans,
+    log:
+        "logs/evaluate/metrics/{variant}/{scan}/shard_{shard}.log",
+
+
+rule gather_metrics:
+    input:
+        shards=shard_files(rules.metrics_shard.output[0]),
+        preprocessed=rules.preprocess.output[0],
+    output:
+        metrics="results/evaluation/metrics/{variant}/{scan}.h5",
+    wildcard_constraints:
+        scan=P.sharded_scans,
+    log:
+        "logs/evaluate/metrics/{variant}/{scan}_gather.log",
+    threads: 1
+    conda:
+        "../envs/latentebsd.yaml"
+    script:
+        "../scripts/gather_metrics.py"

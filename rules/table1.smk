@@ -1,0 +1,27 @@
+# The paper's Table 1: every variant's per-pattern metrics pooled over all scans.
+
+
+rule evaluate_table1:
+    input:
+        expand(rules.evaluate_metrics.output[0], variant=VARIANTS, scan=SCANS),
+    output:
+        csv="results/evaluation/table1.csv",
+        md="results/evaluation/table1.md",
+        html=report(
+            "results/evaluation/table1.html",
+            caption="../report/table1.rst",
+            category="1. Table 1",
+            labels={"table": "Table 1"},
+        ),
+    params:
+        metric_paths={v: expand(rules.evaluate_metrics.output[0], variant=v, scan=SCANS)
+                      for v in VARIANTS},
+        variants=P.specs,
+        settings=config["evaluation"],
+    log:
+        "logs/evaluate/table1.log",
+    threads: 1
+    conda:
+        "../envs/latentebsd.yaml"
+    script:
+        "../scripts/evaluate_table1.py"

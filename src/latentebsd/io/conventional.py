@@ -1,0 +1,44 @@
+"""Conventional EBSD maps of a scan: ``results/evaluation/conventional/{scan}.h5``.
+
+One gzip-compressed ``(n_rows, n_cols)`` dataset per map of :data:`MAP_KEYS`
+(``ipf_rgb``: ``(n_rows, n_cols, 3)``), group ``geometry`` and attrs ``scan``,
+``n_grains``, ``kam``, ``grains``, ``ipf_direction``, ``iq``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from latentebsd.geometry import ScanGeometry
+from latentebsd.io.atomic import atomic_path
+
+MAP_KEYS = ("ipf_rgb", "iq_pq", "iq_kp", "kam_deg", "grain_id", "grod_deg", "sharpness",
+            "indexed", "valid")
+
+
+def write_conventional(path: str | os.PathLike, maps: Mapping[str, np.ndarray],
+                       geometry: ScanGeometry, attrs: Mapping[str, Any]) -> None:
+    """Write the maps of :func:`latentebsd.conventional.conventional_maps`."""
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        for key, value in maps.items():
+            f.create_dataset(key, data=value, compression="gzip")
+        geometry.to_h5(f.create_group("geometry"))
+        f.attrs.update(dict(attrs))
+
+
+def read_conventional(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], ScanGeometry]:
+    """Read what :func:`write_conventional` wrote."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: conventional maps not found")
+    with h5py.File(path, "r") as f:
+        missing = [k for k in MAP_KEYS if k not in f]
+        if missing:
+            raise ValueError(f"{path}: not a conventional-maps file (missing {missing})")
+        return {k: f[k][()] for k in MAP_KEYS}, ScanGeometry.from_h5(f["geometry"])

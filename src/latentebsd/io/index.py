@@ -1,0 +1,176 @@
+"""Hough-indexing results: ``results/index/{source}/{scan}.h5`` and its ``.ang``.
+
+``.h5``: one gzip-compressed dataset per pattern field - those of
+:data:`INDEX_DTYPE` (``quat`` in orix's convention, ``pq``, ``iq``, ``cm``, ``fit``,
+``nmatch``, ``phase``: -1 = no solution), :data:`QUALITY_FIELDS` (``iq_kp``:
+kikuchipy's Krieger Lassen image quality; ``sharpness``), ``valid`` and ``indexed``
+(:func:`is_indexed`) - plus group ``geometry`` and attrs ``source``, ``pattern_file``,
+``hough`` (JSON), ``min_nmatch``, ``sharpness`` (JSON), ``n_indexed``; a shard's file
+(``index_shard``) also ``first_row`` and ``shard_n_rows``.
+
+``.ang``: EDAX's text format (orix writes it) that OIM and MTEX open: Euler angles,
+x, y, IQ (PyEBSDIndex ``pq``), CI (``cm``), phase, detector signal (0), fit; points
+not indexed as orix writes them (Euler 4 pi, CI -1, fit 180).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from latentebsd.geometry import ScanGeometry
+from latentebsd.io.atomic import atomic_path
+
+#: Per-pattern fields PyEBSDIndex returns (``latentebsd.index.index_patterns``).
+INDEX_DTYPE = np.dtype([
+    ("quat", np.float64, (4,)),
+    ("pq", np.float32),
+    ("iq", np.float32),
+    ("cm", np.float32),
+    ("fit", np.float32),
+    ("nmatch", np.int32),
+    ("phase", np.int32),
+])
+#: Per-pattern quality fields besides :data:`INDEX_DTYPE`.
+QUALITY_FIELDS = ("iq_kp", "sharpness")
+_REQUIRED = (*INDEX_DTYPE.names, *QUALITY_FIELDS, "valid", "indexed")
+#: Lattice parameter of Ni (Angstrom), written to .ang headers.
+NICKEL_LATTICE_A = 3.524
+
+
+def is_indexed(result: Mapping[str, np.ndarray] | np.ndarray, min_nmatch: int = 3) -> np.ndarray:
+    """Patterns with a solution that at least ``min_nmatch`` bands agree on.
+
+    Parameters
+    ----------
+    result
+        Fields ``phase`` and ``nmatch`` (:data:`INDEX_DTYPE`).
+    min_nmatch
+        Minimum number of matched bands; 0 accepts any solution (``phase >= 0``), which
+        is how OIM counts a point as indexed.
+    """
+    if min_nmatch < 0:
+        raise ValueError(f"min_nmatch must be >= 0, got {min_nmatch}")
+    return (np.asarray(result["phase"]) >= 0) & (np.asarray(result["nmatch"]) >= min_nmatch)
+
+
+def write_index(path: str | os.PathLike, arrays: Mapping[str, np.ndarray],
+                geometry: ScanGeometry, attrs: Mapping[str, Any]) -> None:
+    """Write per-pattern index arrays (one dataset each) and the geometry."""
+    missing = [k for k in _REQUIRED if k not in arrays]
+    if missing:
+        raise ValueError(f"{path}: index arrays lack {missing}")
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        for key, value in arrays.items():
+            value = np.asarray(value)
+            if len(value) != geometry.n_patterns:
+                raise ValueError(f"{path}: {key} has {len(value)} entries, the map "
+                                 f"{geometry.n_patterns}")
+            f.create_dataset(key, data=value, compression="gzip", compression_opts=4)
+        geometry.to_h5(f.create_group("geometry"))
+        f.attrs.update(dict(attrs))
+
+
+def read_index(path: str | os.PathLike, rows: tuple[int, int] | None = None,
+               ) -> tuple[dict[str, np.ndarray], ScanGeometry, dict[str, Any]]:
+    """Read what :func:`write_index` wrote: ``(arrays, geometry, attrs)``; with ``rows`` =
+    ``(first_row, stop_row)``, only those map rows (and their geometry)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: index file not found")
+    with h5py.File(path, "r") as f:
+        missing = [k for k in _REQUIRED if k not in f]
+        if missing or "geometry" not in f:
+            raise ValueError(f"{path}: not an index file (missing {missing or 'geometry'})")
+        geometry = ScanGeometry.from_h5(f["geometry"])
+        if rows is None:
+            arrays = {key: f[key][()] for key in f if isinstance(f[key], h5py.Dataset)}
+        else:
+            part = slice(rows[0] * geometry.n_cols, rows[1] * geometry.n_cols)
+            geometry = geometry.row_block(*rows)
+            arrays = {key: f[key][part] for key in f if isinstance(f[key], h5py.Dataset)}
+        attrs = dict(f.attrs)
+    return arrays, geometry, attrs
+
+
+def as_result(arrays: Mapping[str, np.ndarray]) -> np.ndarray:
+    """The :data:`INDEX_DTYPE` structured array of index arrays (as read)."""
+    result = np.zeros(len(arrays["phase"]), INDEX_DTYPE)
+    for name in INDEX_DTYPE.names:
+        result[name] = arrays[name]
+    return result
+
+
+def nickel_phase(name: str = "Ni"):
+    """orix ``Phase`` of FCC nickel (space group Fm-3m, point group m-3m)."""
+    from diffpy.structure import Lattice, Structure
+    from orix.crystal_map import Phase
+
+    a = NICKEL_LATTICE_A
+    return Phase(name=name, space_group=225,
+                 structure=Structure(lattice=Lattice(a, a, a, 90, 90, 90)))
+
+
+def crystal_map(result: np.ndarray, geometry: ScanGeometry, indexed: np.ndarray | None = None,
+                extra_props: dict[str, np.ndarray] | None = None):
+    """An orix ``CrystalMap`` of a whole scan's indexing result.
+
+    Parameters
+    ----------
+    result
+        ``(n_rows * n_cols,)`` structured array of :data:`INDEX_DTYPE`, row-major.
+    geometry
+        Map shape and step (x = column * step, y = row * step, micrometres).
+    indexed
+        Which points count as indexed (default: :func:`is_indexed` with 3 bands); the
+        others get phase ``-1`` (orix's ``not_indexed``; ``.ang``: CI -1, fit 180).
+    extra_props
+        More per-point properties (``(n,)`` arrays) to carry in the map.
+
+    Returns
+    -------
+    orix.crystal_map.CrystalMap
+        Properties ``iq`` (PyEBSDIndex ``pq``), ``ci`` (``cm``), ``fit``, ``nmatch``
+        plus ``extra_props``.
+    """
+    # orix's crystal-map module loads numba code at import (seconds): imported here
+    from orix.crystal_map import CrystalMap, PhaseList
+    from orix.quaternion import Rotation
+
+    n = geometry.n_patterns
+    if result.shape != (n,):
+        raise ValueError(f"result holds {result.shape} points, the geometry {n}")
+    ok = is_indexed(result) if indexed is None else np.asarray(indexed, dtype=bool)
+    rows, cols = np.divmod(np.arange(n), geometry.n_cols)
+    props = {"iq": result["pq"].astype(np.float64), "ci": result["cm"].astype(np.float64),
+             "fit": result["fit"].astype(np.float64),
+             "nmatch": result["nmatch"].astype(np.float64)}
+    for key, value in (extra_props or {}).items():
+        value = np.asarray(value, dtype=np.float64)
+        if value.shape != (n,):
+            raise ValueError(f"property {key!r} has shape {value.shape}, expected ({n},)")
+        props[key] = value
+    q = np.array(result["quat"], dtype=np.float64)
+    q[~ok] = [1.0, 0.0, 0.0, 0.0]
+    return CrystalMap(
+        rotations=Rotation(q), phase_id=np.where(ok, 0, -1), x=cols * geometry.step_um,
+        y=rows * geometry.step_um, phase_list=PhaseList({0: nickel_phase()}),
+        prop=props, scan_unit="um",
+    )
+
+
+def write_ang(path: str | os.PathLike, result: np.ndarray, geometry: ScanGeometry,
+              indexed: np.ndarray | None = None) -> None:
+    """Write an indexing result as an EDAX ``.ang`` file (orix), atomically."""
+    import orix.io
+
+    xmap = crystal_map(result, geometry, indexed)
+    with atomic_path(path) as tmp:
+        # overwrite=True: without it orix asks on stdin when the file exists
+        orix.io.save(str(tmp), xmap, overwrite=True, image_quality_prop="iq",
+                     confidence_index_prop="ci", pattern_fit_prop="fit")

@@ -1,0 +1,66 @@
+"""Ground truth of a simulated scan: ``results/simulated/{scan}_truth.h5``.
+
+Group ``geometry`` (:meth:`ScanGeometry.to_h5`, one Bruker PC per pattern), group
+``truth`` with one ``(n_rows, n_cols)`` (``quaternion``: ``(..., 4)``) dataset per
+field of :class:`latentebsd.simulate.Truth`, file attrs ``microstructure``, ``seed``,
+``settings`` (JSON of the simulation settings) and ``master_pattern``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import h5py
+import numpy as np
+
+from latentebsd.geometry import ScanGeometry
+from latentebsd.io.atomic import atomic_path
+
+_UNITS = {"dislocation_density": "arbitrary", "pattern_blur_px": "pixels of the simulated pattern"}
+
+
+def write_truth(path: str | os.PathLike, truth: Mapping[str, np.ndarray], geometry: ScanGeometry,
+                microstructure: str, seed: int, settings: Mapping[str, Any]) -> None:
+    """Write the ground truth (field name -> array, in order) and geometry, atomically."""
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        geometry.to_h5(f.create_group("geometry"))
+        g = f.create_group("truth")
+        for name, array in truth.items():
+            g.create_dataset(name, data=array)
+        g["quaternion"].attrs["convention"] = (
+            "orix: rotation from the (EDAX TSL) sample frame to the crystal frame; "
+            "the rotation passed to kikuchipy get_patterns")
+        for name, units in _UNITS.items():
+            g[name].attrs["units"] = units
+        f.attrs["microstructure"] = microstructure
+        f.attrs["seed"] = int(seed)
+        f.attrs["settings"] = json.dumps(settings, sort_keys=True)
+        f.attrs["master_pattern"] = "kikuchipy nickel_ebsd_master_pattern_small, 20 kV"
+
+
+def read_truth(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], ScanGeometry,
+                                                 dict[str, Any]]:
+    """Read what :func:`write_truth` wrote.
+
+    Returns
+    -------
+    truth, geometry, attrs
+        ``truth``: name -> array; ``attrs``: ``microstructure``, ``seed``, ``settings``
+        (a dict).
+    """
+    with h5py.File(path, "r") as f:
+        truth = {name: f["truth"][name][()] for name in f["truth"]}
+        geometry = ScanGeometry.from_h5(f["geometry"])
+        attrs = {"microstructure": str(f.attrs["microstructure"]),
+                 "seed": int(f.attrs["seed"]),
+                 "settings": json.loads(f.attrs["settings"])}
+    return truth, geometry, attrs
+
+
+def read_truth_geometry(path: str | os.PathLike) -> ScanGeometry:
+    """Only the geometry of a truth file (what preprocessing needs)."""
+    with h5py.File(path, "r") as f:
+        return ScanGeometry.from_h5(f["geometry"])

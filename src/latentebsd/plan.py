@@ -1,0 +1,149 @@
+"""What the workflow makes for a validated config: scans, variants, shards, figure series.
+
+Imported by ``rules/common.smk`` alone: the rule files read their wildcard ranges and
+scan groups from one :class:`Plan`, and ``common.smk`` turns it into target lists and
+input functions (each path is spelled once, in the rule that writes it).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from latentebsd.config import child_seed
+from latentebsd.io.patterns import PatternReader
+from latentebsd.shards import aligned_shard_rows, stage_block_rows
+
+log = logging.getLogger(__name__)
+
+#: Regex that matches no wildcard value (for a rule with no scans to serve).
+NO_MATCH = "(?!x)x"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The study a config asks for.
+
+    Attributes
+    ----------
+    scans, variants
+        Names, in config order.
+    specs
+        Variant name -> ``{loss, latent_dim, beta}``.
+    shards
+        Scans over ``shard_patterns`` -> row ranges of their shards.
+    whole_scans, sharded_scans
+        Wildcard regexes of the scans that run as one job per stage / as shards.
+    vae_variants
+        Plain VAEs sorted by d (the Fig 8 / 9 series).
+    beta_variants
+        ``maps.beta_variants`` that are configured (the Fig 10 rows).
+    truth_scans
+        Simulated scans (they have ground truth).
+    cell_scans
+        Scans of Fig 9: simulated ``am`` scans and every real scan.
+    top
+        File stems of the top-k single-map figures.
+    sources
+        What the index stage indexes: ``original`` and every variant.
+    panel_variant
+        The variant whose latent maps the Fig 5/6 panels show.
+    """
+
+    scans: list[str]
+    variants: list[str]
+    specs: dict[str, dict[str, Any]]
+    shards: dict[str, list[tuple[int, int]]]
+    whole_scans: str
+    sharded_scans: str
+    vae_variants: list[str]
+    beta_variants: list[str]
+    truth_scans: list[str]
+    cell_scans: list[str]
+    top: list[str]
+    sources: list[str]
+    panel_variant: str
+
+
+def make_plan(config: Mapping[str, Any]) -> Plan:
+    """The :class:`Plan` of a validated config."""
+    scans = list(config["scans"])
+    specs = {v: dict(spec) for v, spec in config["models"]["variants"].items()}
+    variants = list(specs)
+    shards = shard_plan(config, scans)
+    scan_cfg = config["scans"]
+    return Plan(
+        scans=scans, variants=variants, specs=specs, shards=shards,
+        whole_scans=scan_regex([s for s in scans if s not in shards]),
+        sharded_scans=scan_regex(list(shards)),
+        vae_variants=sorted((v for v in variants if specs[v]["loss"] == "vae"),
+                            key=lambda v: int(specs[v]["latent_dim"])),
+        beta_variants=[v for v in config["maps"]["beta_variants"] if v in specs],
+        truth_scans=[s for s in scans if "simulate" in scan_cfg[s]],
+        cell_scans=[s for s in scans if "simulate" not in scan_cfg[s]
+                    or scan_cfg[s]["simulate"]["microstructure"] == "am"],
+        top=[f"top{r:02d}" for r in range(1, config["maps"]["top_k"] + 1)],
+        sources=["original", *variants],
+        panel_variant=panel_variant(config["evaluation"], variants),
+    )
+
+
+def panel_variant(evaluation: Mapping[str, Any], variants: Sequence[str]) -> str:
+    """``evaluation.panel_variant`` if set, else ``vae128`` (the paper's Fig 5) when
+    configured, else the first variant."""
+    if not variants:
+        raise ValueError("models.variants is empty: no latent maps to show")
+    chosen = evaluation.get("panel_variant")
+    if chosen is None:
+        return "vae128" if "vae128" in variants else variants[0]
+    return chosen
+
+
+def scan_seed(config: Mapping[str, Any], name: str) -> int:
+    """Seed of a simulated scan: its own ``simulate.seed`` if set, else one derived from
+    the global seed and the scan name (stable when other scans are added or removed)."""
+    spec = config["scans"][name]["simulate"]
+    return int(spec["seed"]) if "seed" in spec else child_seed(config["seed"], name)
+
+
+def scan_map_shape(config: Mapping[str, Any], name: str) -> tuple[int, int] | None:
+    """``(n_rows, n_cols)`` of a scan known before it is preprocessed, or ``None``.
+
+    A simulated scan's ``map_shape``; else the scan's ``nav_shape``; else the pattern
+    file's own header (``None`` if the file is not there yet).
+    """
+    scan = config["scans"][name]
+    if "simulate" in scan:
+        return tuple(int(v) for v in scan["simulate"]["map_shape"])
+    if "nav_shape" in scan:
+        return tuple(int(v) for v in scan["nav_shape"])
+    path = Path(scan["path"])
+    if not path.is_file():
+        return None
+    return tuple(int(v) for v in PatternReader(path).map_shape)
+
+
+def shard_plan(config: Mapping[str, Any], scans: Sequence[str]) -> dict[str, list[tuple[int, int]]]:
+    """Row ranges of the shards of every scan that is split (scans not split are absent)."""
+    shard_patterns = config.get("shard_patterns")
+    if shard_patterns is None:
+        return {}
+    plan: dict[str, list[tuple[int, int]]] = {}
+    for name in scans:
+        shape = scan_map_shape(config, name)
+        if shape is None:
+            log.warning("scan %s: map shape unknown until its file exists; not sharded", name)
+            continue
+        ranges = aligned_shard_rows(*shape, shard_patterns, stage_block_rows(config, shape[1]))
+        if len(ranges) > 1:
+            plan[name] = ranges
+    return plan
+
+
+def scan_regex(names: Sequence[str]) -> str:
+    """A wildcard constraint matching exactly ``names`` (nothing when empty)."""
+    return "|".join(re.escape(n) for n in names) if names else NO_MATCH
