@@ -15,6 +15,8 @@
 #   table1         the paper's Table 1                               -> results/evaluation/table1.*
 #   conventional   IPF, IQ, KAM, GROD, sharpness maps                -> results/evaluation/conventional/
 #   figures        Figs 5/6, 8, 9, 10, 11                            -> results/maps/figures/, results/evaluation/figures/
+#   benchmark      PCA / NMF baselines, latent KAM / GROD, detection benchmark, novelty, saliency
+#                                                                    -> results/benchmark/
 #
 # Run: snakemake --cores all --resources gpu=1          (embedded default)
 #      snakemake --cores all --configfile config/paper.yaml   (your own scans)
@@ -52,6 +54,7 @@ include: "rules/metrics.smk"
 include: "rules/table1.smk"
 include: "rules/conventional.smk"
 include: "rules/figures.smk"
+include: "rules/benchmark.smk"
 
 
 rule all:

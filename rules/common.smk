@@ -11,14 +11,19 @@ P = make_plan(config)
 # threads than on one), and a result then does not depend on the machine's core count
 # (torch's sums differ in the last bits between thread counts). The SLURM profile gives
 # the GPU jobs 8 CPUs.
-SCANS, VARIANTS = P.scans, P.variants
+# SCANS: the scans that are mapped and evaluated (role: both); P.scans adds the
+# training-only ones, which are simulated, preprocessed and sampled only.
+SCANS, VARIANTS = P.mapped_scans, P.variants
 
 
 wildcard_constraints:
-    scan=scan_regex(SCANS),
-    variant=scan_regex(VARIANTS),
+    scan=scan_regex(P.scans),
+    variant=scan_regex(P.cube_sources),  # model variants; rules that need a model narrow it
     source=scan_regex(P.sources),
     shard=r"\d+",
+
+# The wildcard constraint of the rules that need a trained model (not a PCA / NMF cube).
+MODEL_VARIANTS = scan_regex(VARIANTS)
 
 
 def fill(pattern, **wildcards):
@@ -101,19 +106,20 @@ def cell_figure_inputs(wildcards):
 def all_targets():
     """Every final output of the study."""
     each = dict(variant=VARIANTS, scan=SCANS)
+    cubes = dict(variant=P.cube_sources, scan=SCANS)
     maps = rules.feature_maps.output
     return [
-        *expand(rules.preprocess.output[0], scan=SCANS),
+        *expand(rules.preprocess.output[0], scan=P.scans),
         rules.sample.output[0],
         *expand(rules.train.output.weights, variant=VARIANTS),
         rules.plot_losses.output[0],
-        *expand(rules.encode.output.cube, **each),
-        *expand(rules.encode.output.tiff, **each),
+        *expand(rules.encode.output.cube, **cubes),
+        *expand(rules.encode.output.tiff, **cubes),
         rules.latent_summary.output[0],
         *[f for name in ("ranking", "montage", "top", "segmentation", "segmentation_png")
-          for f in expand(maps[name], **each)],
-        *expand(maps.truth_csv, variant=VARIANTS, scan=P.truth_scans),
-        *expand(maps.truth_png, variant=VARIANTS, scan=P.truth_scans),
+          for f in expand(maps[name], **cubes)],
+        *expand(maps.truth_csv, variant=P.cube_sources, scan=P.truth_scans),
+        *expand(maps.truth_png, variant=P.cube_sources, scan=P.truth_scans),
         *(rules.truth_match_summary.output if P.truth_scans else []),
         *(expand(rules.fig_dimensionality.output.figure, scan=SCANS) if P.vae_variants else []),
         *(expand(rules.fig_cells.output.figure, scan=P.cell_scans) if P.vae_variants else []),
@@ -127,4 +133,9 @@ def all_targets():
         *expand(rules.conventional_maps.output.panel, scan=SCANS),
         *expand(rules.latent_panels.output[0], scan=SCANS),
         *expand(rules.decoded_maps.output[0], scan=SCANS),
+        *expand(rules.latent_analogues.output.png, variant=P.analogue_variants, scan=SCANS),
+        *(rules.detection_summary.output if P.truth_scans else []),
+        *(rules.detection_limits.output if P.truth_scans else []),
+        *expand(rules.novelty.output.png, scan=SCANS),
+        *expand(rules.saliency.output.png, scan=SCANS),
     ]

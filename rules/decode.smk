@@ -12,6 +12,7 @@ rule decode:
     params:
         settings=config["evaluation"],
     wildcard_constraints:
+        variant=MODEL_VARIANTS,
         scan=P.whole_scans,
     resources:
         gpu=1,
@@ -46,6 +47,7 @@ rule gather_decoded:
     output:
         up2="results/decoded/{variant}/{scan}.up2",
     wildcard_constraints:
+        variant=MODEL_VARIANTS,
         scan=P.sharded_scans,
     log:
         "logs/decode/{variant}/{scan}_gather.log",

@@ -14,6 +14,7 @@ rule encode:
     params:
         settings=config["maps"],
     wildcard_constraints:
+        variant=MODEL_VARIANTS,
         scan=P.whole_scans,
     resources:
         gpu=1,
@@ -51,6 +52,7 @@ rule gather_latent:
         tiff="results/latent/{variant}/{scan}.tif",
         reduction="results/latent/{variant}/{scan}_reduction.json",
     wildcard_constraints:
+        variant=MODEL_VARIANTS,
         scan=P.sharded_scans,
     log:
         "logs/encode/{variant}/{scan}_gather.log",

@@ -31,7 +31,7 @@ rule feature_maps:
 
 rule truth_match_summary:
     input:
-        expand(rules.feature_maps.output.truth_csv, variant=VARIANTS, scan=P.truth_scans),
+        expand(rules.feature_maps.output.truth_csv, variant=P.cube_sources, scan=P.truth_scans),
     output:
         long="results/maps/truth_match_summary.csv",
         wide="results/maps/truth_match_summary_wide.csv",

@@ -1,9 +1,12 @@
-# N random patterns per scan, 80/20 train/validation split (seeded).
+# N random patterns per scan (every role), 80/20 train/validation split (seeded); the
+# ground truth of simulated scans counts the distinct orientations trained on.
 
 
 rule sample:
     input:
-        expand(rules.preprocess.output[0], scan=SCANS),
+        preprocessed=expand(rules.preprocess.output[0], scan=P.scans),
+        truths=[fill(rules.simulate_scan.output.truth, scan=s) for s in P.scans
+                if "simulate" in config["scans"][s]],
     output:
         "results/sample/dataset.h5",
     params:

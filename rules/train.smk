@@ -20,6 +20,8 @@ rule train:
     threads: 1  # common.smk: one thread per job
     resources:
         gpu=1,
+    wildcard_constraints:
+        variant=MODEL_VARIANTS,
     log:
         "logs/train/{variant}.log",
     benchmark:

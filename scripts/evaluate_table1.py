@@ -1,4 +1,5 @@
-"""Snakemake entry point of rule ``evaluate_table1``: Table 1 (CSV, Markdown, HTML)."""
+"""Snakemake entry point of rule ``evaluate_table1``: Table 1 (CSV, Markdown, HTML) and
+the paper's trends judged on it (Markdown)."""
 
 from latentebsd.table1 import run_table_rule
 from latentebsd.workflow import rule_log
@@ -12,4 +13,5 @@ if "snakemake" in globals():
             out_csv=snakemake.output.csv,  # noqa: F821
             out_md=snakemake.output.md,  # noqa: F821
             out_html=snakemake.output.html,  # noqa: F821
+            out_trends=snakemake.output.trends,  # noqa: F821
         )

@@ -13,4 +13,5 @@ if "snakemake" in globals():
             map_shape=tuple(spec["map_shape"]),
             settings=snakemake.params.settings,  # noqa: F821
             seed=snakemake.params.seed,  # noqa: F821
+            grading=spec.get("grading"),
         )

@@ -22,6 +22,26 @@ def test_default_and_paper_configs_are_valid():
     paper = load_config(REPO / "config" / "paper.yaml")
     assert paper["preprocess"]["binning"] == 4
     assert paper["sample"]["patterns_per_scan"] == 16000
+    # the paper's six maps: two mapped, four sampled for training only
+    roles = [scan["role"] for scan in paper["scans"].values()]
+    assert len(roles) == 6 and roles.count("both") == 2
+    # the default: a training-only polycrystal beside the two mapped, graded scans
+    assert config["scans"]["polycrystal"]["role"] == "train"
+    assert config["scans"]["am"]["role"] == "both"  # filled from the schema
+    assert config["scans"]["am"]["simulate"]["grading"]["levels"] > 1
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    (lambda c: [s.update(role="train") for s in c["scans"].values()],
+     r"config key scans: every scan has role: train"),
+    (lambda c: c["scans"]["am"].update(role="test"), r"scans\.am\.role: 'test' is not one of"),
+    (lambda c: c["scans"]["am"]["simulate"].update(grading={"weakest": 2}),
+     r"scans\.am\.simulate\.grading\.weakest"),
+])
+def test_scan_roles_and_grading_are_checked(default_config, edit, message):
+    edit(default_config)
+    with pytest.raises(ConfigError, match=message):
+        validate_config(default_config)
 
 
 def test_defaults_are_filled(default_config):
@@ -50,13 +70,46 @@ def test_bad_keys_are_named(default_config, edit, message):
         validate_config(config)
 
 
-def test_user_scan_needs_exactly_one_source_and_a_pc(default_config):
+def test_user_scan_needs_exactly_one_source(default_config):
     default_config["scans"]["mine"] = {"path": "x.up2", "simulate": {"microstructure": "am", "map_shape": [2, 2]}}
     with pytest.raises(ConfigError, match=r"scans\.mine: give exactly one of"):
         validate_config(default_config)
+    # without pc: the file's (checked at preprocessing, tests/test_user_scans.py)
     default_config["scans"]["mine"] = {"path": "x.up2"}
-    with pytest.raises(ConfigError, match=r"scans\.mine\.pc: your own scans need the pattern centre"):
-        validate_config(default_config)
+    validate_config(default_config)
+    assert "sample_tilt" not in default_config["scans"]["mine"]  # no default over the file's
+
+
+def test_per_scan_binning_and_background_keys(default_config):
+    default_config["scans"]["mine"] = {"path": "x.h5", "binning": 1, "background": "static"}
+    validate_config(default_config)
+    assert default_config["preprocess"]["background"] == "mean"  # the paper's default
+    bad = copy.deepcopy(default_config)
+    bad["scans"]["mine"]["background"] = "rolling"
+    with pytest.raises(ConfigError, match=r"scans\.mine\.background: 'rolling' is not one of"):
+        validate_config(bad)
+    bad = copy.deepcopy(default_config)
+    bad["scans"]["mine"]["binning"] = 0
+    with pytest.raises(ConfigError, match=r"scans\.mine\.binning: 0 is less than the minimum"):
+        validate_config(bad)
+    # a simulated scan's UP2 has no static background
+    bad = copy.deepcopy(default_config)
+    bad["scans"]["am"]["background"] = "static"
+    with pytest.raises(ConfigError, match=r"scans\.am\.background: static, but scan am is simulated"):
+        validate_config(bad)
+    bad = copy.deepcopy(default_config)
+    bad["preprocess"]["background"] = "static"
+    with pytest.raises(ConfigError, match=r"config key preprocess\.background: static, but scan "
+                                          r"wrought is simulated"):
+        validate_config(bad)
+
+
+def test_two_detector_example_is_valid():
+    config = load_config(REPO / "config" / "examples" / "two_detectors.yaml")
+    real, simulated = (config["scans"][k] for k in ("ni_nordif", "ni_sim120"))
+    assert real["binning"] == 1 and real["background"] == "static" and "pc" not in real
+    assert config["preprocess"]["binning"] == 2 and "binning" not in simulated
+    assert config["simulation"]["pattern_shape"] == [120, 120]
 
 
 def test_config_file_errors_name_the_file(tmp_path):

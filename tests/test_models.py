@@ -11,10 +11,13 @@ from latentebsd.models import (
     Encoder,
     augment,
     architecture_for,
+    build_from_training,
     build_model,
     channels,
     count_parameters,
     decode_latents,
+    effective_width,
+    effective_width_factor,
     encode_patterns,
     initialize_,
     kernel_for,
@@ -215,6 +218,102 @@ def test_base_channels_gives_every_d_the_same_convolutions() -> None:
     assert convs[:6] == [8, 8, 16, 16, 32, 32]
     assert convs[:6] == [m.out_channels for m in large.encoder.modules() if isinstance(m, torch.nn.Conv2d)][:6]
     assert small.encoder.fc.out_features == 32 and large.encoder.fc.out_features == 512
+
+
+def _conv_widths(model: torch.nn.Module) -> tuple[list[int], list[int]]:
+    """Encoder conv outputs (b, b, 2b, 2b, 4b, 4b, head 2d) and decoder transposed-conv outputs."""
+    enc = [m.out_channels for m in model.encoder.modules() if isinstance(m, torch.nn.Conv2d)][:7]
+    dec = [m.out_channels for m in model.decoder.modules() if isinstance(m, torch.nn.ConvTranspose2d)]
+    return enc, dec
+
+
+def _training(**overrides: object) -> dict:
+    from latentebsd.config import section
+
+    return section("training", overrides)
+
+
+def _widths_for(b: int, d: int) -> tuple[list[int], list[int]]:
+    """Table 2's channels with first-conv width b (decoder: 4b, 2b, b, b / 2 floored at min(paper, 4))."""
+    half = max(b // 2, min(d // 8, 4))
+    return [b, b, 2 * b, 2 * b, 4 * b, 4 * b, 2 * d], [4 * b, 2 * b, b, half]
+
+
+#: first-conv channels b for d = 16 ... 256 under a cap (paper: b = d / 4)
+CAPPED_B = {
+    8: {16: 4, 32: 8, 64: 8, 128: 8, 256: 8},
+    16: {16: 4, 32: 8, 64: 16, 128: 16, 256: 16},
+    None: {16: 4, 32: 8, 64: 16, 128: 32, 256: 64},
+}
+
+
+@pytest.mark.parametrize("cap", [8, 16, None])
+@pytest.mark.parametrize("d", [16, 32, 64, 128, 256])
+def test_max_base_channels_caps_the_growing_width(cap: int | None, d: int) -> None:
+    training = _training(max_base_channels=cap)
+    assert training["base_channels"] is None and training["width_factor"] == 1.0
+    with torch.device("meta"):
+        model = build_from_training({"loss": "vae", "latent_dim": d}, (60, 60), training)
+    b = CAPPED_B[cap][d]
+    assert _conv_widths(model) == _widths_for(b, d)
+    assert effective_width({"latent_dim": d}, training) == min(1.0, 4 * cap / d if cap else 1.0)
+    assert effective_width({"latent_dim": d}, training) * d / 4 == b  # what the weights file records
+
+
+def test_no_cap_is_table2_and_the_cap_composes_with_width_factor() -> None:
+    with torch.device("meta"):
+        model = build_from_training({"loss": "vae", "latent_dim": 64}, (120, 120), _training())
+    assert (count_parameters(model.encoder), count_parameters(model.decoder)) == PAPER_PARAMETER_COUNTS[64]
+    # width 0.5 halves the paper's b; the cap only bites above it
+    assert effective_width_factor(64, 0.5, max_base_channels=16) == 0.5  # b = 8 < 16
+    assert effective_width_factor(256, 0.5, max_base_channels=16) == 0.25  # b = 32 -> 16
+    assert effective_width_factor(16, 2.0, max_base_channels=100) == 2.0
+
+
+def test_base_channels_wins_over_the_cap() -> None:
+    training = _training(base_channels=8, max_base_channels=2)
+    for d in (16, 256):
+        with torch.device("meta"):
+            model = build_from_training({"loss": "vae", "latent_dim": d}, (60, 60), training)
+        assert _conv_widths(model)[0][:6] == [8, 8, 16, 16, 32, 32]
+        assert effective_width({"latent_dim": d}, training) == 32 / d
+
+
+def test_cap_keeps_the_min_channels_floor() -> None:
+    with torch.device("meta"):
+        model = build_from_training({"loss": "vae", "latent_dim": 256}, (60, 60), _training(max_base_channels=1))
+        wide_floor = build_from_training({"loss": "vae", "latent_dim": 256}, (60, 60),
+                                         _training(max_base_channels=1, min_channels=8))
+    # b = 1 requested: every scaled layer stays at min(paper width, min_channels)
+    assert _conv_widths(model) == ([4, 4, 4, 4, 4, 4, 512], [4, 4, 4, 4])
+    assert _conv_widths(wide_floor) == ([8, 8, 8, 8, 8, 8, 512], [8, 8, 8, 8])
+
+
+def test_max_base_channels_is_validated() -> None:
+    from latentebsd.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"training\.max_base_channels"):
+        _training(max_base_channels=0)
+    assert _training()["max_base_channels"] is None
+
+
+def test_weights_file_rebuilds_a_capped_model(tmp_path) -> None:
+    from latentebsd.io.weights import load_model, save_weights
+
+    variant = {"loss": "vae", "latent_dim": 64}
+    training = _training(max_base_channels=4, init="he")
+    torch.manual_seed(0)
+    model = build_from_training(variant, (32, 32), training)
+    meta = {"variant": variant, "pattern_shape": [32, 32], "width_factor": effective_width(variant, training),
+            "projection_dim": 64, "training": training}
+    save_weights(tmp_path / "w.pt", model, meta)
+    enc, dec, back = load_model(tmp_path / "w.pt")
+    assert back["width_factor"] == 0.25
+    assert [m.out_channels for m in enc.modules() if isinstance(m, torch.nn.Conv2d)][:2] == [4, 4]
+    # a file without the training settings rebuilds from the recorded effective width alone
+    save_weights(tmp_path / "w2.pt", model, {k: v for k, v in meta.items() if k != "training"})
+    enc2, _, _ = load_model(tmp_path / "w2.pt")
+    assert count_parameters(enc2) == count_parameters(enc)
 
 
 @pytest.mark.parametrize("init", ["glorot", "he", "torch"])

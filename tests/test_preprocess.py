@@ -14,10 +14,12 @@ from latentebsd.io.patterns import PatternFileError, write_up2
 from latentebsd.preprocess import bin_mask, preprocess_scan
 
 
-def reference(raw: np.ndarray, mask: np.ndarray, factor: int, per_scan: bool) -> np.ndarray:
-    """The paper's preprocessing on a whole in-memory scan, written independently."""
+def reference(raw: np.ndarray, mask: np.ndarray, factor: int, per_scan: bool,
+              background: np.ndarray | None = None) -> np.ndarray:
+    """The paper's preprocessing on a whole in-memory scan, written independently
+    (``background``: subtracted instead of the scan's mean pattern)."""
     x = raw.astype(np.float64)
-    x = x - x.mean(axis=0)
+    x = x - (x.mean(axis=0) if background is None else background)
     n, h, w = x.shape
     binned = np.zeros((n, h // factor, w // factor))
     for i in range(factor):
@@ -174,3 +176,94 @@ def test_failure_midway_leaves_no_output(tiny_scan, tmp_path, monkeypatch):
         preprocess_scan(tiny_scan["path"], out_dir / "p.h5", tiny_scan["geometry"],
                         settings(binning=2, chunk_size=5), progress=False)
     assert list(out_dir.iterdir()) == []
+
+
+# -- background choice, per-scan overrides ------------------------------------------------
+def _h5ebsd_with_background(tmp_path, tiny_scan, background):
+    """The tiny scan as kikuchipy h5ebsd, storing ``background`` as its static background."""
+    import kikuchipy as kp
+
+    s = kp.signals.EBSD(tiny_scan["patterns"].reshape(5, 7, 24, 24))
+    s.static_background = background
+    path = tmp_path / "tiny.h5"
+    s.save(path)
+    return path
+
+
+def test_static_background_is_the_files_and_none_subtracts_nothing(tmp_path, tiny_scan):
+    """``static`` subtracts the background the file stores (here a smooth ramp, not the
+    mean), ``none`` nothing; each result equals the reference preprocessing with that
+    background, and the file records which one was used."""
+    yy, xx = np.mgrid[:24, :24]
+    static = (3000 + 100 * yy + 50 * xx).astype(np.uint16)
+    path = _h5ebsd_with_background(tmp_path, tiny_scan, static)
+    raw = tiny_scan["patterns"].astype(np.float64)
+    for method, subtracted in (("static", static.astype(np.float64)), ("none", np.zeros((24, 24)))):
+        out = tmp_path / f"{method}.h5"
+        preprocess_scan(path, out, tiny_scan["geometry"], settings(binning=2, background=method),
+                        progress=False)
+        with h5py.File(out) as f:
+            assert f.attrs["background"] == method
+            np.testing.assert_array_equal(f["background"][()], subtracted.astype(np.float32))
+            expected = reference(raw, f["mask"][()], 2, False, background=subtracted)
+            np.testing.assert_allclose(f["patterns"][()], expected, atol=2e-5)
+    with h5py.File(tmp_path / "static.h5") as a, h5py.File(tmp_path / "none.h5") as b:
+        assert not np.allclose(a["patterns"][()], b["patterns"][()], atol=1e-3)
+
+
+def test_static_background_errors_name_the_key(tmp_path, tiny_scan):
+    """No static background in the file (UP2), or one of another shape: the error names
+    the key that asked for it, and nothing is written."""
+    from latentebsd.preprocess import run_preprocess_rule
+
+    out = tmp_path / "out.h5"
+    with pytest.raises(PatternFileError, match=r"config key preprocess\.background: static, but "
+                                               r".*tiny\.up2 \(edax_binary\) stores no static"):
+        preprocess_scan(tiny_scan["path"], out, tiny_scan["geometry"],
+                        settings(binning=2, background="static"), progress=False)
+    sub = tmp_path / "h5"
+    sub.mkdir()
+    path = _h5ebsd_with_background(sub, tiny_scan, np.ones((24, 24), np.uint16))
+    with h5py.File(path, "r+") as f:  # a background of the wrong size
+        header = f["Scan 1/EBSD/Header"]
+        del header["static_background"]
+        header["static_background"] = np.ones((12, 12), np.uint16)
+    scan_cfg = {"path": str(path), "pc": [0.5, 0.45, 0.6], "background": "static"}
+    with pytest.raises(PatternFileError, match=r"config key scans\.mine\.background: static, but "
+                                               r"the background pattern .* is 12 x 12 and its "
+                                               r"patterns are 24 x 24"):
+        run_preprocess_rule("mine", str(path), None, str(out), scan_cfg, settings(binning=2))
+    assert not out.exists()
+
+
+def test_mean_background_on_a_small_map_warns(tmp_path, tiny_scan, caplog):
+    import logging
+
+    with caplog.at_level(logging.WARNING, logger="latentebsd.preprocess"):
+        run(tiny_scan, tmp_path / "p.h5", binning=2)
+    assert "preprocess.background = mean on a map of only 35 patterns (< 1000)" in caplog.text
+    with h5py.File(tmp_path / "p.h5") as f:
+        assert f.attrs["background"] == "mean"
+
+
+def test_per_scan_binning_overrides_and_is_named(tmp_path, tiny_scan):
+    """``scans.<name>.binning`` wins over ``preprocess.binning``, and its error names it."""
+    from latentebsd.preprocess import run_preprocess_rule
+
+    scan_cfg = {"path": str(tiny_scan["path"]), "pc": [0.5, 0.45, 0.6], "binning": 3}
+    out = run_preprocess_rule("mine", str(tiny_scan["path"]), None, str(tmp_path / "a.h5"),
+                              scan_cfg, settings(binning=2))
+    with h5py.File(out) as f:
+        assert f["patterns"].shape == (35, 8, 8) and f.attrs["binning"] == 3
+    with pytest.raises(ValueError, match=r"config key scans\.mine\.binning: 5 does not divide "
+                                         r"the pattern size 24 x 24"):
+        run_preprocess_rule("mine", str(tiny_scan["path"]), None, str(tmp_path / "b.h5"),
+                            {**scan_cfg, "binning": 5}, settings(binning=2))
+
+
+def test_output_never_replaces_the_raw_scan(tiny_scan):
+    before = _sha(tiny_scan["path"])
+    with pytest.raises(ValueError, match=r"would replace the raw scan"):
+        preprocess_scan(tiny_scan["path"], tiny_scan["path"], tiny_scan["geometry"],
+                        settings(binning=2), progress=False)
+    assert _sha(tiny_scan["path"]) == before

@@ -11,7 +11,7 @@ from latentebsd.config import section
 from latentebsd.sample import sample_training_set
 
 
-def fake_preprocessed(path, n, shape=(6, 6), invalid=(), offset=0.0, mask=None):
+def fake_preprocessed(path, n, shape=(6, 6), invalid=(), offset=0.0, mask=None, attrs=None):
     patterns = (np.arange(n, dtype=np.float32)[:, None, None] + offset) * np.ones(shape, np.float32)
     valid = np.ones(n, bool)
     valid[list(invalid)] = False
@@ -20,6 +20,7 @@ def fake_preprocessed(path, n, shape=(6, 6), invalid=(), offset=0.0, mask=None):
         f["valid"] = valid
         f["mask"] = np.ones(shape, bool) if mask is None else mask
         ScanGeometry(1, n, 1.0, shape).to_h5(f.create_group("geometry"))
+        f.attrs.update(attrs or {})
     return path
 
 
@@ -58,8 +59,26 @@ def test_seeded(tmp_path):
 
 
 def test_scans_of_different_pattern_shape_are_rejected(tmp_path):
-    a = fake_preprocessed(tmp_path / "a.h5", 10)
-    b = fake_preprocessed(tmp_path / "b.h5", 10, shape=(8, 8))
-    with pytest.raises(ValueError, match=r"differ in pattern shape \(a\.h5: \(6, 6\), b\.h5: \(8, 8\)\)"):
+    """The error names each scan's size, raw size and binning, and the per-scan binning
+    key with the factors that bin both scans to one size."""
+    a = fake_preprocessed(tmp_path / "a.h5", 10, shape=(60, 60),
+                          attrs={"raw_pattern_shape": (60, 60), "binning": 1})
+    b = fake_preprocessed(tmp_path / "b.h5", 10, shape=(30, 30),
+                          attrs={"raw_pattern_shape": (120, 120), "binning": 4})
+    with pytest.raises(ValueError, match=(
+            r"differ in pattern shape \(a is 60 x 60 from 60 x 60 raw \(binning 1\), b is 30 x 30 "
+            r"from 120 x 120 raw \(binning 4\)\).*set scans\.<name>\.binning so that every scan "
+            r"is binned to the same size, e\.g\. scans\.a\.binning: 1, scans\.b\.binning: 2 "
+            r"\(all 60 x 60\)")):
         sample_training_set([a, b], tmp_path / "s.h5", section("sample", {"patterns_per_scan": 5}), progress=False)
     assert not (tmp_path / "s.h5").exists()
+
+
+def test_shape_mismatch_without_an_integer_fix_says_so():
+    from latentebsd.sample import common_binning, shape_mismatch_message
+
+    assert common_binning([(480, 480), (240, 240), (480, 480)], at_most=(120, 120)) == \
+        ((120, 120), [4, 2, 4])
+    message = shape_mismatch_message(["a", "b"], [(60, 60), (60, 80)], [(60, 60), (60, 80)], [1, 1])
+    assert "no integer binning makes these raw sizes equal" in message
+    assert "e.g." not in message

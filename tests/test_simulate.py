@@ -264,3 +264,92 @@ def test_defaults_resolve_and_partial_blocks_merge():
     assert cfg["am"]["cell_size"] == 4.0
     assert cfg["am"]["grain_width"] == section("simulation")["am"]["grain_width"] == 10.0
     assert section("simulation") == section("simulation", section("simulation"))
+
+
+# -- graded strength and the training-only polycrystal ---------------------------------
+GRADING = {"levels": 4, "weakest": 0.1, "axis": "columns"}
+
+
+def test_graded_am_scales_each_class_with_its_band():
+    from latentebsd.simulate import graded_parameters, grading_levels
+
+    cfg = section("simulation", {"am": {"particle_fraction": 0.5}})
+    t = generate_microstructure("am", (40, 80), cfg, np.random.default_rng(5), GRADING)
+    factors = grading_levels(GRADING)
+    np.testing.assert_allclose(factors, [0.1, 0.1 ** (2 / 3), 0.1 ** (1 / 3), 1.0])
+    # bands of 20 columns, weakest on the left
+    np.testing.assert_array_equal(t.strength_level[0], np.repeat(np.arange(4), 20))
+    np.testing.assert_allclose(t.strength, factors[t.strength_level])
+    lo, hi = cfg["am"]["particle_weight"]
+    for level, f in enumerate(factors):
+        band = t.strength_level == level
+        w = t.particle_weight[band & t.particle_mask]
+        assert w.size and (w >= lo * f - 1e-6).all() and (w <= hi * f + 1e-6).all()
+        blur = t.pattern_blur_px[band & t.cell_wall_mask]
+        assert blur.max() <= cfg["am"]["wall_blur"] * cfg["pattern_shape"][1] * cfg["am"]["wall_density"][1] * f + 1e-5
+    # stronger bands: more blur on the walls (means rise with the factor)
+    means = [t.pattern_blur_px[(t.strength_level == k) & t.cell_wall_mask].mean() for k in range(4)]
+    assert np.all(np.diff(means) > 0)
+    params = graded_parameters("am", cfg, GRADING)
+    assert set(params) == {"dislocation_cells", "dislocation_density", "particles", "rotation_domains"}
+    np.testing.assert_allclose(params["particles"]["values"], hi * factors, rtol=1e-5)
+    np.testing.assert_allclose(params["dislocation_cells"]["values"],
+                               cfg["am"]["wall_rotation_deg"] * factors, rtol=1e-5)
+
+
+def test_graded_lattice_rotation_at_walls_grows_with_the_band():
+    """The misorientation of wall points to their cell's interior follows the band."""
+    from orix.quaternion import Orientation, symmetry
+
+    cfg = section("simulation", {"am": {"orientation_gradient_deg": 0.0,
+                                        "domain_misorientation_deg": [0.0, 0.0],
+                                        "cell_misorientation_deg": 0.0}})
+    t = generate_microstructure("am", (40, 80), cfg, np.random.default_rng(2), GRADING)
+    q = t.quaternion
+    # with no gradient, domain or cell rotation, an interior point holds its grain's
+    # orientation: a wall point's angle to a non-wall point of its grain is its own rotation
+    angles = []
+    for level in range(4):
+        band = (t.strength_level == level) & t.cell_wall_mask
+        rows, cols = np.nonzero(band)
+        ref = np.array([q[(t.grain_id == t.grain_id[r, c]) & ~t.cell_wall_mask][0] for r, c in
+                        zip(rows, cols)])
+        o1 = Orientation(q[rows, cols], symmetry.Oh)
+        o2 = Orientation(ref, symmetry.Oh)
+        angles.append(np.degrees(o1.angle_with(o2)).max())
+    factors = np.array([0.1, 0.1 ** (2 / 3), 0.1 ** (1 / 3), 1.0])
+    assert np.all(np.array(angles) <= cfg["am"]["wall_rotation_deg"] * factors + 1e-6)
+    assert np.all(np.diff(angles) > 0)
+
+
+def test_an_ungraded_scan_is_what_it_was_and_records_one_level(tmp_path):
+    cfg = section("simulation", {"am": {}})
+    a = generate_microstructure("am", (12, 16), cfg, np.random.default_rng(1), None)
+    b = generate_microstructure("am", (12, 16), cfg, np.random.default_rng(1),
+                                {"levels": 1, "weakest": 0.5, "axis": "rows"})
+    for name in ("quaternion", "particle_weight", "pattern_blur_px"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
+    assert (a.strength == 1).all() and (a.strength_level == 0).all()
+    _, h5 = _simulate(tmp_path, "g", "am", SMALL, shape=(4, 6))
+    assert read_truth(h5)[2]["grading"]["levels"] == [1.0]
+
+
+def test_graded_scan_writes_its_levels_and_parameters(tmp_path):
+    up2, h5 = tmp_path / "g.up2", tmp_path / "g.h5"
+    simulate_scan(up2, h5, "wrought", (4, 8), section("simulation", SMALL), 3,
+                  grading={"levels": 2, "weakest": 0.25, "axis": "columns"}, progress=False)
+    truth, _, attrs = read_truth(h5)
+    assert attrs["grading"]["levels"] == [0.25, 1.0]
+    assert attrs["grading"]["classes"]["scratch"]["values"] == [0.375, 1.5]
+    np.testing.assert_array_equal(truth["strength_level"][0], [0, 0, 0, 0, 1, 1, 1, 1])
+
+
+def test_polycrystal_has_many_small_random_grains():
+    cfg = section("simulation", {})
+    t = generate_microstructure("polycrystal", (48, 64), cfg, np.random.default_rng(0))
+    n = len(np.unique(t.grain_id))
+    assert n > 1000 and not t.twin_mask.any() and not t.scratch_mask.any()
+    # one random orientation per grain: grain means of the quaternions differ
+    q = t.quaternion.reshape(-1, 4)
+    first = np.unique(t.grain_id.ravel(), return_index=True)[1]
+    assert len(np.unique(np.round(q[first], 6), axis=0)) == n

@@ -82,13 +82,15 @@ def workflow_copy(tmp_path, config: dict):
 
 
 def tiny_config() -> dict:
-    """The default study shrunk to seconds: 3 x 5 (wrought) and 4 x 5 (am) maps of
+    """The default study shrunk to seconds: 3 x 5 (wrought), 4 x 5 (am) and 3 x 4
+    (polycrystal, training only) maps of
     60 x 60 patterns (30 x 30 after binning), three variants, one epoch. ``am`` is over
     ``shard_patterns`` = 15: its per-scan stages run as two shard jobs (rows 0:3, 3:4)
     and a gather; ``wrought`` runs whole."""
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     config["scans"]["wrought"]["simulate"]["map_shape"] = [3, 5]
     config["scans"]["am"]["simulate"]["map_shape"] = [4, 5]
+    config["scans"]["polycrystal"]["simulate"]["map_shape"] = [3, 4]  # role: train
     config["shard_patterns"] = 15
     config["maps"]["chunk_size"] = 5  # 1-row blocks, so shards may be any whole rows
     config["evaluation"]["chunk_size"] = 5
@@ -100,6 +102,7 @@ def tiny_config() -> dict:
     # enough epochs (of 2 steps) that a kill can land mid-training, after a checkpoint
     config["training"].update(epochs=60, batch_size=8)
     config["maps"]["segmentation"]["n_clusters"] = 3
+    config["benchmark"] = {"components": 4}  # PCA / NMF of a 15-pattern scan
     return config
 
 
@@ -126,9 +129,22 @@ def test_main_job_runs_end_to_end(reference):
     work, results = reference
     logs = work.parent / "reference_logs"
     with h5py.File(results / "sample/dataset.h5") as f:
-        assert f["train"].shape == (16, 30, 30) and f["val"].shape == (4, 30, 30)
+        assert f["train"].shape == (24, 30, 30) and f["val"].shape == (6, 30, 30)
         assert np.abs(f["train"][()]).max() <= 1.0
-        assert list(f.attrs["scans"]) == ["wrought", "am"]
+        assert list(f.attrs["scans"]) == ["wrought", "am", "polycrystal"]
+        # distinct simulated orientations trained on, counted from the ground truth
+        source = f["train_source"][()]
+        expected = 0
+        for k, scan in enumerate(f.attrs["scans"]):
+            with h5py.File(results / f"simulated/{scan}_truth.h5") as t:
+                key = "grain_id" if scan == "am" else "domain_id"
+                ids = t["truth"][key][()].ravel()
+            expected += len(np.unique(ids[source[source[:, 0] == k, 1]]))
+        assert f.attrs["distinct_orientations"] == expected > 3
+    # role: train - sampled, never mapped, re-indexed or evaluated
+    assert not [p for p in results.rglob("*polycrystal*")
+                if not p.is_relative_to(results / "simulated")
+                and not p.is_relative_to(results / "preprocessed")]
     for path in (
         "models/vae32/weights.pt",
         "models/losses_all.png",
@@ -137,6 +153,8 @@ def test_main_job_runs_end_to_end(reference):
         "index/original/am.ang",
         "evaluation/table1.md",
         "evaluation/figures/wrought_ipf.png",
+        "benchmark/detection_limits.md",
+        "benchmark/detection_limits.png",
     ):
         assert (results / path).stat().st_size > 0, path
     table = (results / "evaluation/table1.md").read_text()

@@ -72,6 +72,11 @@ def _load_schema(path: str) -> dict:
         return yaml.safe_load(f)
 
 
+def schema(schema_path: str | os.PathLike | None = None) -> dict:
+    """The parsed schema (``config/schema.yaml`` by default); do not modify it."""
+    return _load_schema(str(Path(schema_path) if schema_path else DEFAULT_SCHEMA))
+
+
 def _schema_order(instance: Any, schema: Mapping[str, Any]) -> Any:
     """``instance`` with the keys of every object in the order of ``schema``'s properties
     (keys the schema leaves open, such as scan names, keep their order)."""
@@ -198,9 +203,18 @@ def _check_cross_references(config: dict) -> None:
         if ("simulate" in scan) == ("path" in scan):
             _fail(f"scans.{name}", "give exactly one of 'simulate' (embedded synthetic scan) "
                   "or 'path' (your own pattern file)")
-        if "path" in scan and "pc" not in scan:
-            _fail(f"scans.{name}.pc", "your own scans need the pattern centre [x, y, z] (and "
-                  "pc_convention) for indexing")
+        # A user's scan without pc takes the file's (checked when it is preprocessed:
+        # latentebsd.preprocess.geometry_from_config)
+        background = scan.get("background", config.get("preprocess", {}).get("background"))
+        if "simulate" in scan and background == "static":
+            key = (f"scans.{name}.background" if "background" in scan
+                   else "preprocess.background")
+            _fail(key, f"static, but scan {name} is simulated and its file stores no static "
+                  f"background; set scans.{name}.background: mean (or none)")
+    scans = config.get("scans", {})
+    if scans and all(scan.get("role", "both") == "train" for scan in scans.values()):
+        _fail("scans", "every scan has role: train; at least one needs role: both "
+              "(mapped and evaluated)")
     variants = config.get("models", {}).get("variants", {})
     for name, variant in variants.items():
         if name == "original":
@@ -215,6 +229,12 @@ def _check_cross_references(config: dict) -> None:
     if chosen is not None and chosen not in variants:
         _fail("evaluation.panel_variant", f"{chosen!r} is not one of models.variants "
               f"{list(variants)}")
+    bench = config.get("benchmark", {})
+    for key in ("analogue_variants", "combined_variant"):
+        names = bench.get(key)
+        for name in [names] if isinstance(names, str) else (names or []):
+            if name not in variants:
+                _fail(f"benchmark.{key}", f"{name!r} is not one of models.variants {list(variants)}")
     for name, check in _CHECKS.items():
         if name in config:
             check(config[name])

@@ -88,6 +88,23 @@ def kernel_average_misorientation(orientations_map: Any, threshold_deg: float = 
     return kam
 
 
+def orientation_boundary(orientations_map: Any, mask: np.ndarray | None = None) -> np.ndarray:
+    """Largest m-3m misorientation (deg) of each point to its 4 edge neighbours: an
+    orientation-boundary map that shows grain and twin boundaries (and sub-grain
+    boundaries, by their angle). NaN where the point is masked or has no indexed
+    neighbour."""
+    q = quaternions(orientations_map)
+    shape = q.shape[:2]
+    ok = np.ones(shape, bool) if mask is None else np.asarray(mask, bool)
+    out = np.full(shape, -np.inf)
+    for a, b in neighbour_pairs(4):
+        angle = pair_angles(q[a].reshape(-1, 4), q[b].reshape(-1, 4)).reshape(q[a].shape[:2])
+        angle = np.where(ok[a] & ok[b], angle, -np.inf)
+        for s in (a, b):
+            out[s] = np.maximum(out[s], angle)
+    return np.where(ok & np.isfinite(out), out, np.nan)
+
+
 def segment_grains(orientations_map: Any, tolerance_deg: float = 5.0,
                    mask: np.ndarray | None = None, min_size: int = 1) -> np.ndarray:
     """Grain labels: edge-connected regions without a boundary above ``tolerance_deg``.
@@ -185,8 +202,9 @@ def grain_reference_orientation_deviation(orientations_map: Any, labels: np.ndar
 # --------------------------------------------------------------------------------------
 def conventional_maps(arrays: Mapping[str, np.ndarray], geometry: ScanGeometry,
                       settings: Mapping[str, Any] | None = None) -> dict[str, np.ndarray]:
-    """IPF colours, IQ, KAM, grains, GROD and sharpness maps of one indexed scan
-    (keys :data:`latentebsd.io.conventional.MAP_KEYS`).
+    """IPF colours, IQ (pq and Krieger Lassen), CI, fit, KAM, grains, GROD, sharpness and
+    the orientation-boundary map of one indexed scan (keys
+    :data:`latentebsd.io.conventional.MAP_KEYS`).
 
     Parameters
     ----------
@@ -226,6 +244,9 @@ def conventional_maps(arrays: Mapping[str, np.ndarray], geometry: ScanGeometry,
         "grain_id": labels,
         "grod_deg": grain_reference_orientation_deviation(omap, labels),
         "sharpness": masked("sharpness"),
+        "ci": masked("cm"),
+        "fit": masked("fit"),
+        "boundary_deg": orientation_boundary(omap, ok),
         "indexed": ok,
         "valid": np.asarray(arrays["valid"], bool).reshape(shape),
     }

@@ -96,7 +96,7 @@ def average_ranks(x: np.ndarray) -> np.ndarray:
     return ranks.reshape(x.shape)
 
 
-def _auc_from_ranks(ranks: np.ndarray, positive: np.ndarray) -> np.ndarray:
+def auc_from_ranks(ranks: np.ndarray, positive: np.ndarray) -> np.ndarray:
     """ROC-AUC of each row's scores (as ranks) for the boolean ``positive`` labels."""
     n1 = int(positive.sum())
     n0 = positive.size - n1
@@ -104,7 +104,7 @@ def _auc_from_ranks(ranks: np.ndarray, positive: np.ndarray) -> np.ndarray:
     return u / (n1 * n0)
 
 
-def _spearman_from_ranks(ranks: np.ndarray, target_ranks: np.ndarray) -> np.ndarray:
+def spearman_from_ranks(ranks: np.ndarray, target_ranks: np.ndarray) -> np.ndarray:
     a = ranks - ranks.mean(axis=1, keepdims=True)
     b = target_ranks - target_ranks.mean()
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -130,14 +130,14 @@ def match_scores(maps: np.ndarray, targets: Mapping[str, tuple[str, str, np.ndar
         if kind == "mask":
             if t.all() or not t.any():
                 continue
-            auc = _auc_from_ranks(value_ranks, t)
-            out[name] = {"value": np.maximum(auc, 1.0 - auc), "gradient": _auc_from_ranks(grad_ranks, t)}
+            auc = auc_from_ranks(value_ranks, t)
+            out[name] = {"value": np.maximum(auc, 1.0 - auc), "gradient": auc_from_ranks(grad_ranks, t)}
         else:
             if np.ptp(t) == 0:
                 continue
             tr = average_ranks(t)
-            out[name] = {"value": np.abs(_spearman_from_ranks(value_ranks, tr)),
-                         "gradient": _spearman_from_ranks(grad_ranks, tr)}
+            out[name] = {"value": np.abs(spearman_from_ranks(value_ranks, tr)),
+                         "gradient": spearman_from_ranks(grad_ranks, tr)}
     return out
 
 

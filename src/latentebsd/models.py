@@ -35,7 +35,11 @@ Let ``n = min(h, w)`` and ``s = n / 120``.
   default, so width 1 is always Table 2); the bottleneck (head conv ``2d``, the fc
   layers and the latent) is not scaled, so ``d`` keeps its meaning. ``base_channels``
   (if given) replaces ``width_factor`` by ``4 * base_channels / d``: the same
-  convolutions for every d (the CPU demo's choice), only the bottleneck follows d.
+  convolutions for every d (the CPU demo's choice), only the bottleneck follows d. Otherwise
+  ``max_base_channels`` (if given) caps the paper's growing width: the first conv gets
+  ``b = width_factor * d / 4`` channels but never more than ``max_base_channels``, i.e.
+  the effective width factor is ``min(width_factor, 4 * max_base_channels / d)``
+  (:func:`effective_width_factor`); the ``min_channels`` floor still applies.
 
 Initialisation (:func:`initialize_`): ``glorot`` (MATLAB's default, the paper's),
 ``he`` (signal-preserving; trains small models much sooner) or ``torch``.
@@ -348,6 +352,7 @@ def build_model(
     init: str = "glorot",
     base_channels: int | None = None,
     min_channels: int = MIN_SCALED_CHANNELS,
+    max_base_channels: int | None = None,
 ) -> VAE:
     """The VAE a variant asks for, initialised.
 
@@ -371,13 +376,17 @@ def build_model(
         changes with d. The paper instead grows the width with d (``base = d / 4``).
     min_channels
         Width scaling never takes a layer below ``min(its paper width, min_channels)``.
+    max_base_channels
+        Without ``base_channels``: the width still grows with d as in the paper
+        (``b = width_factor * d / 4``) up to this many first-conv channels, so the
+        effective width factor is ``min(width_factor, 4 * max_base_channels / d)``.
+        Ignored when ``base_channels`` is given.
     """
     variant_beta(variant)  # validates the loss name and beta
     d = int(variant["latent_dim"])
     if d < 1:
         raise ValueError(f"latent_dim must be >= 1, got {d}")
-    if base_channels is not None:
-        width_factor = 4.0 * int(base_channels) / d
+    width_factor = effective_width_factor(d, width_factor, base_channels, max_base_channels)
     projection = (
         ProjectionHead(d, projection_dim, projection_hidden) if variant["loss"] == "contrastive" else None
     )
@@ -389,24 +398,48 @@ def build_model(
     return initialize_(model, init)
 
 
+def effective_width_factor(latent_dim: int, width_factor: float, base_channels: int | None = None,
+                           max_base_channels: int | None = None) -> float:
+    """The width factor a d-dimensional model is built with.
+
+    ``base_channels`` (if given) wins: ``4 * base_channels / d`` (the same convolutions
+    for every d). Otherwise the paper's growing width ``width_factor``, capped so that
+    the first conv has at most ``max_base_channels`` channels:
+    ``min(width_factor, 4 * max_base_channels / d)``.
+    """
+    d = int(latent_dim)
+    if base_channels is not None:
+        return 4.0 * int(base_channels) / d
+    width_factor = float(width_factor)
+    if max_base_channels is not None:
+        width_factor = min(width_factor, 4.0 * int(max_base_channels) / d)
+    return width_factor
+
+
+def _optional_int(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
 def build_from_training(variant: dict[str, Any], pattern_shape: Sequence[int],
                         training: dict[str, Any]) -> VAE:
     """The model of ``variant`` as the ``training`` settings size and initialise it
-    (``width_factor`` or ``base_channels``, ``min_channels``, ``init``, the contrastive
-    ``projection_dim``)."""
-    base = training.get("base_channels")
+    (``width_factor``, ``base_channels`` or ``max_base_channels``, ``min_channels``,
+    ``init``, the contrastive ``projection_dim``)."""
     return build_model(
-        variant, pattern_shape, float(training["width_factor"]),
+        variant, pattern_shape, effective_width(variant, training),
         projection_dim=int(training["contrastive"]["projection_dim"]),
-        init=training.get("init", "glorot"), base_channels=None if base is None else int(base),
+        init=training.get("init", "glorot"),
         min_channels=int(training.get("min_channels", MIN_SCALED_CHANNELS)),
     )
 
 
 def effective_width(variant: dict[str, Any], training: dict[str, Any]) -> float:
-    """The width factor the model of ``variant`` is built with under ``training``."""
-    base = training.get("base_channels")
-    return float(training["width_factor"]) if base is None else 4.0 * int(base) / int(variant["latent_dim"])
+    """The width factor the model of ``variant`` is built with under ``training``
+    (what the weights file records as ``meta["width_factor"]``)."""
+    return effective_width_factor(
+        int(variant["latent_dim"]), float(training["width_factor"]),
+        _optional_int(training.get("base_channels")), _optional_int(training.get("max_base_channels")),
+    )
 
 
 def _fan_in(m: nn.Module) -> float:

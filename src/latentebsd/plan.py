@@ -14,8 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from latentebsd.baselines import baseline_variants
 from latentebsd.config import child_seed
 from latentebsd.io.patterns import PatternReader
+from latentebsd.preprocess import choose_background, geometry_from_config, scan_settings
 from latentebsd.shards import aligned_shard_rows, stage_block_rows
 
 log = logging.getLogger(__name__)
@@ -31,7 +35,11 @@ class Plan:
     Attributes
     ----------
     scans, variants
-        Names, in config order.
+        Names, in config order (``scans``: all of them - simulated, preprocessed and
+        sampled for training).
+    mapped_scans
+        Scans with ``role: both``: encoded, mapped, decoded, re-indexed, evaluated
+        (``role: train`` scans are only sampled).
     specs
         Variant name -> ``{loss, latent_dim, beta}``.
     shards
@@ -52,9 +60,18 @@ class Plan:
         What the index stage indexes: ``original`` and every variant.
     panel_variant
         The variant whose latent maps the Fig 5/6 panels show.
+    baselines
+        The PCA / NMF cubes of the benchmark (``pca16``, ...).
+    cube_sources
+        Every latent cube a scan gets: the model variants, then the baselines.
+    analogue_variants
+        Variants whose latent KAM / GROD are mapped and benchmarked.
+    combined_variant
+        The variant benchmarked together with the conventional maps.
     """
 
     scans: list[str]
+    mapped_scans: list[str]
     variants: list[str]
     specs: dict[str, dict[str, Any]]
     shards: dict[str, list[tuple[int, int]]]
@@ -67,29 +84,64 @@ class Plan:
     top: list[str]
     sources: list[str]
     panel_variant: str
+    baselines: list[str]
+    cube_sources: list[str]
+    analogue_variants: list[str]
+    combined_variant: str
 
 
 def make_plan(config: Mapping[str, Any]) -> Plan:
-    """The :class:`Plan` of a validated config."""
+    """The :class:`Plan` of a validated config (user scans checked first:
+    :func:`check_user_scans`)."""
+    check_user_scans(config)
     scans = list(config["scans"])
+    scan_cfg = config["scans"]
+    mapped = [s for s in scans if scan_cfg[s].get("role", "both") == "both"]
     specs = {v: dict(spec) for v, spec in config["models"]["variants"].items()}
     variants = list(specs)
-    shards = shard_plan(config, scans)
-    scan_cfg = config["scans"]
+    shards = shard_plan(config, mapped)
+    panel = panel_variant(config["evaluation"], variants)
+    bench = config["benchmark"]
+    baselines = baseline_variants(bench, specs)
     return Plan(
-        scans=scans, variants=variants, specs=specs, shards=shards,
-        whole_scans=scan_regex([s for s in scans if s not in shards]),
+        scans=scans, mapped_scans=mapped, variants=variants, specs=specs, shards=shards,
+        whole_scans=scan_regex([s for s in mapped if s not in shards]),
         sharded_scans=scan_regex(list(shards)),
         vae_variants=sorted((v for v in variants if specs[v]["loss"] == "vae"),
                             key=lambda v: int(specs[v]["latent_dim"])),
         beta_variants=[v for v in config["maps"]["beta_variants"] if v in specs],
-        truth_scans=[s for s in scans if "simulate" in scan_cfg[s]],
-        cell_scans=[s for s in scans if "simulate" not in scan_cfg[s]
+        truth_scans=[s for s in mapped if "simulate" in scan_cfg[s]],
+        cell_scans=[s for s in mapped if "simulate" not in scan_cfg[s]
                     or scan_cfg[s]["simulate"]["microstructure"] == "am"],
         top=[f"top{r:02d}" for r in range(1, config["maps"]["top_k"] + 1)],
         sources=["original", *variants],
-        panel_variant=panel_variant(config["evaluation"], variants),
+        panel_variant=panel,
+        baselines=baselines,
+        cube_sources=[*variants, *baselines],
+        analogue_variants=list(bench["analogue_variants"] or [panel]),
+        combined_variant=bench["combined_variant"] or panel,
     )
+
+
+def check_user_scans(config: Mapping[str, Any]) -> None:
+    """Stop before anything runs when a user's scan lacks what its preprocessing needs.
+
+    For every ``scans.<name>.path`` that exists: the geometry the config and the file
+    give together (:func:`latentebsd.preprocess.geometry_from_config`: pattern centre,
+    step) and, for ``background: static``, the file's static background - the same
+    checks, with the same errors naming the config key, that rule ``preprocess`` makes
+    later. Files not there yet are checked when they are preprocessed.
+    """
+    for name, scan in config["scans"].items():
+        if "path" not in scan or not Path(scan["path"]).is_file():
+            continue
+        reader = PatternReader(scan["path"], nav_shape=scan.get("nav_shape"))
+        geometry_from_config(name, scan, reader)
+        settings, keys = scan_settings(name, scan, config["preprocess"])
+        if settings["background"] == "static":
+            # the checks only: the mean is never computed here
+            choose_background("static", reader, np.zeros(reader.pattern_shape),
+                              keys["background"])
 
 
 def panel_variant(evaluation: Mapping[str, Any], variants: Sequence[str]) -> str:

@@ -36,6 +36,21 @@ def save_figure(fig: Any, path: str | os.PathLike, dpi: int = 110, tight: bool =
     plt.close(fig)
 
 
+def panel_grid(n: int, max_cols: int, width: float, height: float,
+               extra_height: float = 0.6) -> tuple[Any, list[Any]]:
+    """A figure of ``n`` panels in rows of at most ``max_cols`` (each ``width`` x
+    ``height`` inches, plus ``extra_height`` for a legend), the unused ones hidden: the
+    figure and its first ``n`` axes (one when ``n`` is 0)."""
+    plt = pyplot()
+    ncols = min(max_cols, n) or 1
+    nrows = -(-n // ncols) or 1
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows + extra_height),
+                             squeeze=False)
+    for ax in axes.flat[max(n, 1):]:
+        ax.set_axis_off()
+    return fig, list(axes.flat[:max(n, 1)])
+
+
 def placeholder(path: str | os.PathLike, text: str) -> None:
     """A small PNG that only says ``text`` (an output with nothing to show)."""
     plt = pyplot()

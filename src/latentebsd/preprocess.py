@@ -2,8 +2,12 @@
 
 Per scan, in this order:
 
-1. background = mean raw pattern over the whole map, subtracted from every pattern;
-2. binning by an integer factor (block mean; paper: 4, 480 -> 120);
+1. background subtracted from every pattern at full resolution (``preprocess.background``,
+   per scan ``scans.<name>.background``): ``mean`` (the paper's: the mean raw pattern
+   over the whole map), ``static`` (the background pattern the file itself stores,
+   kikuchipy's ``static_background``) or ``none``;
+2. binning by an integer factor (block mean; ``preprocess.binning``, per scan
+   ``scans.<name>.binning``; paper: 4, 480 -> 120);
 3. rescaling to [-1, 1] - per pattern (default: each pattern's own min/max over the
    screen, as MATLAB's ``rescale`` does pattern by pattern) or per scan (one min/max for
    the whole map, which keeps relative intensity between patterns);
@@ -12,15 +16,21 @@ Per scan, in this order:
 
 The scan is read twice (mean, then patterns), three times for per-scan rescaling, one
 chunk at a time, so memory does not grow with the number of patterns. Output is one
-chunked HDF5 file per scan, written under a temporary name and renamed when complete.
+chunked HDF5 file per scan, written under a temporary name and renamed when complete;
+the raw file is only read.
+
+A user's scan takes its geometry (pattern centre, tilts, step) from the config where the
+config gives it, else from what the file stores (:func:`geometry_from_config`).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from scipy import ndimage
@@ -33,6 +43,20 @@ from latentebsd.io.preprocessed import preprocessed_writer
 from latentebsd.io.truth import read_truth_geometry
 
 log = logging.getLogger(__name__)
+
+#: Background choices (config ``preprocess.background`` / ``scans.<name>.background``).
+BACKGROUNDS = ("mean", "static", "none")
+#: Below this many patterns a mean background gets a warning. The mean pattern is a
+#: smooth background only when it averages many different orientations: band contrast
+#: left in it falls roughly as 1 / sqrt(number of distinct orientations), and a small
+#: map covers few grains. On kikuchipy's real 3 x 3 Ni map (9 patterns, 4 orientations)
+#: the mean keeps clear bands and subtracting it cost Hough indexing 3 of 9 patterns. A
+#: ~32 x 32 map (1000 patterns) spans tens of grains even at a coarse step; the paper's
+#: maps have ~900,000. The number is a rule of thumb, not a measured threshold.
+MEAN_BACKGROUND_MIN_PATTERNS = 1000
+#: The ``scans.<name>`` keys that override the ``preprocess`` section for one scan.
+SCAN_OVERRIDES = ("binning", "background")
+
 
 @dataclass(frozen=True)
 class MaskSettings:
@@ -175,22 +199,179 @@ def scan_background(reader: PatternReader, chunk_size: int, blank_patterns: str 
     return total / valid.sum(), valid
 
 
-def geometry_from_config(scan_name: str, scan_cfg: dict, reader: PatternReader) -> ScanGeometry:
-    """Geometry of a user's scan: map shape from the file, the rest from the config."""
-    step = scan_cfg.get("step_um", reader.step_um)
-    if step is None:
+def _fallbacks() -> dict[str, float]:
+    """The schema's ``x-fallback`` of every ``scans.<name>`` key that has one."""
+    scan_schema = config.schema()["properties"]["scans"]["additionalProperties"]
+    return {k: v["x-fallback"] for k, v in scan_schema["properties"].items() if "x-fallback" in v}
+
+
+def _check_pc(scan_name: str, pc: np.ndarray, where: str, n_patterns: int) -> np.ndarray:
+    """A Bruker PC that indexing can use: finite, ``(3,)`` or ``(n, 3)``, PCz > 0."""
+    if pc.shape not in ((3,), (n_patterns, 3)):
         raise PatternFileError(
-            f"{reader.path}: the file stores no step size: set config key "
-            f"scans.{scan_name}.step_um"
+            f"config key scans.{scan_name}.pc: the pattern centre from {where} has shape "
+            f"{pc.shape}; expected [x, y, z] or one per pattern ({n_patterns}, 3)")
+    if not np.isfinite(pc).all() or np.any(pc[..., 2] <= 0):
+        raise PatternFileError(
+            f"config key scans.{scan_name}.pc: the pattern centre from {where} "
+            f"({np.round(pc.reshape(-1, 3)[0], 4).tolist()} in Bruker convention"
+            f"{', first pattern' if pc.ndim == 2 else ''}) is no calibrated pattern centre "
+            f"(PCz, the detector distance, must be > 0); set scans.{scan_name}.pc "
+            f"[x, y, z] and pc_convention")
+    return pc
+
+
+def geometry_from_config(scan_name: str, scan_cfg: dict, reader: PatternReader) -> ScanGeometry:
+    """Geometry of a user's scan: the config's values where it gives them, else the file's.
+
+    Map shape and pattern size always come from the file. The pattern centre, the
+    sample and detector tilts and the step come from ``scans.<name>`` when the config
+    sets them (a config value always wins), else from what the file stores
+    (:attr:`PatternReader.stored_geometry`, :attr:`PatternReader.step_um`; a file's PC
+    is already in Bruker convention), else - for the tilts only - from the schema's
+    ``x-fallback`` (70 and 0 degrees). Where each value came from is logged.
+
+    Raises
+    ------
+    PatternFileError
+        Naming ``scans.<name>.pc`` (or ``.step_um``) when neither the config nor the
+        file has it, or when the file's PC is a placeholder that indexing cannot use
+        (PCz = 0).
+    """
+    stored, fmt = reader.stored_geometry, reader.file_format or "unknown format"
+    in_file = f"the file ({fmt})"
+    origin: dict[str, str] = {}
+
+    if "step_um" in scan_cfg:
+        step, origin["step_um"] = float(scan_cfg["step_um"]), "config"
+    elif reader.step_um is not None:
+        step, origin["step_um"] = float(reader.step_um), in_file
+    else:
+        raise PatternFileError(
+            f"{reader.path}: the file ({fmt}) stores no step size in micrometres: set "
+            f"config key scans.{scan_name}.step_um"
         )
-    pc = pc_to_bruker(np.asarray(scan_cfg["pc"], dtype=float),
-                      scan_cfg.get("pc_convention", "bruker"), reader.pattern_shape)
+
+    if "pc" in scan_cfg:
+        convention = scan_cfg.get("pc_convention", "bruker")
+        pc = pc_to_bruker(np.asarray(scan_cfg["pc"], dtype=float), convention,
+                          reader.pattern_shape)
+        origin["pc"] = f"config ({convention})"
+    elif "pc" in stored:
+        pc = np.asarray(stored["pc"], dtype=float)
+        origin["pc"] = in_file + (", one per pattern" if pc.ndim == 2 else "")
+    else:
+        raise PatternFileError(
+            f"config key scans.{scan_name}.pc: {reader.path} ({fmt}) stores no pattern "
+            f"centre and the config gives none; set scans.{scan_name}.pc [x, y, z] (and "
+            f"pc_convention) for indexing"
+        )
+    pc = _check_pc(scan_name, pc, "the config" if "pc" in scan_cfg else str(reader.path),
+                   reader.n_patterns)
+
+    fallback = _fallbacks()
+    tilts = {}
+    for key in ("sample_tilt", "camera_tilt"):
+        if key in scan_cfg:
+            tilts[key], origin[key] = float(scan_cfg[key]), "config"
+        elif key in stored:
+            tilts[key], origin[key] = float(stored[key]), in_file
+        else:
+            tilts[key], origin[key] = float(fallback[key]), "default (neither config nor file)"
+
+    log.info("scan %s geometry: %s", scan_name, "; ".join([
+        f"step {step:g} um from {origin['step_um']}",
+        f"PC {np.round(pc.reshape(-1, 3).mean(axis=0), 4).tolist()} (Bruker"
+        f"{', mean' if pc.ndim == 2 else ''}) from {origin['pc']}",
+        f"sample tilt {tilts['sample_tilt']:g} from {origin['sample_tilt']}",
+        f"camera tilt {tilts['camera_tilt']:g} from {origin['camera_tilt']}",
+    ]))
     return ScanGeometry(
         n_rows=reader.map_shape[0], n_cols=reader.map_shape[1], step_um=step,
-        pattern_shape=reader.pattern_shape, pc=pc,
-        sample_tilt=scan_cfg.get("sample_tilt", 70.0),
-        camera_tilt=scan_cfg.get("camera_tilt", 0.0),
+        pattern_shape=reader.pattern_shape, pc=pc, **tilts,
     )
+
+
+def scan_settings(scan_name: str, scan_cfg: Mapping[str, Any],
+                  settings: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    """The ``preprocess`` settings of one scan: ``settings`` with the scan's own
+    ``binning`` / ``background`` where ``scans.<name>`` sets them.
+
+    Returns
+    -------
+    settings, keys
+        The settings, and for ``binning`` and ``background`` the config key that set
+        them (``scans.<name>.binning`` or ``preprocess.binning``, ...), for errors;
+        ``scan_background`` is the scan's own background key, for hints.
+    """
+    out = dict(settings)
+    keys = {"scan_background": f"scans.{scan_name}.background"}
+    for key in SCAN_OVERRIDES:
+        if key in scan_cfg:
+            out[key], keys[key] = scan_cfg[key], f"scans.{scan_name}.{key}"
+        else:
+            keys[key] = f"preprocess.{key}"
+    return out, keys
+
+
+def choose_background(method: str, reader: PatternReader, mean_pattern: np.ndarray,
+                      key: str = "preprocess.background",
+                      scan_key: str | None = None) -> np.ndarray:
+    """The full-resolution background ``(H, W)`` float64 that ``method`` subtracts.
+
+    Parameters
+    ----------
+    method
+        ``mean`` (``mean_pattern``), ``static`` (the file's own background pattern) or
+        ``none`` (zeros).
+    reader
+        The scan's reader (its ``static_background``).
+    mean_pattern
+        The scan's mean raw pattern (:func:`scan_background`).
+    key
+        The config key that chose ``method``, named in errors.
+    scan_key
+        The scan's own key (``scans.<name>.background``), suggested in the small-map
+        warning; ``None``: ``key``.
+
+    Raises
+    ------
+    PatternFileError
+        ``static`` when the file stores no background, or one that is not one finite
+        pattern of the scan's pattern shape.
+    """
+    if method not in BACKGROUNDS:
+        raise ValueError(f"config key {key}: {method!r} is not one of {list(BACKGROUNDS)}")
+    if method == "mean":
+        if reader.n_patterns < MEAN_BACKGROUND_MIN_PATTERNS:
+            hint = (f" The file stores a static background: set {scan_key or key}: static."
+                    if reader.static_background is not None else "")
+            log.warning(
+                "%s: %s = mean on a map of only %d patterns (< %d): the mean pattern still "
+                "holds Kikuchi bands of the few grains it averages, and subtracting it can "
+                "cost indexing.%s", reader.path, key, reader.n_patterns,
+                MEAN_BACKGROUND_MIN_PATTERNS, hint)
+        return mean_pattern
+    if method == "none":
+        return np.zeros(reader.pattern_shape, dtype=np.float64)
+    static = reader.static_background
+    if static is None:
+        fmt = reader.file_format or "unknown format"
+        raise PatternFileError(
+            f"config key {key}: static, but {reader.path} ({fmt}) stores no static "
+            f"background pattern; use mean or none")
+    static = np.asarray(static)
+    if static.shape != reader.pattern_shape:
+        raise PatternFileError(
+            f"config key {key}: static, but the background pattern {reader.path} stores is "
+            f"{' x '.join(map(str, static.shape))} and its patterns are "
+            f"{reader.pattern_shape[0]} x {reader.pattern_shape[1]}; use mean or none")
+    static = static.astype(np.float64)
+    if not np.isfinite(static).all():
+        raise PatternFileError(
+            f"config key {key}: static, but the background pattern {reader.path} stores "
+            f"holds NaN or inf values; use mean or none")
+    return static
 
 
 def preprocess_scan(
@@ -199,6 +380,7 @@ def preprocess_scan(
     geometry: ScanGeometry,
     settings: dict | None = None,
     progress: bool = True,
+    config_keys: Mapping[str, str] | None = None,
 ) -> Path:
     """Preprocess one scan into a chunked HDF5 file.
 
@@ -209,13 +391,16 @@ def preprocess_scan(
         Only read.
     out_path
         Output HDF5: ``patterns`` (n, h, w) float32 in [-1, 1], ``mask`` (h, w) bool,
-        ``valid`` (n,) bool, ``background`` (H, W) float32 (full resolution), and group
-        ``geometry`` (:class:`~latentebsd.geometry.ScanGeometry` of the binned patterns);
-        see :mod:`latentebsd.io.preprocessed`.
+        ``valid`` (n,) bool, ``background`` (H, W) float32 (the background subtracted,
+        full resolution; zeros for ``none``), attribute ``background`` (the method),
+        and group ``geometry`` (:class:`~latentebsd.geometry.ScanGeometry` of the binned
+        patterns); see :mod:`latentebsd.io.preprocessed`.
     geometry
         Geometry of the raw scan; its map shape must match the file.
     settings
-        The validated ``preprocess`` config section (``None``: the schema's defaults):
+        The validated ``preprocess`` config section (``None``: the schema's defaults),
+        with a scan's own overrides applied (:func:`scan_settings`): ``background``
+        (``mean``, ``static`` or ``none``: :func:`choose_background`),
         ``binning`` (divides both pattern sides), ``rescale`` (``per_pattern`` or
         ``per_scan``, module docstring), ``mask`` (:class:`MaskSettings`),
         ``blank_patterns`` (``error``, or ``flag``: constant patterns are then marked
@@ -223,11 +408,21 @@ def preprocess_scan(
         samples), ``chunk_size`` (patterns per chunk; peak memory is a few chunks).
     progress
         Show tqdm progress bars.
+    config_keys
+        The config key that set ``binning`` and ``background`` (e.g.
+        ``scans.<name>.binning``), named in errors (default ``preprocess.<key>``), and
+        ``scan_background``, the scan's own key that warnings suggest
+        (:func:`scan_settings`).
     """
     cfg = config.section("preprocess") if settings is None else settings
     binning, rescale, chunk_size = cfg["binning"], cfg["rescale"], cfg["chunk_size"]
-    blank_patterns = cfg["blank_patterns"]
+    blank_patterns, background_method = cfg["blank_patterns"], cfg["background"]
+    keys = {"binning": "preprocess.binning", "background": "preprocess.background",
+            **dict(config_keys or {})}
     mask = MaskSettings(**cfg["mask"])
+    if Path(out_path).resolve() == Path(pattern_path).resolve():
+        raise ValueError(f"{out_path}: the preprocessed output would replace the raw scan it "
+                         f"is made from; raw input is never overwritten")
     reader = PatternReader(pattern_path, nav_shape=geometry.map_shape)
     if reader.pattern_shape != geometry.pattern_shape:
         raise PatternFileError(
@@ -237,12 +432,15 @@ def preprocess_scan(
     h, w = reader.pattern_shape
     if h % binning or w % binning:
         raise ValueError(
-            f"config key preprocess.binning: {binning} does not divide the pattern size "
+            f"config key {keys['binning']}: {binning} does not divide the pattern size "
             f"{h} x {w} of {reader.path}"
         )
 
-    background, valid = scan_background(reader, chunk_size, blank_patterns, progress)
-    screen = detector_mask(background, mask)
+    mean_pattern, valid = scan_background(reader, chunk_size, blank_patterns, progress)
+    background = choose_background(background_method, reader, mean_pattern,
+                                   keys["background"], keys.get("scan_background"))
+    # the screen shows in the mean raw pattern whatever background is subtracted
+    screen = detector_mask(mean_pattern, mask)
     screen_binned = bin_mask(screen, binning)
     if not screen_binned.any():
         raise ValueError(
@@ -251,8 +449,9 @@ def preprocess_scan(
         )
     binned_geometry = geometry.binned(binning)
     n, hb, wb = reader.n_patterns, h // binning, w // binning
-    log.info("%s: %d patterns %dx%d -> %dx%d, %.1f %% of pixels on screen",
-             reader.path, n, h, w, hb, wb, 100 * screen_binned.mean())
+    log.info("%s: %d patterns %dx%d -> %dx%d (%s = %d), %s background (%s), %.1f %% of "
+             "pixels on screen", reader.path, n, h, w, hb, wb, keys["binning"], binning,
+             background_method, keys["background"], 100 * screen_binned.mean())
 
     with preprocessed_writer(out_path, n, (hb, wb)) as out:
         dset = out.patterns
@@ -283,22 +482,27 @@ def preprocess_scan(
             dset.attrs["rescale_range"] = (lo, hi)
         out.finish(screen_binned, screen, valid, background, binned_geometry, {
             "source": str(Path(pattern_path).resolve()), "binning": binning,
-            "rescale": rescale, "mask_method": mask.method, "n_invalid": int((~valid).sum()),
+            "background": background_method, "rescale": rescale, "mask_method": mask.method, "n_invalid": int((~valid).sum()),
             "raw_pattern_shape": (h, w), "raw_dtype": str(reader.dtype),
         })
     return Path(out_path)
 
 
 def run_preprocess_rule(scan_name: str, pattern_path: str, geometry_path: str | None,
-                        out_path: str, scan_cfg: dict, settings: dict) -> Path:
+                        out_path: str, scan_cfg: dict, settings: dict | None) -> Path:
     """Preprocess one configured scan (what rule ``preprocess`` runs).
 
     The geometry comes from ``geometry_path`` (a simulated scan's ground-truth file)
-    when given, else from the scan's config entry and its pattern file.
+    when given, else from the scan's config entry and its pattern file
+    (:func:`geometry_from_config`). ``settings`` is the validated ``preprocess``
+    section (``None``: the schema's defaults); the scan's own ``binning`` and
+    ``background`` override it (:func:`scan_settings`).
     """
+    settings = config.section("preprocess") if settings is None else settings
+    settings, keys = scan_settings(scan_name, scan_cfg, settings)
     if geometry_path:
         geometry = read_truth_geometry(geometry_path)
     else:
         reader = PatternReader(pattern_path, nav_shape=scan_cfg.get("nav_shape"))
         geometry = geometry_from_config(scan_name, scan_cfg, reader)
-    return preprocess_scan(pattern_path, out_path, geometry, settings)
+    return preprocess_scan(pattern_path, out_path, geometry, settings, config_keys=keys)

@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 from latentebsd import config
 from latentebsd.io.preprocessed import PreprocessedScan
 from latentebsd.io.sample import sample_writer
+from latentebsd.io.truth import read_truth
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,77 @@ def choose_patterns(valid: np.ndarray, n: int, val_fraction: float,
     return np.sort(drawn[n_val:]), np.sort(drawn[:n_val])
 
 
+#: The smallest pattern side the networks take (latentebsd.models.architecture_for);
+#: a common size below it is no fix to suggest.
+MIN_MODEL_SIDE = 16
+
+
+def _size(shape: Sequence[int]) -> str:
+    return f"{int(shape[0])} x {int(shape[1])}"
+
+
+def common_binning(raw_shapes: Sequence[Sequence[int]],
+                   at_most: Sequence[int] | None = None,
+                   min_side: int = MIN_MODEL_SIDE) -> tuple[tuple[int, int], list[int]] | None:
+    """A pattern size that every raw size block-bins to exactly, and the factors that
+    get there: the largest one not above ``at_most`` (``(h, w)``; e.g. the largest size
+    the scans have now), else the largest; ``None`` if integer binning cannot make the
+    sizes equal with both sides at least ``min_side``."""
+    h0, w0 = (int(v) for v in raw_shapes[0])
+    found = []
+    for f0 in range(1, min(h0, w0) + 1):
+        if h0 % f0 or w0 % f0:
+            continue
+        target = (h0 // f0, w0 // f0)
+        if min(target) < min_side:
+            break
+        factors = []
+        for h, w in raw_shapes:
+            f, rest = divmod(int(h), target[0])
+            if rest or f < 1 or int(w) != f * target[1]:
+                break
+            factors.append(f)
+        else:
+            found.append((target, factors))  # largest target first
+    if not found:
+        return None
+    if at_most is not None:
+        fitting = [c for c in found if c[0][0] <= at_most[0] and c[0][1] <= at_most[1]]
+        if fitting:
+            return fitting[0]
+    return found[0]
+
+
+def shape_mismatch_message(scans: Sequence[str], shapes: Sequence[Sequence[int]],
+                           raw_shapes: Sequence[Sequence[int]], binnings: Sequence[int]) -> str:
+    """The error for preprocessed scans of different pattern sizes: every scan's size,
+    raw size and binning, and the ``scans.<name>.binning`` values that would fix it."""
+    listing = ", ".join(
+        f"{name} is {_size(shape)} from {_size(raw)} raw (binning {b})"
+        for name, shape, raw, b in zip(scans, shapes, raw_shapes, binnings))
+    message = (f"preprocessed scans differ in pattern shape ({listing}); one model needs one "
+               f"pattern shape: set scans.<name>.binning so that every scan is binned to the "
+               f"same size")
+    largest = max(shapes, key=lambda hw: int(hw[0]) * int(hw[1]))
+    common = common_binning(raw_shapes, at_most=largest)
+    if common is None:
+        return message + (f"; no integer binning makes these raw sizes equal (at "
+                          f"{MIN_MODEL_SIDE} px or more a side): crop or resample one scan's "
+                          f"patterns to a size the others bin to")
+    target, factors = common
+    fix = ", ".join(f"scans.{name}.binning: {f}" for name, f in zip(scans, factors))
+    return message + f", e.g. {fix} (all {_size(target)})"
+
+
+def orientation_ids(truth_path: str | os.PathLike) -> np.ndarray:
+    """Row-major id of the simulated orientation at every point: grain or twin lamella
+    (``wrought``, ``polycrystal``: ``domain_id``), grain (``am``: its rotation domains,
+    cells and gradients stay within ~2 deg of the grain's orientation)."""
+    truth, _, attrs = read_truth(truth_path)
+    key = "grain_id" if attrs["microstructure"] == "am" else "domain_id"
+    return truth[key].ravel()
+
+
 def sample_training_set(
     preprocessed: Sequence[str | os.PathLike],
     out_path: str | os.PathLike,
@@ -42,6 +114,7 @@ def sample_training_set(
     seed: int = 0,
     batch: int = 1024,
     progress: bool = True,
+    truths: Mapping[str, str | os.PathLike] | None = None,
 ) -> Path:
     """Draw the training and validation patterns from preprocessed scans.
 
@@ -60,6 +133,11 @@ def sample_training_set(
         Seed of the one generator behind every draw.
     batch
         Patterns copied per read (memory only).
+    truths
+        Scan file stem -> ground-truth file of the simulated scans: the number of
+        distinct simulated orientations (:func:`orientation_ids`) among the training
+        patterns is logged and stored as attr ``distinct_orientations`` (over the
+        scans with ground truth, named in ``distinct_orientations_scans``).
     """
     cfg = config.section("sample") if settings is None else settings
     patterns_per_scan, val_fraction = cfg["patterns_per_scan"], cfg["val_fraction"]
@@ -67,10 +145,12 @@ def sample_training_set(
     if not paths:
         raise ValueError("no preprocessed scans to sample from (config key scans is empty)")
     rng = np.random.default_rng(seed)
-    picks, shapes, masks = [], [], []
+    picks, shapes, masks, raw_shapes, binnings = [], [], [], [], []
     for path in paths:
         with PreprocessedScan(path) as scan:
             shapes.append(scan.pattern_shape)
+            raw_shapes.append(scan.raw_pattern_shape)
+            binnings.append(int(scan.attrs.get("binning", 1)))
             masks.append(scan.mask)
             train_idx, val_idx = choose_patterns(scan.valid, patterns_per_scan, val_fraction, rng)
         if len(train_idx) + len(val_idx) < patterns_per_scan:
@@ -78,9 +158,8 @@ def sample_training_set(
                         path, len(train_idx) + len(val_idx), patterns_per_scan)
         picks.append((train_idx, val_idx))
     if len(set(shapes)) > 1:
-        listing = ", ".join(f"{p.name}: {s}" for p, s in zip(paths, shapes))
-        raise ValueError(f"preprocessed scans differ in pattern shape ({listing}); one model "
-                         f"needs one pattern shape: adjust preprocess.binning per detector")
+        raise ValueError(shape_mismatch_message([p.stem for p in paths], shapes, raw_shapes,
+                                                binnings))
     h, w = shapes[0]
     n_train = sum(len(t) for t, _ in picks)
     n_val = sum(len(v) for _, v in picks)
@@ -101,7 +180,27 @@ def sample_training_set(
                     bar.update(len(idx))
         bar.close()
         out.finish(sources, np.logical_and.reduce(masks), [p.stem for p in paths], seed,
-                   val_fraction)
+                   val_fraction, distinct_orientations(paths, picks, truths or {}))
     log.info("sample: %d train + %d validation patterns of %d x %d from %d scans",
              n_train, n_val, h, w, len(paths))
     return Path(out_path)
+
+
+def distinct_orientations(paths: Sequence[Path], picks: Sequence[tuple[np.ndarray, np.ndarray]],
+                          truths: Mapping[str, str | os.PathLike]) -> dict[str, Any]:
+    """Attrs ``distinct_orientations`` (training patterns) and
+    ``distinct_orientations_scans`` for the scans with ground truth (none: empty)."""
+    counts, scans = 0, []
+    for path, (train_idx, _) in zip(paths, picks):
+        if path.stem not in truths:
+            continue
+        ids = np.unique(orientation_ids(truths[path.stem])[train_idx])
+        log.info("%s: %d distinct simulated orientations in %d training patterns",
+                 path.stem, len(ids), len(train_idx))
+        counts += len(ids)
+        scans.append(path.stem)
+    if not scans:
+        return {}
+    log.info("training sample: %d distinct simulated orientations (scans %s)", counts,
+             ", ".join(scans))
+    return {"distinct_orientations": counts, "distinct_orientations_scans": scans}

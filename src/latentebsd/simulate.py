@@ -8,7 +8,7 @@ background-corrected detector images: a smooth non-uniform background, the circu
 phosphor screen, Poisson shot noise and camera read noise, and one fixed gain
 (counts -> 16-bit grey levels) for the whole scan.
 
-Two microstructures are drawn on the scan grid (see :func:`simulate_scan`):
+Three microstructures are drawn on the scan grid (see :func:`simulate_scan`):
 
 ``wrought``
     Equiaxed Voronoi grains, annealing twin lamellae (Sigma3: 60 deg about the
@@ -20,6 +20,19 @@ Two microstructures are drawn on the scan grid (see :func:`simulate_scan`):
     a dislocation-cell network whose walls blur the Kikuchi bands and rotate the
     lattice slightly, and small particles on some cell walls whose pattern (a second
     orientation) overlaps the matrix pattern.
+``polycrystal``
+    Many small equiaxed grains of random orientation (a ``wrought`` map with its own
+    grain size, by default no twins): orientation diversity for the training sample,
+    as the paper's training-only Waspaloy map.
+
+Graded strength (:func:`grading_levels`): a scan may carry its heterogeneity at
+``levels`` strengths in bands across the map, from ``weakest`` x to 1 x the configured
+values (geometric steps), so that detection limits can be measured on one scan. The
+graded quantities are the lattice rotations of cells and walls, the dislocation density
+at walls (hence the band blur), the particle pattern weight, the rotation-domain
+misorientation and the scratch damage (rotation, density, blur, contrast loss); grains,
+orientation gradients and twins are not graded. :data:`GRADED` names the physical
+parameter of each class; the ground truth records the level and strength per point.
 
 Orientation convention: quaternions are orix's (an :class:`orix.quaternion.Orientation`
 maps sample-frame vectors into the crystal frame), exactly the rotations passed to
@@ -50,7 +63,17 @@ from latentebsd.geometry import ScanGeometry
 from latentebsd.io.patterns import write_up2
 from latentebsd.io.truth import write_truth
 
-MICROSTRUCTURES = ("wrought", "am")
+MICROSTRUCTURES = ("wrought", "am", "polycrystal")
+
+#: Graded class -> (settings block, key, index into a [low, high] pair or None, label):
+#: the physical parameter a class's strength is reported in (its value at strength 1).
+GRADED: dict[str, tuple[str, str, int | None, str]] = {
+    "dislocation_cells": ("am", "wall_rotation_deg", None, "max lattice rotation on cell walls (deg)"),
+    "dislocation_density": ("am", "wall_density", 1, "max dislocation density at walls (a.u.)"),
+    "particles": ("am", "particle_weight", 1, "max particle pattern weight"),
+    "rotation_domains": ("am", "domain_misorientation_deg", 1, "max rotation-domain misorientation (deg)"),
+    "scratch": ("", "scratch_rotation_deg", None, "max lattice rotation in scratches (deg)"),
+}
 
 
 # --------------------------------------------------------------------------------------
@@ -84,6 +107,9 @@ class Truth:
         Gaussian sigma (pixels of the simulated pattern) applied to the Kikuchi signal.
     contrast_factor
         Multiplier on ``kikuchi_contrast`` (below 1 in scratches).
+    strength_level, strength
+        Graded-strength band of the point (0 = weakest) and its strength factor
+        (1 where the scan is not graded).
     """
 
     grain_id: np.ndarray
@@ -99,6 +125,8 @@ class Truth:
     particle_weight: np.ndarray
     pattern_blur_px: np.ndarray
     contrast_factor: np.ndarray
+    strength_level: np.ndarray
+    strength: np.ndarray
 
     @classmethod
     def empty(cls, shape: tuple[int, int]) -> "Truth":
@@ -113,6 +141,7 @@ class Truth:
             particle_weight=np.zeros(shape, np.float32),
             pattern_blur_px=np.zeros(shape, np.float32),
             contrast_factor=np.ones(shape, np.float32),
+            strength_level=np.zeros(shape, np.int16), strength=np.ones(shape, np.float32),
         )
 
 
@@ -185,12 +214,61 @@ def _uniform_seeds(rng: np.random.Generator, shape: tuple[int, int], n: int) -> 
     return rng.uniform([-0.5, -0.5], [shape[0] - 0.5, shape[1] - 0.5], size=(n, 2))
 
 
+def grading_levels(grading: Mapping[str, Any] | None) -> np.ndarray:
+    """Strength factor of every level: ``weakest`` to 1 in geometric steps (``[1]`` if
+    the scan is not graded)."""
+    if not grading or int(grading["levels"]) <= 1:
+        return np.ones(1)
+    n, weakest = int(grading["levels"]), float(grading["weakest"])
+    return weakest ** (1.0 - np.arange(n) / (n - 1))
+
+
+def _grade(truth: Truth, grading: Mapping[str, Any] | None) -> np.ndarray:
+    """Fill ``strength_level`` / ``strength`` (bands across the map) and return the
+    level factors."""
+    factors = grading_levels(grading)
+    shape = truth.grain_id.shape
+    if len(factors) > 1:
+        axis = 1 if grading["axis"] == "columns" else 0
+        coord = np.indices(shape)[axis]
+        level = (coord * len(factors)) // shape[axis]
+        truth.strength_level = level.astype(np.int16)
+        truth.strength = factors[level].astype(np.float32)
+    return factors
+
+
+def _strength_at(truth: Truth, points: np.ndarray) -> np.ndarray:
+    """Strength of the band holding each (row, col) point (rounded, clipped to the map)."""
+    shape = truth.grain_id.shape
+    r = np.clip(np.rint(points[:, 0]).astype(int), 0, shape[0] - 1)
+    c = np.clip(np.rint(points[:, 1]).astype(int), 0, shape[1] - 1)
+    return truth.strength[r, c].astype(np.float64)
+
+
+def graded_parameters(microstructure: str, settings: Mapping[str, Any],
+                      grading: Mapping[str, Any] | None) -> dict[str, dict[str, Any]]:
+    """Class -> ``{"parameter", "values"}``: the physical value of each graded class
+    of the scan at every level (what detection limits are reported in)."""
+    factors = grading_levels(grading)
+    own = {**settings["wrought"], **settings["polycrystal"]} if microstructure == "polycrystal" \
+        else settings[microstructure]
+    out = {}
+    for cls, (block, key, index, label) in GRADED.items():
+        if (block and block != microstructure) or (not block and own["n_scratches"] == 0):
+            continue
+        value = (settings[block] if block else settings)[key]
+        top = float(value if index is None else value[index])
+        out[cls] = {"parameter": label, "values": [round(float(top * f), 6) for f in factors]}
+    return out
+
+
 def _add_scratches(truth: Truth, n_scratches: int, cfg: dict[str, Any],
                    rng: np.random.Generator) -> None:
     """Straight polishing scratches: blurred, low-contrast, slightly rotated patterns.
 
     The scratch keeps the underlying orientation plus a random rotation of up to
-    ``scratch_rotation_deg`` per point (plastic damage of the surface layer).
+    ``scratch_rotation_deg`` per point (plastic damage of the surface layer); rotation,
+    density, blur and contrast loss scale with the point's graded strength.
     """
     shape = truth.grain_id.shape
     rows, cols = _grid(shape)
@@ -203,19 +281,22 @@ def _add_scratches(truth: Truth, n_scratches: int, cfg: dict[str, Any],
         n = int(mask.sum())
         if n == 0:
             continue
-        rot = small_rotations(rng, rng.uniform(0, cfg["scratch_rotation_deg"], n))
+        m = truth.strength[mask].astype(np.float64)
+        rot = small_rotations(rng, rng.uniform(0, cfg["scratch_rotation_deg"], n) * m)
         truth.quaternion[mask] = _compose(truth.quaternion[mask], rot)
         truth.scratch_mask |= mask
         truth.pattern_blur_px[mask] = np.maximum(truth.pattern_blur_px[mask],
-                                                 cfg["scratch_blur"] * width)
-        truth.contrast_factor[mask] *= cfg["scratch_contrast"]
-        truth.dislocation_density[mask] += cfg["scratch_density"]
+                                                 cfg["scratch_blur"] * width * m)
+        truth.contrast_factor[mask] *= 1.0 - (1.0 - cfg["scratch_contrast"]) * m
+        truth.dislocation_density[mask] += cfg["scratch_density"] * m
 
 
-def _wrought(shape: tuple[int, int], cfg: dict[str, Any], rng: np.random.Generator) -> Truth:
-    """Equiaxed grains with annealing twin lamellae and polishing scratches."""
-    p = cfg["wrought"]
+def _wrought(shape: tuple[int, int], cfg: dict[str, Any], p: Mapping[str, Any],
+             rng: np.random.Generator, grading: Mapping[str, Any] | None) -> Truth:
+    """Equiaxed grains with annealing twin lamellae and polishing scratches (``p``: the
+    ``wrought`` block, or ``polycrystal``'s overrides of it)."""
     truth = Truth.empty(shape)
+    _grade(truth, grading)
     seeds = _uniform_seeds(rng, shape, _n_seeds(shape, p["grain_size"] ** 2))
     grain, _ = _voronoi(shape, seeds)
     grain = _relabel(grain)
@@ -272,10 +353,17 @@ def _wrought(shape: tuple[int, int], cfg: dict[str, Any], rng: np.random.Generat
     return truth
 
 
-def _am(shape: tuple[int, int], cfg: dict[str, Any], rng: np.random.Generator) -> Truth:
-    """Columnar grains, gradients, rotation domains, dislocation cells, particles."""
+def _am(shape: tuple[int, int], cfg: dict[str, Any], rng: np.random.Generator,
+        grading: Mapping[str, Any] | None) -> Truth:
+    """Columnar grains, gradients, rotation domains, dislocation cells, particles.
+
+    Graded: a domain's misorientation and a cell's rotation take the strength at its
+    centre / seed (a domain is never cut by a band edge), wall rotation, wall density
+    and particle weight the strength of their point.
+    """
     p = cfg["am"]
     truth = Truth.empty(shape)
+    _grade(truth, grading)
     aspect = p["grain_aspect"]
     axis = 0 if p["elongation_axis"] == "vertical" else 1
     # Shrinking the long axis in the metric makes Voronoi cells elongated along it
@@ -305,7 +393,12 @@ def _am(shape: tuple[int, int], cfg: dict[str, Any], rng: np.random.Generator) -
     domain = _relabel(grain.astype(np.int64) * (len(d_seeds) + 1) + dom)
     n_dom = int(domain.max()) + 1
     lo, hi = p["domain_misorientation_deg"]
-    q_dom = small_rotations(rng, rng.uniform(lo, hi, n_dom))
+    rows_, cols_ = np.indices(shape, dtype=np.float64)
+    d_flat = domain.ravel()
+    d_count = np.bincount(d_flat, minlength=n_dom)
+    d_centre = np.column_stack([np.bincount(d_flat, rows_.ravel(), n_dom) / d_count,
+                                np.bincount(d_flat, cols_.ravel(), n_dom) / d_count])
+    q_dom = small_rotations(rng, rng.uniform(lo, hi, n_dom) * _strength_at(truth, d_centre))
     q = _compose(q, q_dom[domain.ravel()])
     truth.domain_id = domain
 
@@ -321,15 +414,18 @@ def _am(shape: tuple[int, int], cfg: dict[str, Any], rng: np.random.Generator) -
     gap = dist[..., 1] - dist[..., 0]
     wall = gap < p["cell_wall_width"]
     n_cells = len(c_seeds)
-    q_cell = small_rotations(rng, rng.uniform(0.0, p["cell_misorientation_deg"], n_cells))
+    q_cell = small_rotations(rng, rng.uniform(0.0, p["cell_misorientation_deg"], n_cells)
+                             * _strength_at(truth, c_seeds))
     q = _compose(q, q_cell[cell.ravel()])
     n_wall = int(wall.sum())
     wall_flat = wall.ravel()
+    m = truth.strength.ravel().astype(np.float64)
     q[wall_flat] = _compose(q[wall_flat],
-                            small_rotations(rng, rng.uniform(0.0, p["wall_rotation_deg"], n_wall)))
+                            small_rotations(rng, rng.uniform(0.0, p["wall_rotation_deg"], n_wall)
+                                            * m[wall_flat]))
     level = rng.uniform(*p["wall_density"], n_cells)
     # Densest at the wall centre, half that at its edge
-    density = level[cell] * (1.0 - 0.5 * gap / p["cell_wall_width"])
+    density = level[cell] * (1.0 - 0.5 * gap / p["cell_wall_width"]) * truth.strength
     truth.dislocation_density = np.where(wall, density, 0.0).astype(np.float32)
     truth.cell_wall_mask = wall
     truth.pattern_blur_px = (p["wall_blur"] * cfg["pattern_shape"][1]
@@ -341,7 +437,8 @@ def _am(shape: tuple[int, int], cfg: dict[str, Any], rng: np.random.Generator) -
     n_part = int(particle.sum())
     truth.particle_mask = particle
     truth.particle_quaternion[particle] = random_quaternions(rng, n_part)
-    truth.particle_weight[particle] = rng.uniform(*p["particle_weight"], n_part)
+    truth.particle_weight[particle] = (rng.uniform(*p["particle_weight"], n_part)
+                                       * truth.strength[particle])
 
     truth.grain_boundary_mask = _boundary_mask(grain)
     _add_scratches(truth, p["n_scratches"], cfg, rng)
@@ -349,23 +446,31 @@ def _am(shape: tuple[int, int], cfg: dict[str, Any], rng: np.random.Generator) -
 
 
 def generate_microstructure(microstructure: str, map_shape: tuple[int, int],
-                            settings: dict[str, Any], rng: np.random.Generator) -> Truth:
+                            settings: dict[str, Any], rng: np.random.Generator,
+                            grading: Mapping[str, Any] | None = None) -> Truth:
     """Draw the ground-truth microstructure of one map.
 
     Parameters
     ----------
     microstructure
-        ``"wrought"`` or ``"am"``.
+        ``"wrought"``, ``"am"`` or ``"polycrystal"``.
     map_shape
         ``(n_rows, n_cols)``.
     settings
         Validated ``simulation`` settings (:func:`latentebsd.config.section`).
     rng
         The scan's random generator (consumed).
+    grading
+        ``{"levels", "weakest", "axis"}`` (``scans.<name>.simulate.grading``); ``None``
+        or one level: every point at strength 1.
     """
     micro = _check_microstructure(microstructure)
     shape = _check_map_shape(map_shape)
-    return _wrought(shape, settings, rng) if micro == "wrought" else _am(shape, settings, rng)
+    if micro == "am":
+        return _am(shape, settings, rng, grading)
+    block = settings["wrought"] if micro == "wrought" else {**settings["wrought"],
+                                                            **settings["polycrystal"]}
+    return _wrought(shape, settings, block, rng, grading)
 
 
 # --------------------------------------------------------------------------------------
@@ -535,7 +640,7 @@ def _check_map_shape(map_shape: Any) -> tuple[int, int]:
 def simulate_scan(up2_path: str | os.PathLike, truth_path: str | os.PathLike,
                   microstructure: str, map_shape: tuple[int, int],
                   settings: Mapping[str, Any] | None, seed: int, *,
-                  progress: bool = True) -> None:
+                  grading: Mapping[str, Any] | None = None, progress: bool = True) -> None:
     """Simulate one EBSD scan: a UP2 pattern file plus an HDF5 ground-truth file.
 
     Parameters
@@ -550,11 +655,13 @@ def simulate_scan(up2_path: str | os.PathLike, truth_path: str | os.PathLike,
         ``dislocation_density``, ``cell_wall_mask``, ``particle_mask``,
         ``scratch_mask``, ``domain_id``, ``grain_boundary_mask`` and the extras
         ``particle_quaternion``, ``particle_weight``, ``pattern_blur_px``,
-        ``contrast_factor`` (see :class:`Truth`); file attrs ``microstructure``, ``seed``
-        and ``settings`` (JSON of the resolved settings).
+        ``contrast_factor``, ``strength_level``, ``strength`` (see :class:`Truth`); file
+        attrs ``microstructure``, ``seed``, ``settings`` (JSON of the resolved settings)
+        and ``grading`` (JSON: the level factors and :func:`graded_parameters`).
     microstructure
-        ``"wrought"`` (equiaxed grains, annealing twins, scratches) or ``"am"``
-        (columnar grains, gradients, rotation domains, dislocation cells, particles).
+        ``"wrought"`` (equiaxed grains, annealing twins, scratches), ``"am"``
+        (columnar grains, gradients, rotation domains, dislocation cells, particles) or
+        ``"polycrystal"`` (many small random grains).
     map_shape
         ``(n_rows, n_cols)`` of the scan grid.
     settings
@@ -610,9 +717,16 @@ def simulate_scan(up2_path: str | os.PathLike, truth_path: str | os.PathLike,
         ``particle_fraction`` (share of wall points holding a particle),
         ``particle_weight`` [low, high] (weight of the particle's pattern),
         ``n_scratches``.
+
+        ``polycrystal`` block: ``grain_size``, ``twin_fraction``, ``n_scratches``
+        (the rest as ``wrought``).
     seed
         Seeds :func:`numpy.random.default_rng`; the same seed and settings give a
         byte-identical UP2.
+    grading
+        ``{"levels", "weakest", "axis": "columns" | "rows"}``: the heterogeneity at
+        ``levels`` strengths in bands along ``axis`` (module docstring); ``None``: not
+        graded.
     progress
         Show a tqdm progress bar.
 
@@ -627,7 +741,7 @@ def simulate_scan(up2_path: str | os.PathLike, truth_path: str | os.PathLike,
         raise ValueError(f"seed: expected a non-negative integer, got {seed!r}")
     cfg = config.section("simulation") if settings is None else settings
     rng = np.random.default_rng(int(seed))
-    truth = generate_microstructure(micro, shape, cfg, rng)
+    truth = generate_microstructure(micro, shape, cfg, rng, grading)
     geometry = scan_geometry(shape, cfg)
     noise_key = int(rng.integers(2 ** 62))
     n = geometry.n_patterns
@@ -642,4 +756,7 @@ def simulate_scan(up2_path: str | os.PathLike, truth_path: str | os.PathLike,
 
     write_up2(up2_path, chunks(), shape, tuple(cfg["pattern_shape"]), cfg["step_um"])
     write_truth(truth_path, {f.name: getattr(truth, f.name) for f in dataclasses.fields(truth)},
-                geometry, micro, int(seed), cfg)
+                geometry, micro, int(seed), cfg,
+                {"levels": grading_levels(grading).round(6).tolist(),
+                 "axis": (grading or {}).get("axis", "columns"),
+                 "classes": graded_parameters(micro, cfg, grading)})

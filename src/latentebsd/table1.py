@@ -2,7 +2,10 @@
 
 10/50/90 % quantiles of the metrics (:mod:`latentebsd.metrics`) pooled over all scans
 (valid patterns), the fraction indexed three ways, and the paper's numbers beside ours;
-written as CSV, Markdown and HTML (the report's page).
+written as CSV, Markdown and HTML (the report's page). From the same table,
+:func:`trend_verdicts` states whether each of the paper's trends holds in this run
+(more d -> better; contrastive ~ VAE of the same d; larger beta -> fewer indexed),
+written as ``trends.md`` (:func:`trends_markdown`).
 """
 
 from __future__ import annotations
@@ -97,7 +100,8 @@ def table1(metrics_by_variant: Mapping[str, Sequence[Mapping[str, np.ndarray]]],
     Returns
     -------
     pandas.DataFrame
-        Columns ``variant``, ``Loss``, ``d``, ``n_patterns``, ``Indexed`` (``%``),
+        Columns ``variant``, ``Loss`` (label), ``d``, ``loss`` and ``beta`` (the variant's
+        loss name and KL weight), ``n_patterns``, ``Indexed`` (``%``),
         ``Indexed (any solution)``, ``Indexed and agreeing`` (indexed within
         ``agree_deg`` of the original's orientation), one ``"q10/q50/q90"`` column per metric of
         :data:`TABLE_COLUMNS`, the numeric quantiles (``<metric>_q10`` ...), and the
@@ -120,7 +124,7 @@ def table1(metrics_by_variant: Mapping[str, Sequence[Mapping[str, np.ndarray]]],
         agree = pooled["indexed"] & (np.nan_to_num(pooled["misorientation_deg"], nan=np.inf)
                                      < cfg["agree_deg"])
         row: dict[str, Any] = {"variant": name, "Loss": loss_label(var), "d": key[1],
-                               "n_patterns": n,
+                               "loss": key[0], "beta": key[2], "n_patterns": n,
                                "Indexed": _percent(pooled["indexed"]),
                                "Indexed (any solution)": _percent(pooled["indexed_any"]),
                                "Indexed and agreeing": _percent(agree)}
@@ -146,7 +150,7 @@ def table1(metrics_by_variant: Mapping[str, Sequence[Mapping[str, np.ndarray]]],
     if original_indexed:
         ref = np.concatenate([np.asarray(v, bool) for v in original_indexed])
         reference = {"variant": "original", "Loss": "Original (preprocessed)", "d": "",
-                     "n_patterns": len(ref), "Indexed": _percent(ref),
+                     "loss": "", "beta": np.nan, "n_patterns": len(ref), "Indexed": _percent(ref),
                      "Indexed (any solution)": "", "Indexed and agreeing": ""}
         frame = pd.concat([pd.DataFrame([reference]), frame], ignore_index=True)
     return frame
@@ -242,10 +246,242 @@ def table1_html(frame: pd.DataFrame, settings: Mapping[str, Any] | None = None) 
     )
 
 
+# --------------------------------------------------------------------------- trends
+
+#: The metrics the paper's trends are stated on: (id, Table 1 column, name, +1 if higher
+#: is better else -1, number format). Ratios and misorientation are medians of the
+#: pooled per-pattern values (``<metric>_q50``); the IQ ratio is PyEBSDIndex ``pq``, the
+#: one Table 1 sets beside the paper's IQ.
+TREND_METRICS: tuple[tuple[str, str, str, int, str], ...] = (
+    ("indexed", "Indexed", "indexed (%)", +1, "{:.1f}"),
+    ("ci_ratio", "ci_ratio_q50", "median CI ratio", +1, "{:.3f}"),
+    ("iq_ratio", "iq_pq_ratio_q50", "median IQ ratio (pq)", +1, "{:.3f}"),
+    ("sharpness_ratio", "sharpness_ratio_q50", "median sharpness ratio", +1, "{:.3f}"),
+    ("misorientation", "misorientation_deg_q50", "median misorientation (deg)", -1, "{:.3f}"),
+)
+
+#: Ordered trends (more d, larger beta): two values closer than this are a tie, and the
+#: end of the series must beat its start by more than this (percentage points for
+#: ``indexed``, deg for ``misorientation``, absolute ratio otherwise).
+TREND_TOLERANCES: dict[str, float] = {"indexed": 0.5, "ci_ratio": 0.02, "iq_ratio": 0.02,
+                                      "sharpness_ratio": 0.02, "misorientation": 0.005}
+
+#: "Contrastive ~ VAE": every metric within this of the same-d VAE's (same units).
+SIMILAR_TOLERANCES: dict[str, float] = {"indexed": 1.0, "ci_ratio": 0.05, "iq_ratio": 0.05,
+                                        "sharpness_ratio": 0.05, "misorientation": 0.02}
+
+#: The beta trend's metrics (the paper: larger beta -> fewer indexed, lower CI).
+BETA_TREND_METRICS = ("indexed", "ci_ratio")
+
+HOLDS, PARTLY, FAILS, UNTESTABLE = "holds", "partly", "does not hold", "not testable"
+_EPS = 1e-9
+_LABEL_LOSSES = {"VAE": "vae", "Contrastive": "contrastive"}
+_NEEDS_MEDIAN = "0.5 among evaluation.quantiles (the trends use medians)"
+
+
+def _models(table: pd.DataFrame) -> list[dict[str, Any]]:
+    """The model rows of Table 1 (no "original" row) as ``{variant, loss, d, beta, row}``.
+    ``loss`` / ``beta`` come from their columns, or from the ``Loss`` label of a table
+    written before those columns existed."""
+    out = []
+    for _, row in table.iterrows():
+        if row.get("variant") == "original" or str(row.get("d", "")) in ("", "nan"):
+            continue
+        loss = row.get("loss")
+        beta = row.get("beta")
+        if not isinstance(loss, str) or not loss:
+            label = str(row["Loss"])
+            if label.startswith("beta-VAE"):
+                loss, beta = "beta_vae", float(label.split("(")[1].rstrip(")"))
+            else:
+                loss = _LABEL_LOSSES.get(label, label.lower())
+        beta = 1.0 if beta is None or (isinstance(beta, float) and math.isnan(beta)) else float(beta)
+        out.append({"variant": str(row["variant"]), "loss": loss, "d": int(float(row["d"])),
+                    "beta": beta, "row": row})
+    return out
+
+
+def _value(model: Mapping[str, Any], column: str) -> float:
+    v = model["row"].get(column, np.nan)
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def _metric(metric: str) -> tuple[str, str, str, int, str]:
+    return next(m for m in TREND_METRICS if m[0] == metric)
+
+
+def _untestable(trend: str, metric: str | None, needs: str) -> dict[str, Any]:
+    return {"trend": trend, "metric": metric, "verdict": UNTESTABLE, "needs": needs,
+            "values": [], "tolerance": None,
+            "detail": f"not testable in this config (needs {needs})"}
+
+
+def _ordered_verdict(trend: str, metric: str, series: Sequence[tuple[str, float]],
+                     direction: int, tolerance: float, fmt: str) -> dict[str, Any]:
+    """Verdict on a series ordered by d (or beta) that should move in ``direction``
+    (+1 up, -1 down): monotone within ``tolerance`` and end beating start by more than it."""
+    labels = [lab for lab, _ in series]
+    values = [v for _, v in series]
+    nums = ", ".join(f"{lab}: {fmt.format(v)}" for lab, v in series)
+    if any(not math.isfinite(v) for v in values):
+        missing = [lab for lab, v in series if not math.isfinite(v)]
+        return {"trend": trend, "metric": metric, "verdict": UNTESTABLE,
+                "needs": f"a finite value for {', '.join(missing)}", "values": list(series),
+                "tolerance": tolerance,
+                "detail": f"not testable in this config (needs a finite value for "
+                          f"{', '.join(missing)}); {nums}"}
+    steps = [direction * (b - a) for a, b in zip(values, values[1:])]
+    monotone = all(s >= -tolerance - _EPS for s in steps)
+    gain = direction * (values[-1] - values[0])
+    beats = gain > tolerance + _EPS
+    verdict = HOLDS if beats and monotone else PARTLY if beats else FAILS
+    word = "rises" if direction > 0 else "falls"
+    breaks = [f"{labels[i]} -> {labels[i + 1]}" for i, s in enumerate(steps) if s < -tolerance - _EPS]
+    detail = (f"{nums}; {labels[-1]} vs {labels[0]}: {values[-1] - values[0]:+.3g} "
+              f"({'beats' if beats else 'does not beat'} the tolerance {tolerance:g}); "
+              + (f"{word} monotonically within {tolerance:g}" if monotone
+                 else f"not monotone within {tolerance:g} ({', '.join(breaks)})"))
+    return {"trend": trend, "metric": metric, "verdict": verdict, "needs": None,
+            "values": list(series), "tolerance": tolerance, "monotone": monotone,
+            "beats": beats, "difference": values[-1] - values[0], "detail": detail}
+
+
+def trend_verdicts(table: pd.DataFrame, tolerances: Mapping[str, float] | None = None,
+                   similar_tolerances: Mapping[str, float] | None = None) -> list[dict[str, Any]]:
+    """Whether each of the paper's Table 1 trends holds in ``table`` (:func:`table1`'s
+    frame, or its CSV read back: one row per variant, pooled over all scans).
+
+    - More latent dimensions -> more indexed, higher median CI / IQ / sharpness ratio,
+      smaller median misorientation: the plain VAEs sorted by d. ``holds``: monotone
+      (ties within the tolerance allowed) and the largest d beats the smallest by more
+      than the tolerance; ``partly``: it beats it but is not monotone; else ``does not hold``.
+    - Contrastive ~ VAE of the same d (the paper: d = 128): every metric within
+      :data:`SIMILAR_TOLERANCES` of the VAE's; ``holds`` / ``does not hold``.
+    - Larger beta -> fewer indexed, lower median CI ratio: the VAE (beta 1) and the
+      beta-VAEs of one d sorted by beta, decided like the d trend (one verdict per d).
+
+    A trend whose variants are not configured is ``not testable`` with what it needs.
+    No metric is recomputed: the values are Table 1's ``Indexed`` and ``<metric>_q50``.
+
+    Returns
+    -------
+    list of dict
+        ``trend``, ``metric``, ``verdict`` (``holds``, ``partly``, ``does not hold``,
+        ``not testable``), ``values`` (label, value) pairs, ``tolerance``, ``needs`` (for
+        ``not testable``) and ``detail`` (the numbers the verdict was decided on).
+    """
+    tol = {**TREND_TOLERANCES, **(tolerances or {})}
+    sim = {**SIMILAR_TOLERANCES, **(similar_tolerances or {})}
+    models = _models(table)
+    verdicts: list[dict[str, Any]] = []
+
+    # more latent dimensions -> better
+    vaes = sorted((m for m in models if m["loss"] == "vae"), key=lambda m: (m["d"], m["variant"]))
+    for metric, column, name, direction, fmt in TREND_METRICS:
+        better = "more" if metric == "indexed" else "higher" if direction > 0 else "smaller"
+        what = "patterns indexed" if metric == "indexed" else name
+        trend = f"more latent dimensions -> {better} {what}"
+        if len({m["d"] for m in vaes}) < 2:
+            verdicts.append(_untestable(trend, metric, "at least two plain VAE variants with different d"))
+            continue
+        if column not in table.columns:
+            verdicts.append(_untestable(trend, metric, _NEEDS_MEDIAN))
+            continue
+        series = [(f"VAE-{m['d']}", _value(m, column)) for m in vaes]
+        verdicts.append(_ordered_verdict(trend, metric, series, direction, tol[metric], fmt))
+
+    # contrastive ~ VAE of the same d
+    contrastive = sorted((m for m in models if m["loss"] == "contrastive"), key=lambda m: m["d"])
+    if not contrastive:
+        verdicts.append(_untestable("contrastive ~ VAE of the same d (paper: d = 128)", None,
+                                    "a contrastive variant and a plain VAE of the same d"))
+    for c in contrastive:
+        trend = f"contrastive ~ VAE-{c['d']}"
+        vae = next((m for m in vaes if m["d"] == c["d"]), None)
+        if vae is None:
+            verdicts.append(_untestable(trend, None, f"a plain VAE with d = {c['d']} beside the contrastive one"))
+            continue
+        if any(column not in table.columns for _, column, _, _, _ in TREND_METRICS):
+            verdicts.append(_untestable(trend, None, _NEEDS_MEDIAN))
+            continue
+        parts, values, close = [], [], True
+        for metric, column, name, _, fmt in TREND_METRICS:
+            a, b = _value(c, column), _value(vae, column)
+            ok = math.isfinite(a) and math.isfinite(b) and abs(a - b) <= sim[metric] + _EPS
+            close &= ok
+            values.append((metric, a, b))
+            parts.append(f"{name} {fmt.format(a)} vs {fmt.format(b)} ({a - b:+.3g}, "
+                         f"{'within' if ok else 'outside'} {sim[metric]:g})")
+        verdicts.append({"trend": trend, "metric": None, "verdict": HOLDS if close else FAILS,
+                         "needs": None, "values": values, "tolerance": dict(sim),
+                         "detail": f"{c['variant']} vs {vae['variant']}: " + "; ".join(parts)})
+
+    # larger beta -> fewer indexed, lower CI ratio
+    by_d: dict[int, list[dict[str, Any]]] = {}
+    for m in models:
+        if m["loss"] in ("vae", "beta_vae"):
+            by_d.setdefault(m["d"], []).append(m)
+    groups = {d: sorted(ms, key=lambda m: (m["beta"], m["loss"] != "vae", m["variant"]))
+              for d, ms in sorted(by_d.items())
+              if any(m["loss"] == "beta_vae" for m in ms) and len({m["beta"] for m in ms}) >= 2}
+    for metric in BETA_TREND_METRICS:
+        _, column, name, direction, fmt = _metric(metric)
+        what = "fewer patterns indexed" if metric == "indexed" else f"lower {name}"
+        if not groups:
+            verdicts.append(_untestable(f"larger beta -> {what}", metric,
+                                        "a beta_vae variant and a plain VAE (or a second beta) at the same d"))
+        elif column not in table.columns:
+            verdicts.append(_untestable(f"larger beta -> {what}", metric, _NEEDS_MEDIAN))
+            continue
+        for d, ms in groups.items():
+            series = [(f"{'VAE' if m['loss'] == 'vae' else 'beta-VAE'} beta={m['beta']:g}", _value(m, column))
+                      for m in ms]
+            verdicts.append(_ordered_verdict(f"larger beta -> {what} (d = {d})", metric, series,
+                                             -direction, tol[metric], fmt))
+    return verdicts
+
+
+def trends_markdown(verdicts: Sequence[Mapping[str, Any]],
+                    tolerances: Mapping[str, float] | None = None,
+                    similar_tolerances: Mapping[str, float] | None = None) -> str:
+    """The trend verdicts as Markdown: one line per trend with its numbers, rules below."""
+    tol = {**TREND_TOLERANCES, **(tolerances or {})}
+    sim = {**SIMILAR_TOLERANCES, **(similar_tolerances or {})}
+    lines = ["| Trend | Verdict | Decided on |", "|---|---|---|"]
+    for v in verdicts:
+        lines.append(f"| {v['trend']} | **{v['verdict']}** | {v['detail'].replace('|', '/')} |")
+    units = {"indexed": " percentage points", "misorientation": " deg"}
+    ordered = ", ".join(f"{_metric(k)[2]} {tol[k]:g}{units.get(k, '')}" for k in tol)
+    similar = ", ".join(f"{_metric(k)[2]} {sim[k]:g}{units.get(k, '')}" for k in sim)
+    notes = [
+        "Numbers: this run's Table 1 (`table1.csv`), every variant pooled over all scans; "
+        "ratios and misorientation are medians of the per-pattern values, IQ is PyEBSDIndex "
+        "pq; indexed is the `Indexed` column.",
+        "More d / larger beta: the series sorted by d (plain VAEs) or by beta (the VAE as "
+        "beta = 1 and the beta-VAEs of the same d). **holds**: monotone in the paper's "
+        "direction, a step against it no larger than the tolerance counting as a tie, and "
+        "the last beats the first by more than the tolerance; **partly**: the last beats the "
+        "first but the series is not monotone; **does not hold**: otherwise.",
+        f"Tolerances of the ordered trends: {ordered}.",
+        f"Contrastive ~ VAE: **holds** when every metric is within its tolerance of the "
+        f"same-d VAE's: {similar}.",
+        "Paper (Calvat et al. 2025, Table 1): indexed 95.3 -> 100 %, median CI 0.06 -> 1.00, "
+        "IQ 0.64 -> 0.96, sharpness 0.16 -> 0.38, misorientation 0.02 -> 0.01 deg from d = 16 "
+        "to 256; contrastive-128 ~ VAE-128; beta 1 / 15 / 50 at d = 128: indexed 100 / 76.2 / "
+        "39.2 %, median CI 1.00 / 0.94 / 0.35.",
+    ]
+    return ("# Table 1 trends: does this run show the paper's?\n\n" + "\n".join(lines) + "\n\n"
+            + "\n".join(f"- {n}" for n in notes) + "\n")
+
+
 def run_table_rule(metric_paths: Mapping[str, Sequence[str]], variants: Mapping[str, Any],
                    settings: Mapping[str, Any] | None, out_csv: str, out_md: str,
-                   out_html: str) -> pd.DataFrame:
-    """What rule ``evaluate_table1`` runs: pool the per-pattern metrics into Table 1."""
+                   out_html: str, out_trends: str | None = None) -> pd.DataFrame:
+    """What rule ``evaluate_table1`` runs: pool the per-pattern metrics into Table 1 and,
+    with ``out_trends``, state from it whether the paper's trends hold."""
     metrics = {name: [read_metrics(p)[0] for p in paths] for name, paths in metric_paths.items()}
     frame = table1(metrics, variants, settings)
     with atomic_path(out_csv) as tmp:
@@ -253,4 +489,8 @@ def run_table_rule(metric_paths: Mapping[str, Sequence[str]], variants: Mapping[
     write_text(out_md, table1_markdown(frame, settings))
     write_text(out_html, table1_html(frame, settings))
     log.info("Table 1:\n%s", table1_markdown(frame, settings))
+    if out_trends is not None:
+        trends = trends_markdown(trend_verdicts(frame))
+        write_text(out_trends, trends)
+        log.info("Trends:\n%s", trends)
     return frame

@@ -333,9 +333,29 @@ class _Session:
         return out.to(self.device, non_blocking=True)
 
 
-def _setup(dataset_path: str | os.PathLike, variant: dict[str, Any], cfg: dict[str, Any],
+#: A training set given in memory instead of a sample file: ``(train, val, mask)``.
+SampleArrays = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
+def _sample_arrays(dataset: str | os.PathLike | SampleArrays) -> SampleArrays:
+    """``(train, val, mask)`` of a sample file (:func:`read_sample`) or of arrays given in
+    memory (``benchmarks/gpu_check.py``), checked alike."""
+    if isinstance(dataset, (str, os.PathLike)):
+        return read_sample(dataset)
+    train, val, mask = dataset
+    train, val = np.asarray(train, dtype=np.float32), np.asarray(val, dtype=np.float32)
+    mask = np.asarray(mask, dtype=bool)
+    if train.ndim != 3 or val.ndim != 3 or train.shape[1:] != mask.shape or val.shape[1:] != mask.shape:
+        raise ValueError(f"inconsistent shapes train {train.shape}, val {val.shape}, mask {mask.shape}")
+    if len(train) == 0:
+        raise ValueError("empty training set")
+    return train, val, mask
+
+
+def _setup(dataset_path: str | os.PathLike | SampleArrays, variant: dict[str, Any], cfg: dict[str, Any],
            checkpoint_path: str | os.PathLike, seed: int, use_gpu: bool, threads: int) -> _Session:
-    """Device, data, model, optimiser and generators of a fresh run."""
+    """Device, data, model, optimiser and generators of a fresh run (``dataset_path``:
+    a sample file, or its ``(train, val, mask)`` arrays)."""
     variant = dict(variant)
     beta = variant_beta(variant)
     device = torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
@@ -345,7 +365,7 @@ def _setup(dataset_path: str | os.PathLike, variant: dict[str, Any], cfg: dict[s
     compiled = device.type == "cuda" and bool(cfg["compile"])
     on_device = device.type != "cuda" or bool(cfg["data_on_device"])
 
-    train_np, val_np, mask_np = read_sample(dataset_path)
+    train_np, val_np, mask_np = _sample_arrays(dataset_path)
     pattern_shape = tuple(int(v) for v in mask_np.shape)
     fingerprint = {
         "variant": variant, "seed": int(seed), "pattern_shape": list(pattern_shape),
@@ -436,6 +456,38 @@ def compile_shapes(n_train: int, n_val: int, cfg: Mapping[str, Any],
     return shapes
 
 
+def _train_step(s: _Session, idx: torch.Tensor, beta: float) -> torch.Tensor:
+    """One optimizer step on training patterns ``idx`` with KL weight ``beta``; returns
+    the step's :data:`METRICS` stacked, float32, on the training device (no sync)."""
+    terms = _batch_losses(s.runner, s.batch(idx), s.mask, s.variant, beta, s.cfg["contrastive"], s.g_noise)
+    s.optimizer.zero_grad(set_to_none=True)
+    terms["loss"].backward()
+    s.optimizer.step()
+    return torch.stack([terms[m].detach().float() for m in METRICS])
+
+
+def training_steps(s: _Session) -> Iterator[torch.Tensor]:
+    """The optimizer steps of the run in ``s``, one per ``next()``, epoch after epoch from
+    the session's state: :func:`_run_epoch`'s batches (a shuffle per epoch from
+    ``g_shuffle``), KL schedule and step (:func:`_train_step`), without validation,
+    loss log or checkpoint. Each item is the step's :data:`METRICS` on the training
+    device, unsynchronised. ``benchmarks/gpu_check.py`` trains a fixed number of steps
+    with it (``s.runner`` set as :func:`train_variant` sets it)."""
+    bs, n_train = int(s.cfg["batch_size"]), len(s.train)
+    per_epoch = math.ceil(n_train / bs)
+    hold = float(s.cfg["kl_hold_epochs"]) * per_epoch
+    ramp = float(s.cfg["kl_warmup_epochs"]) * per_epoch
+    iteration = s.iteration
+    s.model.train()
+    while True:
+        perm = torch.randperm(n_train, generator=s.g_shuffle)
+        if s.staging is None:
+            perm = perm.to(s.device)
+        for start in range(0, n_train, bs):
+            yield _train_step(s, perm[start:start + bs], s.beta * kl_weight(iteration, hold, ramp))
+            iteration += 1
+
+
 def _run_epoch(s: _Session, epoch: int) -> None:
     """One epoch: the training batches, the validation, the log line, the checkpoint."""
     t0 = time.perf_counter()
@@ -453,12 +505,8 @@ def _run_epoch(s: _Session, epoch: int) -> None:
     for start in range(0, n_train, bs):
         idx = perm[start:start + bs]
         beta_now = s.beta * kl_weight(iteration + len(rows), hold, ramp)
-        terms = _batch_losses(runner, s.batch(idx), s.mask, s.variant, beta_now, ccfg, s.g_noise)
-        s.optimizer.zero_grad(set_to_none=True)
-        terms["loss"].backward()
-        s.optimizer.step()
         # Kept on the device: one transfer per epoch instead of a sync per step.
-        rows.append(torch.stack([terms[m].detach().float() for m in METRICS]))
+        rows.append(_train_step(s, idx, beta_now))
     metrics = torch.stack(rows).cpu().double().numpy()
     if not np.isfinite(metrics).all():
         raise FloatingPointError(f"non-finite loss in epoch {epoch + 1} of {s.variant}")
@@ -546,7 +594,7 @@ def train_variant(
     ----------
     dataset_path
         The sample (:mod:`latentebsd.io.sample`): ``train`` (N, h, w), ``val``
-        (M, h, w) float32 in [-1, 1] and ``mask`` (h, w) bool.
+        (M, h, w) float32 in [-1, 1] and ``mask`` (h, w) bool; or those three arrays.
     variant
         ``{"loss": "vae" | "beta_vae" | "contrastive", "latent_dim": d, "beta": b}``.
     training

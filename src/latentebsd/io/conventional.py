@@ -1,8 +1,9 @@
 """Conventional EBSD maps of a scan: ``results/evaluation/conventional/{scan}.h5``.
 
 One gzip-compressed ``(n_rows, n_cols)`` dataset per map of :data:`MAP_KEYS`
-(``ipf_rgb``: ``(n_rows, n_cols, 3)``), group ``geometry`` and attrs ``scan``,
-``n_grains``, ``kam``, ``grains``, ``ipf_direction``, ``iq``.
+(``ipf_rgb``: ``(n_rows, n_cols, 3)``; ``ci`` = PyEBSDIndex ``cm``, ``fit`` in deg,
+``boundary_deg`` = largest misorientation to the 4 neighbours), group ``geometry`` and
+attrs ``scan``, ``n_grains``, ``kam``, ``grains``, ``ipf_direction``, ``iq``.
 """
 
 from __future__ import annotations
@@ -19,7 +20,10 @@ from latentebsd.geometry import ScanGeometry
 from latentebsd.io.atomic import atomic_path
 
 MAP_KEYS = ("ipf_rgb", "iq_pq", "iq_kp", "kam_deg", "grain_id", "grod_deg", "sharpness",
-            "indexed", "valid")
+            "ci", "fit", "boundary_deg", "indexed", "valid")
+#: The scalar per-point descriptors of conventional EBSD (what the detection benchmark
+#: and the novelty analysis set the latent maps against).
+DESCRIPTORS = ("iq_pq", "iq_kp", "ci", "fit", "kam_deg", "grod_deg", "sharpness", "boundary_deg")
 
 
 def write_conventional(path: str | os.PathLike, maps: Mapping[str, np.ndarray],

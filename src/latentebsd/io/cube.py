@@ -60,7 +60,7 @@ class _CubeWriter:
 
     def __init__(self, nc_path: Path, tif_path: Path | None, d: int, n_rows: int, n_cols: int,
                  step_um: float, attrs: dict[str, Any], first_row: int = 0,
-                 tiff_max_bytes: int = 64 * 1024**2) -> None:
+                 tiff_max_bytes: int = 64 * 1024**2, with_logvar: bool = True) -> None:
         self.nc = h5netcdf.File(nc_path, "w")
         self.nc.dimensions = {"feature": d, "y": n_rows, "x": n_cols}
         coords = {
@@ -75,7 +75,8 @@ class _CubeWriter:
             var.attrs.update(var_attrs)
         chunks = (d, cube_chunk_rows(d, n_rows, n_cols), n_cols)
         self.vars = {}
-        for name, long_name in zip(CUBE_VARIABLES, ("latent posterior mean", "latent posterior log-variance")):
+        names = CUBE_VARIABLES if with_logvar else CUBE_VARIABLES[:1]
+        for name, long_name in zip(names, ("latent posterior mean", "latent posterior log-variance")):
             var = self.nc.create_variable(name, ("feature", "y", "x"), np.float32, chunks=chunks)
             var.attrs["long_name"] = long_name
             self.vars[name] = var
@@ -87,11 +88,14 @@ class _CubeWriter:
         self.nc_path, self.tif_path, self.step_um = nc_path, tif_path, step_um
         self.tiff_max_bytes = tiff_max_bytes
 
-    def write(self, r0: int, mean: np.ndarray, logvar: np.ndarray, valid: np.ndarray) -> None:
-        """Rows ``r0 : r0 + len`` from ``(d, rows, cols)`` blocks and ``(rows, cols)`` valid."""
+    def write(self, r0: int, mean: np.ndarray, logvar: np.ndarray | None,
+              valid: np.ndarray) -> None:
+        """Rows ``r0 : r0 + len`` from ``(d, rows, cols)`` blocks and ``(rows, cols)`` valid
+        (``logvar`` ``None`` for a cube without one)."""
         r1 = r0 + mean.shape[1]
         self.vars["latent_mean"][:, r0:r1, :] = mean
-        self.vars["latent_logvar"][:, r0:r1, :] = logvar
+        if logvar is not None:
+            self.vars["latent_logvar"][:, r0:r1, :] = logvar
         self.valid[r0:r1, :] = valid.astype(np.int8)
 
     def close(self, complete: bool = True) -> None:
@@ -116,13 +120,15 @@ class _CubeWriter:
 @contextlib.contextmanager
 def cube_writer(cube_path: str | os.PathLike, tiff_path: str | os.PathLike | None, d: int,
                 n_rows: int, n_cols: int, step_um: float, attrs: dict[str, Any],
-                first_row: int = 0, tiff_max_bytes: int = 64 * 1024**2) -> Iterator[_CubeWriter]:
+                first_row: int = 0, tiff_max_bytes: int = 64 * 1024**2,
+                with_logvar: bool = True) -> Iterator[_CubeWriter]:
     """A latent cube (and ImageJ TIFF) being written: ``writer.write(r0, mean, logvar,
-    valid)`` block by block; the files appear under their names only when all went well."""
+    valid)`` block by block; the files appear under their names only when all went well.
+    ``with_logvar=False`` writes maps without a posterior variance (PCA / NMF scores)."""
     tif_ctx = atomic_path(tiff_path) if tiff_path is not None else contextlib.nullcontext()
     with atomic_path(cube_path) as nc_tmp, tif_ctx as tif_tmp:
         writer = _CubeWriter(Path(nc_tmp), tif_tmp, d, n_rows, n_cols, step_um, attrs, first_row,
-                             tiff_max_bytes)
+                             tiff_max_bytes, with_logvar)
         try:
             yield writer
         except BaseException:

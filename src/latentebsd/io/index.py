@@ -169,8 +169,47 @@ def write_ang(path: str | os.PathLike, result: np.ndarray, geometry: ScanGeometr
     """Write an indexing result as an EDAX ``.ang`` file (orix), atomically."""
     import orix.io
 
+    # orix 0.15 writes a map of one row or column wrongly or not at all (it takes it
+    # for 1-D, or 0-D for one point): write such a map padded to 2 x 2 or more with
+    # copies of its edge points, then keep the original points only
+    n_rows, n_cols = geometry.map_shape
+    padded = (max(2, n_rows), max(2, n_cols))
+    keep = None
+    if padded != (n_rows, n_cols):
+        r, c = np.divmod(np.arange(padded[0] * padded[1]), padded[1])
+        source = np.minimum(r, n_rows - 1) * n_cols + np.minimum(c, n_cols - 1)
+        keep = (r < n_rows) & (c < n_cols)
+        result = result[source]
+        indexed = None if indexed is None else np.asarray(indexed, bool)[source]
+        geometry = ScanGeometry(*padded, geometry.step_um, geometry.pattern_shape,
+                                geometry.mean_pc(), geometry.sample_tilt, geometry.camera_tilt)
     xmap = crystal_map(result, geometry, indexed)
     with atomic_path(path) as tmp:
         # overwrite=True: without it orix asks on stdin when the file exists
         orix.io.save(str(tmp), xmap, overwrite=True, image_quality_prop="iq",
                      confidence_index_prop="ci", pattern_fit_prop="fit")
+        if keep is not None:
+            _unpad_ang(tmp, keep, padded, (n_rows, n_cols))
+
+
+def _unpad_ang(path: Path, keep: np.ndarray, padded: tuple[int, int],
+               map_shape: tuple[int, int]) -> None:
+    """Keep only the ``keep`` data lines (row-major points) of an ``.ang`` that
+    :func:`write_ang` padded to ``padded``, with the header's map shape ``map_shape``."""
+    header, data = [], []
+    for line in Path(path).read_text().splitlines():
+        if line.startswith("#"):
+            header.append(line)
+        elif line.strip():
+            data.append(line)
+    if len(data) != len(keep):
+        raise ValueError(f"{path}: {len(data)} points written, {len(keep)} expected")
+    fixes = {f"NCOLS_ODD: {padded[1]}": f"NCOLS_ODD: {map_shape[1]}",
+             f"NCOLS_EVEN: {padded[1]}": f"NCOLS_EVEN: {map_shape[1]}",
+             f"NROWS: {padded[0]}": f"NROWS: {map_shape[0]}"}
+    for i, line in enumerate(header):
+        for old, new in fixes.items():
+            if line.rstrip().endswith(old):
+                header[i] = line.replace(old, new)
+    lines = [*header, *(line for line, k in zip(data, keep) if k)]
+    Path(path).write_text("\n".join(lines) + "\n")

@@ -5,19 +5,57 @@ straight from disk (after their header has been checked against the file size), 
 every other format goes through ``kikuchipy.load(lazy=True)`` whose dask array is
 sliced one chunk at a time. UP2 files are written with PyEBSDIndex's ``UPFile``
 (version-3 header) one chunk at a time, to a temporary name renamed on success.
+
+Besides the patterns, a reader reports what the file itself stores about the scan
+(:attr:`PatternReader.stored_geometry`, :attr:`PatternReader.static_background`,
+:attr:`PatternReader.step_um`), so that a user's scan needs in the config only what its
+file lacks. kikuchipy fills every detector it reads with defaults (PC 0.5, 0.5, 0.5,
+sample tilt 70 or 0, tilt 0) where a file is silent, so a value counts as stored only
+where the format is known to store it (:data:`STORED_GEOMETRY`) and the file has it.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from latentebsd.io.atomic import atomic_path
 
+log = logging.getLogger(__name__)
+
 UP_SUFFIXES = {".up1": np.uint8, ".up2": np.uint16}
+
+#: Geometry that each kikuchipy reader (plugin name) takes from the file: item ->
+#: the ``original_metadata`` key whose presence shows that the file holds it, or
+#: ``True`` where the format always holds it. ``pc`` is in Bruker convention (kikuchipy
+#: converts), ``camera_tilt`` is kikuchipy's detector ``tilt``. Read from kikuchipy 0.13's
+#: readers; formats not listed (Oxford ``.ebsp``, image directories) store no geometry,
+#: and UP1/UP2 (read here, not by kikuchipy) only the step (UP2).
+STORED_GEOMETRY: dict[str, dict[str, str | bool]] = {
+    "kikuchipy_h5ebsd": {"pc": "pcx", "sample_tilt": "sample_tilt",
+                         "camera_tilt": "elevation_angle"},
+    "edax_h5ebsd": {"pc": "Pattern Center Calibration", "sample_tilt": "Sample Tilt",
+                    "camera_tilt": "Camera Elevation Angle"},
+    # PCX / PCY / DD sit in the data group, not in the header kikuchipy keeps
+    "bruker_h5ebsd": {"pc": True, "sample_tilt": "SampleTilt", "camera_tilt": "CameraTilt"},
+    "oxford_h5ebsd": {"pc": True, "sample_tilt": "Tilt Angle",
+                      "camera_tilt": "Detector Orientation Euler"},
+    # EMsoft's EBSD name list has the PC and the detector tilt, not the sample tilt
+    "emsoft_ebsd": {"pc": True, "camera_tilt": True},
+    # NORDIF's Setting.txt has the tilts and the step, not the PC
+    "nordif": {"sample_tilt": "nordif_header", "camera_tilt": "nordif_header"},
+}
+#: The PC kikuchipy gives a detector when the file has none (Bruker convention).
+KIKUCHIPY_PLACEHOLDER_PC = (0.5, 0.5, 0.5)
+#: Navigation-axis units kikuchipy may report, in micrometres (others, e.g. EMsoft's
+#: ``px``, are no step size).
+_UNITS_UM = {"um": 1.0, "µm": 1.0, "μm": 1.0, "micron": 1.0, "microns": 1.0, "nm": 1e-3,
+             "mm": 1e3}
 _UP_HEADER_V3_BYTES = 42
 #: Intensity range that decoded (and re-encoded) UP2 files map onto 0..65535: the
 #: decoder's tanh range, the same for every scan and variant.
@@ -42,7 +80,20 @@ class PatternReader:
     Attributes
     ----------
     n_patterns, pattern_shape, map_shape, dtype, step_um
-        What the file holds. ``step_um`` is ``None`` when the file does not say.
+        What the file holds. ``step_um`` is ``None`` when the file does not say (or
+        gives the map axes in other units than a length, as EMsoft's ``px``).
+    file_format
+        The reader's name: ``edax_binary`` for UP1/UP2, else the kikuchipy reader
+        (``kikuchipy_h5ebsd``, ``edax_h5ebsd``, ``nordif``, ...; ``None`` if unknown).
+    stored_geometry
+        What the file stores of the detector geometry: any of ``pc`` (Bruker
+        convention, ``(3,)`` or one row per pattern ``(n_patterns, 3)``),
+        ``sample_tilt`` and ``camera_tilt`` (degrees), only where the file holds them
+        (:data:`STORED_GEOMETRY`; kikuchipy's placeholder PC does not count).
+    static_background
+        The background pattern the file stores (kikuchipy's ``static_background``:
+        NORDIF, kikuchipy / Bruker / Oxford h5ebsd), as an array, or ``None``. Its
+        shape is not checked here.
     """
 
     def __init__(self, path: str | os.PathLike, nav_shape: tuple[int, int] | None = None):
@@ -50,6 +101,9 @@ class PatternReader:
         if not self.path.is_file():
             raise PatternFileError(f"{self.path}: pattern file not found")
         self.step_um: float | None = None
+        self.file_format: str | None = None
+        self.stored_geometry: dict[str, Any] = {}
+        self.static_background: np.ndarray | None = None
         suffix = self.path.suffix.lower()
         if suffix in UP_SUFFIXES:
             self._open_up(UP_SUFFIXES[suffix], nav_shape)
@@ -126,6 +180,7 @@ class PatternReader:
         self.n_patterns = n
         self.pattern_shape = (height, width)
         self.dtype = np.dtype(dtype)
+        self.file_format = "edax_binary"
         self._offset = offset
         self._dask = None
 
@@ -158,11 +213,12 @@ class PatternReader:
         self.pattern_shape = (int(data.shape[-2]), int(data.shape[-1]))
         self.dtype = np.dtype(data.dtype)
         self._dask = data.reshape((self.n_patterns, *self.pattern_shape))
-        try:
-            scale = signal.axes_manager.navigation_axes[0].scale
-            self.step_um = float(scale) if scale and scale > 0 else None
-        except (IndexError, AttributeError):
-            self.step_um = None
+        self.step_um = _step_um(signal, self.path)
+        self.file_format = _kikuchipy_reader_name(self.path)
+        self.stored_geometry = _stored_geometry(signal, self.file_format, self.n_patterns)
+        background = getattr(signal, "static_background", None)
+        if background is not None:
+            self.static_background = np.asarray(background)
 
     def read(self, start: int, stop: int) -> np.ndarray:
         """Patterns ``start:stop`` (row-major) as an in-memory array ``(n, h, w)``."""
@@ -183,6 +239,77 @@ class PatternReader:
         """Yield ``(start, patterns)`` chunks of at most ``chunk_size`` patterns."""
         for start in range(0, self.n_patterns, chunk_size):
             yield start, self.read(start, min(start + chunk_size, self.n_patterns))
+
+
+def _step_um(signal: Any, path: Path) -> float | None:
+    """The map step of a kikuchipy signal in micrometres, or ``None``."""
+    axes = list(getattr(signal.axes_manager, "navigation_axes", ()))
+    if not axes:
+        return None
+    to_um = _UNITS_UM.get(str(axes[0].units).strip().lower())
+    scale = float(axes[0].scale or 0.0)
+    if to_um is None or scale <= 0:
+        return None
+    if len(axes) > 1 and not np.isclose(float(axes[1].scale), scale, rtol=1e-4):
+        log.warning("%s: x step %g and y step %g %s differ; the workflow uses one step, %g",
+                    path, scale, float(axes[1].scale), axes[0].units, scale)
+    return scale * to_um
+
+
+def _kikuchipy_reader_name(path: Path) -> str | None:
+    """The kikuchipy reader that ``kikuchipy.load`` picks for ``path`` (its own choice:
+    file extension, then the HDF5 footprints), or ``None``."""
+    try:  # kikuchipy's plugin table is not public API: fall back to "unknown"
+        import h5py
+        from kikuchipy.io._io import PLUGINS, _plugin_from_footprints
+
+        readers = [p for p in PLUGINS if path.suffix[1:].lower() in p["file_extensions"]]
+        if len(readers) == 1:
+            return str(readers[0]["name"])
+        if len(readers) > 1 and h5py.is_hdf5(path):
+            plugin = _plugin_from_footprints(str(path), plugins=readers)
+            return None if plugin is None else str(plugin["name"])
+    except (ImportError, AttributeError, KeyError, TypeError, OSError) as err:
+        log.debug("%s: could not tell which kikuchipy reader reads it: %s", path, err)
+    return None
+
+
+def _stored_geometry(signal: Any, file_format: str | None, n_patterns: int) -> dict[str, Any]:
+    """What a kikuchipy signal's file stores of its detector (see :data:`STORED_GEOMETRY`)."""
+    table = STORED_GEOMETRY.get(file_format or "", {})
+    if not table:
+        return {}
+    try:
+        original = signal.original_metadata.as_dictionary()
+    except AttributeError:
+        original = {}
+    detector = signal.detector
+
+    def held(item: str) -> bool:
+        key = table.get(item, False)
+        return key is True or (isinstance(key, str) and key in original)
+
+    out: dict[str, Any] = {}
+    if held("pc"):
+        pc = np.asarray(detector.pc, dtype=np.float64).reshape(-1, 3)
+        if not np.all(pc == np.asarray(KIKUCHIPY_PLACEHOLDER_PC)):
+            if len(pc) == 1 or np.all(pc == pc[0]):
+                out["pc"] = pc[0].copy()
+            elif len(pc) == n_patterns:
+                out["pc"] = pc
+            else:
+                log.warning("%s file: %d pattern centres for %d patterns; using their mean",
+                            file_format, len(pc), n_patterns)
+                out["pc"] = pc.mean(axis=0)
+    if held("sample_tilt"):
+        if file_format == "bruker_h5ebsd":
+            # kikuchipy 0.13 looks for "Sample Tilt"; Bruker writes "SampleTilt"
+            out["sample_tilt"] = float(np.asarray(original["SampleTilt"]).ravel()[0])
+        else:
+            out["sample_tilt"] = float(detector.sample_tilt)
+    if held("camera_tilt"):
+        out["camera_tilt"] = float(detector.tilt)
+    return out
 
 
 def write_up2(

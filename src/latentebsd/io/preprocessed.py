@@ -3,8 +3,9 @@
 Datasets ``patterns`` (n, h, w) float32 in [-1, 1] (row-major map order, chunked 64
 patterns at a time), ``mask`` (h, w) bool (True = on the detector screen, after
 binning), ``mask_full_resolution``, ``valid`` (n,) bool, ``background`` (H, W) float32
-(full resolution), group ``geometry`` (:meth:`ScanGeometry.to_h5` of the binned
-patterns) and file attrs ``source``, ``binning``, ``rescale``, ``mask_method``,
+(the background subtracted, full resolution; zeros for ``none``), group ``geometry``
+(:meth:`ScanGeometry.to_h5` of the binned patterns) and file attrs ``source``,
+``binning``, ``background`` (``mean``, ``static`` or ``none``), ``rescale``, ``mask_method``,
 ``n_invalid``, ``raw_pattern_shape``, ``raw_dtype`` (and ``patterns.rescale_range``
 for per-scan rescaling).
 """

@@ -3,15 +3,17 @@
 Datasets ``train`` / ``val`` (n, h, w) float32 (chunked 64 patterns), ``train_source`` /
 ``val_source`` (n, 2) int64 = (scan index, pattern index), ``mask`` (h, w) bool = pixels
 on screen in every scan; attrs ``scans`` (file stems, in order), ``seed``,
-``val_fraction``.
+``val_fraction`` and, when simulated scans were sampled, ``distinct_orientations`` /
+``distinct_orientations_scans``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
@@ -32,7 +34,7 @@ class SampleWriter:
         }
 
     def finish(self, sources: dict[str, np.ndarray], mask: np.ndarray, scans: Sequence[str],
-               seed: int, val_fraction: float) -> None:
+               seed: int, val_fraction: float, extra_attrs: Mapping[str, Any] | None = None) -> None:
         f = self._f
         f.create_dataset("train_source", data=sources["train"])
         f.create_dataset("val_source", data=sources["val"])
@@ -40,6 +42,8 @@ class SampleWriter:
         f.attrs["scans"] = list(scans)
         f.attrs["seed"] = seed
         f.attrs["val_fraction"] = val_fraction
+        for key, value in (extra_attrs or {}).items():
+            f.attrs[key] = value
 
 
 @contextlib.contextmanager

@@ -3,7 +3,9 @@
 Group ``geometry`` (:meth:`ScanGeometry.to_h5`, one Bruker PC per pattern), group
 ``truth`` with one ``(n_rows, n_cols)`` (``quaternion``: ``(..., 4)``) dataset per
 field of :class:`latentebsd.simulate.Truth`, file attrs ``microstructure``, ``seed``,
-``settings`` (JSON of the simulation settings) and ``master_pattern``.
+``settings`` (JSON of the simulation settings), ``grading`` (JSON: ``levels`` = the
+strength factor of each level, ``axis``, ``classes`` = class -> ``{parameter, values}``,
+the physical value of each graded class per level) and ``master_pattern``.
 """
 
 from __future__ import annotations
@@ -19,11 +21,13 @@ import numpy as np
 from latentebsd.geometry import ScanGeometry
 from latentebsd.io.atomic import atomic_path
 
-_UNITS = {"dislocation_density": "arbitrary", "pattern_blur_px": "pixels of the simulated pattern"}
+_UNITS = {"dislocation_density": "arbitrary", "pattern_blur_px": "pixels of the simulated pattern",
+          "strength": "factor on the configured heterogeneity (1 = as configured)"}
 
 
 def write_truth(path: str | os.PathLike, truth: Mapping[str, np.ndarray], geometry: ScanGeometry,
-                microstructure: str, seed: int, settings: Mapping[str, Any]) -> None:
+                microstructure: str, seed: int, settings: Mapping[str, Any],
+                grading: Mapping[str, Any] | None = None) -> None:
     """Write the ground truth (field name -> array, in order) and geometry, atomically."""
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
         geometry.to_h5(f.create_group("geometry"))
@@ -38,6 +42,7 @@ def write_truth(path: str | os.PathLike, truth: Mapping[str, np.ndarray], geomet
         f.attrs["microstructure"] = microstructure
         f.attrs["seed"] = int(seed)
         f.attrs["settings"] = json.dumps(settings, sort_keys=True)
+        f.attrs["grading"] = json.dumps(grading or {"levels": [1.0], "classes": {}})
         f.attrs["master_pattern"] = "kikuchipy nickel_ebsd_master_pattern_small, 20 kV"
 
 
@@ -49,14 +54,15 @@ def read_truth(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], ScanGeom
     -------
     truth, geometry, attrs
         ``truth``: name -> array; ``attrs``: ``microstructure``, ``seed``, ``settings``
-        (a dict).
+        and ``grading`` (dicts; a file written before grading existed: one level).
     """
     with h5py.File(path, "r") as f:
         truth = {name: f["truth"][name][()] for name in f["truth"]}
         geometry = ScanGeometry.from_h5(f["geometry"])
         attrs = {"microstructure": str(f.attrs["microstructure"]),
                  "seed": int(f.attrs["seed"]),
-                 "settings": json.loads(f.attrs["settings"])}
+                 "settings": json.loads(f.attrs["settings"]),
+                 "grading": json.loads(f.attrs.get("grading", '{"levels": [1.0], "classes": {}}'))}
     return truth, geometry, attrs
 
 

@@ -1,0 +1,155 @@
+"""Stage ``novelty``: which latent maps show something the conventional maps do not?
+
+For scans without ground truth - every real scan - a user needs to know which of the d
+maps carry new information. For each map of each latent cube:
+
+- **R^2 explained by conventional EBSD**: cross-validated (the spatial folds of
+  :func:`latentebsd.benchmark.spatial_folds`) R^2 of a linear regression of the map on
+  the conventional descriptors (:data:`latentebsd.io.conventional.DESCRIPTORS`), the
+  IPF colours and the map's own grain means (taken from the training folds: whatever a
+  map does per grain, an orientation map shows too). Pooled over the held-out folds,
+  against the training mean: 1 = the conventional maps predict it, <= 0 = they do not;
+- **novelty** = spatial structure (the ranking score of :mod:`latentebsd.maps`,
+  Moran's I x reliability) x (1 - R^2 clipped to [0, 1]): structured *and* new.
+
+Output per scan: a CSV of every map of every cube, and a figure of the most novel maps
+of one variant beside IQ, KAM, GROD, sharpness and the orientation boundaries.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from latentebsd.benchmark import sample_pixels, spatial_folds
+from latentebsd.io.atomic import atomic_path
+from latentebsd.io.conventional import DESCRIPTORS, read_conventional
+from latentebsd.io.cube import budget_bytes, iter_feature_groups, read_features
+from latentebsd.plotting import panel_size, pyplot, robust_limits, save_figure, show_map
+
+log = logging.getLogger(__name__)
+
+#: Ridge penalty on the standardised regressors (keeps collinear descriptors stable).
+RIDGE_ALPHA = 1e-3
+
+
+def conventional_regressors(conventional: Mapping[str, np.ndarray], idx: np.ndarray) -> np.ndarray:
+    """``(n, p)`` descriptors and IPF colours at pixels ``idx`` (NaN -> the median)."""
+    cols = [conventional[k].ravel()[idx].astype(np.float64) for k in DESCRIPTORS]
+    rgb = conventional["ipf_rgb"].reshape(-1, 3)[idx].astype(np.float64)
+    x = np.column_stack([*cols, rgb])
+    med = np.nanmedian(x, axis=0)
+    return np.where(np.isfinite(x), x, np.where(np.isfinite(med), med, 0.0))
+
+
+def explained_r2(y: np.ndarray, x: np.ndarray, grain: np.ndarray, fold: np.ndarray) -> np.ndarray:
+    """Cross-validated R^2 of every column of ``y`` ``(n, g)`` regressed on ``x`` ``(n, p)``
+    and its own per-grain training mean (pooled over held-out folds; the training mean
+    as the reference)."""
+    ss_res = np.zeros(y.shape[1])
+    ss_tot = np.zeros(y.shape[1])
+    labels = np.where(grain >= 0, grain, 0)
+    n_lab = int(labels.max()) + 1 if len(labels) else 1
+    for f in np.unique(fold):
+        train, test = fold != f, fold == f
+        mu, sd = x[train].mean(axis=0), x[train].std(axis=0)
+        sd[sd == 0] = 1.0
+        xs = (x - mu) / sd
+        for j in range(y.shape[1]):
+            yt = y[train, j]
+            # the map's grain means from training pixels; unseen grains get the overall mean
+            cnt = np.bincount(labels[train], minlength=n_lab)
+            sums = np.bincount(labels[train], yt, minlength=n_lab)
+            gmean = np.where(cnt > 0, sums / np.maximum(cnt, 1), yt.mean())
+            gm = np.where(grain >= 0, gmean[labels], yt.mean())
+            design = np.column_stack([np.ones(len(y)), xs, gm - yt.mean()])
+            a = design[train]
+            beta = np.linalg.solve(a.T @ a + RIDGE_ALPHA * np.eye(a.shape[1]), a.T @ yt)
+            pred = design[test] @ beta
+            ss_res[j] += ((y[test, j] - pred) ** 2).sum()
+            ss_tot[j] += ((y[test, j] - yt.mean()) ** 2).sum()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(ss_tot > 0, 1.0 - ss_res / ss_tot, 1.0)
+
+
+def novelty_scan(cubes: Mapping[str, str | os.PathLike], rankings: Mapping[str, str | os.PathLike],
+                 conventional_path: str | os.PathLike, settings: Mapping[str, Any], scan: str,
+                 memory_mb: float = 512, seed: int = 0) -> pd.DataFrame:
+    """Every map of every cube: structure, R^2 explained by conventional EBSD, novelty."""
+    conventional, geometry = read_conventional(conventional_path)
+    folds = spatial_folds(geometry.map_shape, settings["fold_grid"], settings["guard"])
+    idx = sample_pixels(folds, conventional["valid"], settings["max_pixels"], seed)
+    x = conventional_regressors(conventional, idx)
+    grain = conventional["grain_id"].ravel()[idx]
+    fold = folds.ravel()[idx]
+    frames = []
+    for variant, cube in cubes.items():
+        ranking = pd.read_csv(rankings[variant]).set_index("feature")
+        r2 = []
+        for ids, (group,) in iter_feature_groups(cube, budget_bytes(memory_mb, 4.0)):
+            r2.append(explained_r2(group.reshape(len(group), -1)[:, idx].T.astype(np.float64), x,
+                                   grain, fold))
+        r2 = np.concatenate(r2)
+        rank = ranking.sort_index()
+        frame = pd.DataFrame({"scan": scan, "variant": variant, "feature": rank.index,
+                              "moran_i": rank["moran_i"].to_numpy(),
+                              "reliability": rank["reliability"].to_numpy(),
+                              "structure": rank["score"].to_numpy(), "r2_conventional": r2})
+        frame["novelty"] = frame["structure"] * (1.0 - frame["r2_conventional"].clip(0.0, 1.0))
+        frame = frame.sort_values(["novelty", "feature"], ascending=[False, True], kind="stable")
+        frame.insert(3, "novelty_rank", np.arange(1, len(frame) + 1))
+        frames.append(frame)
+        log.info("%s / %s: top novel features %s (R^2 %s)", scan, variant,
+                 frame["feature"].head(3).tolist(), np.round(frame["r2_conventional"].head(3), 2).tolist())
+    return pd.concat(frames, ignore_index=True)
+
+
+def plot_novel_maps(table: pd.DataFrame, cube: str | os.PathLike, conventional_path: str | os.PathLike,
+                    variant: str, n: int, path: str | os.PathLike, title: str, dpi: int = 150) -> None:
+    """The ``n`` most novel maps of ``variant`` beside IQ, KAM, GROD, sharpness and the
+    orientation-boundary map."""
+    maps, geometry = read_conventional(conventional_path)
+    top = table[table["variant"] == variant].head(n)
+    latent = read_features(cube, top["feature"].astype(int).tolist())
+    valid = maps["valid"]
+    panels = [(np.where(valid, z, np.nan), f"f{int(r.feature)}: R² {r.r2_conventional:.2f}\n"
+               f"Moran {r.moran_i:.2f}, novelty {r.novelty:.2f}", "gray", None, "latent mean")
+              for z, r in zip(latent, top.itertuples())]
+    for key, name, cmap, unit in (("iq_pq", "IQ (pq)", "gray", "pq"), ("kam_deg", "KAM", "viridis", "deg"),
+                                  ("grod_deg", "GROD", "viridis", "deg"),
+                                  ("sharpness", "Sharpness", "magma", "fraction"),
+                                  ("boundary_deg", "Orientation boundary", "viridis", "deg")):
+        lim = (0.0, max(robust_limits(maps[key], 0, 99)[1], 1e-6)) if unit == "deg" else None
+        panels.append((maps[key], name, cmap, lim, unit))
+    plt = pyplot()
+    ncols = min(5, len(panels))
+    nrows = -(-len(panels) // ncols)
+    w, h = panel_size(geometry.map_shape, 2.6)
+    fig, axes = plt.subplots(nrows, ncols, figsize=((w + 0.6) * ncols, (h + 0.7) * nrows + 0.5),
+                             squeeze=False)
+    for ax in axes.flat[len(panels):]:
+        ax.set_axis_off()
+    for ax, (data, name, cmap, limits, label) in zip(axes.flat, panels):
+        show_map(ax, data, geometry.step_um, name, cmap, limits, label)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    save_figure(fig, path, dpi, tight=True)
+
+
+def run_novelty_rule(cubes: Mapping[str, str], rankings: Mapping[str, str], conventional: str,
+                     out_csv: str, out_png: str, settings: Mapping[str, Any], scan: str,
+                     panel_variant: str, memory_mb: float, seed: int) -> pd.DataFrame:
+    """What rule ``novelty`` runs for one scan."""
+    table = novelty_scan(cubes, rankings, conventional, settings, scan, memory_mb, seed)
+    with atomic_path(out_csv) as tmp:
+        table.to_csv(tmp, index=False, float_format="%.6g")
+    plot_novel_maps(table, cubes[panel_variant], conventional, panel_variant,
+                    int(settings["novelty_top"]), out_png,
+                    f"{scan}: the {int(settings['novelty_top'])} latent maps of {panel_variant} that the "
+                    "conventional maps explain least (structure x (1 - R²)), beside them")
+    return table

@@ -1,0 +1,144 @@
+"""Stage ``saliency``: which part of the detector does a latent feature read? (Occlusion.)
+
+The paper names occlusion / Grad-CAM as future work. For a feature, the patterns of the
+points where its map is highest are encoded again with a square patch of the detector
+blanked (set to 0, the value off the screen) at every position of a grid; the
+feature's mean absolute change over those points, per patch position, is its
+occlusion map, drawn over the mean of those patterns. A feature that reads one band
+lights up that band; one that reads the pattern's overall contrast lights up
+everywhere. Features: the top-ranked (spatial structure) and the most novel
+(:mod:`latentebsd.novelty`) of one variant per scan.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Mapping, Sequence
+
+import h5py
+import numpy as np
+import pandas as pd
+
+from latentebsd.io.atomic import atomic_path
+from latentebsd.io.cube import read_features
+from latentebsd.io.preprocessed import PreprocessedScan
+from latentebsd.plotting import pyplot, save_figure
+
+log = logging.getLogger(__name__)
+
+
+def patch_grid(shape: Sequence[int], patch: int, stride: int) -> list[tuple[int, int]]:
+    """Top-left corners of the patches, covering the pattern edge to edge."""
+    h, w = int(shape[0]), int(shape[1])
+    rows = sorted({*range(0, max(h - patch, 0) + 1, stride), max(h - patch, 0)})
+    cols = sorted({*range(0, max(w - patch, 0) + 1, stride), max(w - patch, 0)})
+    return [(r, c) for r in rows for c in cols]
+
+
+def occlusion_maps(encode: Callable[[np.ndarray], np.ndarray], patterns: np.ndarray,
+                   features: Sequence[int], patch: int, stride: int) -> np.ndarray:
+    """Per feature, the mean absolute change of its latent mean when each patch is
+    blanked, spread back onto the pixels the patch covers: ``(len(features), h, w)``.
+
+    Parameters
+    ----------
+    encode
+        ``(n, h, w)`` patterns -> ``(n, d)`` latent means.
+    patterns
+        ``(n, h, w)`` patterns of the points to average over (one set for all features,
+        or use one call per feature).
+    features
+        Latent feature indices.
+    patch, stride
+        Patch side and step, in pixels.
+    """
+    patterns = np.asarray(patterns, np.float32)
+    n, h, w = patterns.shape
+    base = encode(patterns)[:, list(features)]
+    total = np.zeros((len(features), h, w))
+    cover = np.zeros((h, w))
+    for r, c in patch_grid((h, w), patch, stride):
+        blanked = patterns.copy()
+        blanked[:, r:r + patch, c:c + patch] = 0.0
+        change = np.abs(encode(blanked)[:, list(features)] - base).mean(axis=0)
+        total[:, r:r + patch, c:c + patch] += change[:, None, None]
+        cover[r:r + patch, c:c + patch] += 1
+    return total / np.maximum(cover, 1)
+
+
+def choose_features(ranking: pd.DataFrame, novelty: pd.DataFrame, variant: str, n: int) -> list[tuple[int, str]]:
+    """``(feature, why)``: the ``n`` top-ranked and the ``n`` most novel (no repeats)."""
+    chosen: list[tuple[int, str]] = []
+    for f in ranking["feature"].astype(int).head(n):
+        chosen.append((f, "top ranked"))
+    for f in novelty[novelty["variant"] == variant]["feature"].astype(int):
+        if len([c for c in chosen if c[1] == "most novel"]) >= n:
+            break
+        if f not in [c[0] for c in chosen]:
+            chosen.append((f, "most novel"))
+    return chosen
+
+
+def run_saliency_rule(preprocessed: str, weights: str, cube: str, ranking_csv: str, novelty_csv: str,
+                      out_h5: str, out_png: str, settings: Mapping[str, Any], scan: str, variant: str,
+                      threads: int = 1, dpi: int = 150) -> list[tuple[int, str]]:
+    """What rule ``saliency`` runs: occlusion maps of the chosen features of one scan."""
+    import torch  # 1-2 s to import: only this stage of the benchmark needs it
+
+    from latentebsd.io.weights import load_model
+    from latentebsd.models import encode_patterns
+
+    torch.set_num_threads(max(1, int(threads)))
+    encoder, _, _ = load_model(weights)
+    chosen = choose_features(pd.read_csv(ranking_csv), pd.read_csv(novelty_csv), variant,
+                             int(settings["saliency_features"]))
+    features = [f for f, _ in chosen]
+    maps = read_features(cube, features)
+    with PreprocessedScan(preprocessed) as source:
+        mask, valid = source.mask, source.valid
+        h, w = source.pattern_shape
+        patch = max(2, round(settings["saliency_patch"] * min(h, w)))
+        stride = max(1, patch // 2)
+        def encode(x: np.ndarray) -> np.ndarray:
+            return encode_patterns(encoder, x, 512, "cpu", mask)[0]
+
+        out, means = [], []
+        for k, f in enumerate(features):
+            values = np.where(valid, maps[k].ravel(), -np.inf)
+            n = min(int(settings["saliency_points"]), int(valid.sum()))
+            idx = np.sort(np.argsort(-values, kind="stable")[:n])
+            pats = np.where(mask, source.read_at(idx), 0.0)
+            out.append(occlusion_maps(encode, pats, [f], patch, stride)[0])
+            means.append(pats.mean(axis=0))
+    with atomic_path(out_h5) as tmp, h5py.File(tmp, "w") as fh:
+        fh.create_dataset("occlusion", data=np.stack(out))
+        fh.create_dataset("mean_pattern", data=np.stack(means))
+        fh.create_dataset("features", data=np.asarray(features))
+        fh.create_dataset("mask", data=mask)
+        fh.attrs.update({"scan": scan, "variant": variant, "patch": patch, "stride": stride,
+                         "why": [why for _, why in chosen],
+                         "points": int(settings["saliency_points"])})
+    plot_saliency(np.stack(out), np.stack(means), mask, chosen, out_png,
+                  f"{scan}: occlusion maps of {variant} features (patch {patch} px, the "
+                  f"{int(settings['saliency_points'])} points where each feature is highest)", dpi)
+    log.info("%s / %s: occlusion maps of %s", scan, variant, chosen)
+    return chosen
+
+
+def plot_saliency(occlusion: np.ndarray, means: np.ndarray, mask: np.ndarray,
+                  chosen: Sequence[tuple[int, str]], path: str | os.PathLike, title: str,
+                  dpi: int = 150) -> None:
+    """Each feature's occlusion map over the mean pattern of its points."""
+    plt = pyplot()
+    n = len(chosen)
+    fig, axes = plt.subplots(1, n, figsize=(2.4 * n, 2.8), squeeze=False)
+    for ax, occ, mean, (f, why) in zip(axes[0], occlusion, means, chosen):
+        ax.imshow(np.ma.array(mean, mask=~mask), cmap="gray")
+        ax.imshow(np.ma.array(occ, mask=~mask), cmap="inferno", alpha=0.55)
+        ax.set_title(f"f{f} ({why})", fontsize=7)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(title, fontsize=8)
+    fig.tight_layout()
+    save_figure(fig, path, dpi, tight=True)

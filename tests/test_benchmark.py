@@ -1,0 +1,286 @@
+"""The detection benchmark and the analyses beyond the paper: baselines, latent KAM /
+GROD, novelty, occlusion saliency (latentebsd.baselines, .analogues, .benchmark,
+.novelty, .saliency)."""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from latentebsd.analogues import latent_analogue_maps
+from latentebsd.baselines import baseline_scan, fit_baseline
+from latentebsd.benchmark import (probe, probe_inputs, sample_pixels, single_map,
+                                  spatial_folds, verdict)
+from latentebsd.config import section
+from latentebsd.geometry import ScanGeometry
+from latentebsd.groundtruth import average_ranks
+from latentebsd.io.cube import read_features
+from latentebsd.io.preprocessed import PreprocessedScan
+from latentebsd.novelty import explained_r2
+from latentebsd.saliency import occlusion_maps
+
+SHAPE = (24, 30)
+
+
+def smooth(seed: int, sigma: float = 2.0) -> np.ndarray:
+    f = ndimage.gaussian_filter(np.random.default_rng(seed).normal(size=SHAPE), sigma)
+    return (f - f.mean()) / f.std()
+
+
+# -- folds -----------------------------------------------------------------------------
+@pytest.mark.parametrize("grid, guard", [((2, 2), 1), ((1, 4), 1), ((3, 2), 2), ((2, 2), 0)])
+def test_folds_never_share_pixels_or_touch(grid, guard):
+    folds = spatial_folds(SHAPE, grid, guard)
+    assert folds.shape == SHAPE and set(np.unique(folds)) <= {-1, *range(grid[0] * grid[1])}
+    assert len(np.unique(folds[folds >= 0])) == grid[0] * grid[1]
+    if guard:
+        # no two neighbouring points (8-neighbours) lie in different folds
+        for dr, dc in ((0, 1), (1, 0), (1, 1), (1, -1)):
+            a = folds[max(0, -dr):SHAPE[0] - max(0, dr), max(0, -dc):SHAPE[1] - max(0, dc)]
+            b = folds[max(0, dr):, max(0, dc):][:a.shape[0], :a.shape[1]] if dc >= 0 else \
+                folds[dr:, :SHAPE[1] + dc]
+            both = (a >= 0) & (b >= 0)
+            assert np.all(a[both] == b[both]), (dr, dc)
+    # each fold is one contiguous block
+    for f in range(grid[0] * grid[1]):
+        _, n = ndimage.label(folds == f)
+        assert n == 1
+
+
+def test_pixel_sample_is_seeded_and_inside_folds():
+    folds = spatial_folds(SHAPE)
+    valid = np.ones(SHAPE, bool)
+    valid[0, :] = False
+    a, b = sample_pixels(folds, valid, 100, 3), sample_pixels(folds, valid, 100, 3)
+    assert np.array_equal(a, b) and len(a) == 100 and np.all(np.diff(a) > 0)
+    assert np.all(folds.ravel()[a] >= 0) and np.all(valid.ravel()[a])
+    assert len(sample_pixels(folds, valid, 10**6, 3)) == int((valid & (folds >= 0)).sum())
+
+
+# -- scoring ---------------------------------------------------------------------------
+def planted(kind: str):
+    """A target and feature rows: row 3 carries it (with the sign flipped), the others
+    are noise."""
+    rng = np.random.default_rng(0)
+    n = 800
+    density = np.abs(rng.normal(size=n))
+    target = density > 1.0 if kind == "mask" else density
+    features = rng.normal(size=(6, n))
+    features[3] = -2.0 * density + 0.3 * rng.normal(size=n)
+    fold = np.arange(n) % 4
+    return features, target, fold
+
+
+@pytest.mark.parametrize("kind", ["mask", "continuous"])
+def test_a_planted_feature_is_found_by_the_single_map_and_the_probe(kind):
+    features, target, fold = planted(kind)
+    train, test = fold != 0, fold == 0
+    score, row, sign = single_map(average_ranks(features[:, train]), features, target, kind,
+                                  train, test)
+    assert row == 3 and sign == -1 and score > 0.9
+    x_train, x_test = probe_inputs(features, train, test, 64)
+    assert probe(x_train, x_test, target, kind, train, test, 1.0, 0) > 0.9
+    noise = np.delete(features, 3, axis=0)  # the control: noise alone stays near chance
+    x_train, x_test = probe_inputs(noise, train, test, 64)
+    chance = 0.5 if kind == "mask" else 0.0
+    assert abs(probe(x_train, x_test, target, kind, train, test, 1.0, 0) - chance) < 0.12
+
+
+def test_probe_inputs_reduce_to_the_leading_components_of_the_training_pixels():
+    rng = np.random.default_rng(1)
+    features = rng.normal(size=(20, 300))
+    train = np.arange(300) < 200
+    x_train, x_test = probe_inputs(features, train, ~train, 5)
+    assert x_train.shape == (200, 5) and x_test.shape == (100, 5)
+    assert np.allclose(x_train.mean(axis=0), 0.0, atol=1e-9)  # centred on the training pixels
+    full_train, _ = probe_inputs(features, train, ~train, 64)
+    assert full_train.shape == (200, 20) and np.allclose(full_train.std(axis=0), 1.0)
+
+
+def test_verdict_is_a_fold_by_fold_sign_test():
+    import pandas as pd
+
+    rows = []
+    for fold, (a, b, c) in enumerate([(0.9, 0.8, 0.85), (0.92, 0.81, 0.95), (0.88, 0.8, 0.8),
+                                      (0.91, 0.79, 0.9)]):
+        rows += [{"scan": "s", "class": "x", "mode": "probe", "fold": fold, "method": m, "score": v}
+                 for m, v in (("a", a), ("b", b), ("c", c))]
+    frame = pd.DataFrame(rows)
+    assert verdict(frame, "s", "x", "a", "b") == "beats"
+    assert verdict(frame, "s", "x", "b", "a") == "loses"
+    assert verdict(frame, "s", "x", "a", "c") == "matches"  # c wins one fold
+    assert verdict(frame, "s", "x", "a", "missing") == "n/a"
+
+
+# -- latent KAM / GROD -----------------------------------------------------------------
+def test_latent_kam_and_grod_of_a_constant_cube_are_zero():
+    cube = np.full((4, *SHAPE), 3.0)
+    grain = np.zeros(SHAPE, int)
+    out = latent_analogue_maps([cube[:2], cube[2:]], grain, np.ones(SHAPE, bool))
+    assert np.all(out["latent_kam"] == 0) and np.all(out["latent_grod"] == 0)
+
+
+def test_latent_kam_and_grod_equal_a_hand_computation_on_3x3():
+    f0 = np.array([[0.0, 1, 2], [1, 2, 3], [2, 3, 4]])
+    f1 = np.array([[1.0, 0, 1], [0, 1, 0], [1, 0, 1]])
+    cube = np.stack([f0, f1])
+    grain = np.array([[0, 0, 0], [0, 0, 0], [0, 0, 1]])  # the corner is another grain
+    valid = np.ones((3, 3), bool)
+    out = latent_analogue_maps([cube[:1], cube[1:]], grain, valid, neighbours=8)
+    z = np.stack([(f - f.mean()) / f.std() for f in cube])  # standardised over the scan
+    # centre (1, 1): its 8 neighbours but the corner (2, 2), in another grain
+    nb = [(0, 0), (0, 1), (0, 2), (1, 0), (1, 2), (2, 0), (2, 1)]
+    kam = np.mean([np.sqrt(np.mean((z[:, 1, 1] - z[:, r, c]) ** 2)) for r, c in nb])
+    assert out["latent_kam"][1, 1] == pytest.approx(kam)
+    inside = grain == 0
+    mean = z[:, inside].mean(axis=1)
+    assert out["latent_grod"][1, 1] == pytest.approx(np.sqrt(np.mean((z[:, 1, 1] - mean) ** 2)))
+    # the one-point grain: no neighbour in its grain, GROD 0
+    assert np.isnan(out["latent_kam"][2, 2]) and out["latent_grod"][2, 2] == 0.0
+    # 4 neighbours: only the edge ones
+    out4 = latent_analogue_maps([cube], grain, valid, neighbours=4)
+    nb4 = [(0, 1), (1, 0), (1, 2), (2, 1)]
+    assert out4["latent_kam"][1, 1] == pytest.approx(
+        np.mean([np.sqrt(np.mean((z[:, 1, 1] - z[:, r, c]) ** 2)) for r, c in nb4]))
+
+
+# -- novelty ---------------------------------------------------------------------------
+def test_a_map_that_is_linear_in_iq_has_no_novelty_and_a_new_one_does():
+    rng = np.random.default_rng(2)
+    n = 600
+    iq = rng.normal(size=n)
+    kam = rng.normal(size=n)
+    x = np.column_stack([iq, kam])
+    grain = rng.integers(0, 5, n)
+    fold = np.arange(n) % 4
+    y = np.column_stack([3.0 * iq - 1.0,  # exactly linear in IQ
+                         np.sin(7 * np.arange(n) / n) + 0.01 * rng.normal(size=n),  # new
+                         np.array([0.5, -1.0, 2.0, 0.0, 1.5])[grain]])  # constant per grain
+    r2 = explained_r2(y, x, grain, fold)
+    assert r2[0] > 0.999 and r2[1] < 0.2 and r2[2] > 0.99
+
+
+# -- baselines -------------------------------------------------------------------------
+@pytest.fixture
+def preprocessed(tmp_path):
+    """A preprocessed scan whose patterns are mixtures of 3 fixed images plus noise."""
+    rng = np.random.default_rng(4)
+    n_rows, n_cols, shape = 8, 10, (16, 16)
+    basis = rng.normal(size=(3, *shape))
+    weights = np.abs(rng.normal(size=(n_rows * n_cols, 3)))
+    pats = np.einsum("nk,khw->nhw", weights, basis) + 0.05 * rng.normal(size=(n_rows * n_cols, *shape))
+    pats = np.clip(pats / np.abs(pats).max(), -1, 1).astype(np.float32)
+    mask = np.ones(shape, bool)
+    mask[:2, :2] = False
+    path = tmp_path / "p.h5"
+    with h5py.File(path, "w") as f:
+        f["patterns"] = np.where(mask, pats, 0)
+        f["mask"] = mask
+        f["valid"] = np.ones(n_rows * n_cols, bool)
+        ScanGeometry(n_rows, n_cols, 0.5, shape).to_h5(f.create_group("geometry"))
+    return path
+
+
+def test_streamed_pca_equals_in_memory_pca(preprocessed):
+    """Chunked IncrementalPCA (3 chunks) against sklearn's PCA on all patterns at once:
+    the same explained variance within 1e-6 and components within 1e-4 (up to sign)."""
+    from sklearn.decomposition import PCA
+
+    with PreprocessedScan(preprocessed) as scan:
+        streamed, _ = fit_baseline(scan, "pca", 3, 0, chunk_size=30)  # 3 row blocks of 30
+        x = scan.read(0, scan.n_patterns)[:, scan.mask]
+    full = PCA(n_components=3).fit(x)
+    np.testing.assert_allclose(streamed.explained_variance_, full.explained_variance_, rtol=1e-6)
+    for a, b in zip(streamed.components_, full.components_):
+        np.testing.assert_allclose(a * np.sign(a @ b), b, atol=1e-4)
+
+
+@pytest.mark.parametrize("method", ["pca", "nmf"])
+def test_baseline_cube_holds_one_map_per_component(preprocessed, tmp_path, method):
+    info = baseline_scan(preprocessed, tmp_path / "c.nc", tmp_path / "c.tif", method, 3, 0, 30, "s")
+    assert info["variant"] == f"{method}3"
+    maps = read_features(tmp_path / "c.nc", [0, 1, 2])
+    assert maps.shape == (3, 8, 10) and np.isfinite(maps).all() and maps.std() > 0
+    with h5py.File(tmp_path / "c.nc") as f:
+        assert "latent_logvar" not in f and f.attrs["baseline"] == method
+    if method == "nmf":
+        assert (maps >= 0).all()
+
+
+# -- saliency --------------------------------------------------------------------------
+def test_the_occlusion_map_of_a_feature_that_reads_one_region_peaks_there():
+    shape = (20, 20)
+    region = (slice(4, 8), slice(12, 16))
+
+    def encode(x: np.ndarray) -> np.ndarray:  # feature 0 reads the region, feature 1 all
+        return np.column_stack([x[:, region[0], region[1]].sum(axis=(1, 2)), x.sum(axis=(1, 2))])
+
+    pats = np.random.default_rng(5).uniform(0.5, 1.0, (6, *shape)).astype(np.float32)
+    occ = occlusion_maps(encode, pats, [0, 1], patch=4, stride=2)
+    peak = np.unravel_index(np.argmax(occ[0]), shape)
+    assert region[0].start <= peak[0] < region[0].stop and region[1].start <= peak[1] < region[1].stop
+    assert occ[0][0:3, 0:3].max() == 0.0  # far from the region: no change
+    assert occ[1].min() > 0  # the global feature changes wherever the patch goes
+
+
+def test_detection_limit_is_the_lowest_strength_from_which_every_band_detects():
+    from latentebsd.detection_limits import detection_limit
+
+    values = [0.05, 0.1, 0.2, 0.5, 1.0]
+    assert detection_limit(range(5), values, [0.5, 0.6, 0.85, 0.9, 0.95]) == 0.2
+    # a dip above the limit moves it up: every stronger band must detect
+    assert detection_limit(range(5), values, [0.9, 0.5, 0.85, 0.79, 0.95]) == 1.0
+    assert detection_limit(range(5), values, [0.9, 0.9, 0.9, 0.9, 0.7]) == np.inf
+    assert detection_limit([4, 3, 2, 1, 0], values[::-1], [0.95, 0.9, 0.85, 0.6, 0.5]) == 0.2
+
+
+def test_detection_scores_each_graded_band_and_finds_a_planted_limit(tmp_path):
+    """A map that carries the class only from band 2 on: the probe's limit is band 2's
+    strength, and conventional (pure noise) never reaches it."""
+    import pandas as pd
+
+    from latentebsd.benchmark import detection_scan
+    from latentebsd.detection_limits import detection_limits
+    from latentebsd.io.conventional import MAP_KEYS, write_conventional
+    from latentebsd.io.cube import cube_writer
+    from latentebsd.io.truth import write_truth
+
+    rng = np.random.default_rng(0)
+    shape = (32, 48)
+    level = np.repeat(np.arange(4), 12)[None].repeat(32, 0).astype(np.int16)
+    mask = rng.random(shape) < 0.3
+    signal = np.where(level >= 2, mask * 3.0, 0.0) + rng.normal(0, 0.3, shape)
+    geometry = ScanGeometry(*shape, 1.0, (16, 16), np.array([0.5, 0.5, 0.5]), 70.0, 0.0)
+    zeros = np.zeros(shape, bool)
+    truth = {"grain_id": np.zeros(shape, np.int32), "domain_id": np.zeros(shape, np.int32),
+             "cell_wall_mask": mask, "particle_mask": zeros, "twin_mask": zeros,
+             "scratch_mask": zeros, "grain_boundary_mask": zeros,
+             "dislocation_density": np.zeros(shape, np.float32),
+             "pattern_blur_px": np.zeros(shape, np.float32), "strength_level": level,
+             "strength": np.array([0.1, 0.2, 0.5, 1.0])[level].astype(np.float32),
+             "quaternion": np.tile([1.0, 0, 0, 0], (*shape, 1))}
+    grading = {"levels": [0.1, 0.2, 0.5, 1.0], "axis": "columns",
+               "classes": {"dislocation_cells": {"parameter": "rot (deg)",
+                                                 "values": [0.1, 0.2, 0.5, 1.0]}}}
+    write_truth(tmp_path / "t.h5", truth, geometry, "am", 0, {}, grading)
+    maps = {key: rng.normal(size=shape) for key in MAP_KEYS}
+    maps.update(ipf_rgb=np.zeros((*shape, 3)), valid=np.ones(shape, bool),
+                indexed=np.ones(shape, bool), grain_id=np.zeros(shape, np.int32))
+    write_conventional(tmp_path / "c.h5", maps, geometry, {"scan": "s"})
+    cube = tmp_path / "lat.nc"
+    with cube_writer(cube, None, 2, *shape, 1.0, {"variant": "lat", "latent_dim": 2, "step_um": 1.0},
+                     with_logvar=False) as w:
+        w.write(0, np.stack([signal, rng.normal(size=shape)]).astype(np.float32), None,
+                np.ones(shape, bool))
+    frame = detection_scan(tmp_path / "t.h5", tmp_path / "c.h5", {"lat": cube}, {},
+                           section("benchmark", {"max_pixels": 10000}), "s", seed=0)
+    banded = frame[(frame["level"] >= 0) & (frame["class"] == "dislocation_cells")]
+    assert set(banded["level"]) == {0, 1, 2, 3}
+    limits = detection_limits(frame).set_index(["mode", "method"])
+    assert limits.loc[("probe", "lat"), "limit"] == 0.5
+    assert limits.loc[("probe", "conventional"), "limit"] == np.inf
+    # the whole-fold rows are what the detection table summarises, one per fold and mode
+    whole = frame[(frame["level"] < 0) & (frame["class"] == "dislocation_cells")]
+    assert len(whole) == len(pd.unique(whole["fold"])) * 2 * 2  # 2 methods x 2 modes

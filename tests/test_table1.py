@@ -1,0 +1,188 @@
+"""The paper's Table 1 trends judged on a Table 1 (latentebsd.table1.trend_verdicts,
+trends_markdown): synthetic tables where each trend holds, fails or cannot be tested."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from latentebsd.table1 import (
+    PAPER_TABLE1,
+    TREND_TOLERANCES,
+    run_table_rule,
+    table1,
+    trend_verdicts,
+    trends_markdown,
+)
+
+# (metric id in the verdicts, Table 1 column, paper key)
+COLUMNS = (("indexed", "Indexed", "indexed"), ("ci_ratio", "ci_ratio_q50", "ci_ratio"),
+           ("iq_ratio", "iq_pq_ratio_q50", "iq_ratio"),
+           ("sharpness_ratio", "sharpness_ratio_q50", "sharpness_ratio"),
+           ("misorientation", "misorientation_deg_q50", "misorientation_deg"))
+D_TREND = "more latent dimensions"
+
+
+def _row(name: str, loss: str, d: int, beta: float = 1.0, **values: float) -> dict:
+    label = {"vae": "VAE", "contrastive": "Contrastive"}.get(loss, f"beta-VAE ({beta:g})")
+    row = {"variant": name, "Loss": label, "d": d, "loss": loss, "beta": beta}
+    for metric, column, _ in COLUMNS:
+        row[column] = values[metric]
+    return row
+
+
+def _table(rows: list[dict]) -> pd.DataFrame:
+    """A Table 1 frame as :func:`table1` builds it: the "original" row first."""
+    original = {"variant": "original", "Loss": "Original (preprocessed)", "d": "", "loss": "",
+                "beta": np.nan, "Indexed": 99.0}
+    return pd.DataFrame([original, *rows])
+
+
+def _paper_table() -> pd.DataFrame:
+    """The paper's own Table 1 (medians), on which every trend it states must hold."""
+    rows = []
+    for (loss, d, beta), paper in PAPER_TABLE1.items():
+        values = {m: float(paper[k].split()[0]) if m == "indexed" else float(paper[k].split("/")[1])
+                  for m, _, k in COLUMNS}
+        rows.append(_row(f"{loss}{d}_{beta:g}", loss, d, beta, **values))
+    return _table(rows)
+
+
+def _by_trend(verdicts: list[dict]) -> dict[str, dict]:
+    return {v["trend"]: v for v in verdicts}
+
+
+def test_the_papers_own_table_shows_every_trend() -> None:
+    verdicts = trend_verdicts(_paper_table())
+    assert {v["verdict"] for v in verdicts} == {"holds"}
+    trends = _by_trend(verdicts)
+    assert len([t for t in trends if t.startswith(D_TREND)]) == 5
+    assert "contrastive ~ VAE-128" in trends
+    assert "larger beta -> fewer patterns indexed (d = 128)" in trends
+    assert "larger beta -> lower median CI ratio (d = 128)" in trends
+    # the IQ ratio dips 0.97 -> 0.96 from d = 128 to 256: a tie within the tolerance
+    iq = trends["more latent dimensions -> higher median IQ ratio (pq)"]
+    assert iq["monotone"] and iq["tolerance"] == TREND_TOLERANCES["iq_ratio"]
+    md = trends_markdown(verdicts)
+    assert "VAE-16: 95.3" in md and "VAE-256: 100.0" in md
+    assert "beta-VAE beta=50: 39.2" in md and "0.950 vs 0.970" in md
+    assert "0.005 deg" in md  # the tolerances are stated
+
+
+def _good(d: int) -> dict[str, float]:
+    """Metrics that improve with d."""
+    i = int(np.log2(d)) - 4
+    return {"indexed": 90.0 + 2 * i, "ci_ratio": 0.2 + 0.2 * i, "iq_ratio": 0.6 + 0.1 * i,
+            "sharpness_ratio": 0.1 + 0.05 * i, "misorientation": 0.5 - 0.1 * i}
+
+
+def test_dimension_trend_holds_partly_and_fails() -> None:
+    rows = []
+    for d in (16, 32, 64, 128):
+        v = _good(d)
+        v["ci_ratio"] = {16: 0.2, 32: 0.6, 64: 0.4, 128: 0.8}[d]  # up overall, one step down
+        v["iq_ratio"] = 0.9  # flat: no gain
+        v["sharpness_ratio"] = 0.4 - 0.05 * (int(np.log2(d)) - 4)  # falls
+        v["misorientation"] = {16: 0.300, 32: 0.303, 64: 0.250, 128: 0.200}[d]  # tie within 0.005
+        rows.append(_row(f"vae{d}", "vae", d, **v))
+    trends = _by_trend(trend_verdicts(_table(rows)))
+    assert trends["more latent dimensions -> more patterns indexed"]["verdict"] == "holds"
+    ci = trends["more latent dimensions -> higher median CI ratio"]
+    assert ci["verdict"] == "partly" and ci["beats"] and not ci["monotone"]
+    assert "VAE-32 -> VAE-64" in ci["detail"]
+    iq = trends["more latent dimensions -> higher median IQ ratio (pq)"]
+    assert iq["verdict"] == "does not hold" and iq["monotone"] and not iq["beats"]
+    assert trends["more latent dimensions -> higher median sharpness ratio"]["verdict"] == "does not hold"
+    mis = trends["more latent dimensions -> smaller median misorientation (deg)"]
+    assert mis["verdict"] == "holds" and mis["difference"] == pytest.approx(-0.1)
+    md = trends_markdown(list(trends.values()))
+    assert "| more latent dimensions -> higher median CI ratio | **partly** |" in md
+    assert "VAE-16: 0.200, VAE-32: 0.600, VAE-64: 0.400, VAE-128: 0.800" in md
+    assert "VAE-16: 0.300, VAE-32: 0.303" in md
+
+
+def test_contrastive_and_beta_trends_fail_with_their_differences() -> None:
+    vae = _good(128)
+    rows = [_row("vae32", "vae", 32, **_good(32)), _row("vae128", "vae", 128, **vae),
+            _row("contrastive128", "contrastive", 128, **{**vae, "iq_ratio": vae["iq_ratio"] - 0.2}),
+            # beta 15 indexes fewer, beta 50 more again: partly; the CI ratio rises: fails
+            _row("betavae15", "beta_vae", 128, 15.0, **{**vae, "indexed": 70.0, "ci_ratio": 1.0}),
+            _row("betavae50", "beta_vae", 128, 50.0, **{**vae, "indexed": 80.0, "ci_ratio": 1.2})]
+    trends = _by_trend(trend_verdicts(_table(rows)))
+    con = trends["contrastive ~ VAE-128"]
+    assert con["verdict"] == "does not hold"
+    assert "median IQ ratio (pq) 0.700 vs 0.900 (-0.2, outside 0.05)" in con["detail"]
+    assert "median CI ratio 0.800 vs 0.800 (+0, within 0.05)" in con["detail"]
+    indexed = trends["larger beta -> fewer patterns indexed (d = 128)"]
+    assert indexed["verdict"] == "partly"
+    assert [lab for lab, _ in indexed["values"]] == ["VAE beta=1", "beta-VAE beta=15", "beta-VAE beta=50"]
+    assert trends["larger beta -> lower median CI ratio (d = 128)"]["verdict"] == "does not hold"
+    md = trends_markdown(list(trends.values()))
+    assert "VAE beta=1: 96.0, beta-VAE beta=15: 70.0, beta-VAE beta=50: 80.0" in md
+
+
+def test_untestable_trends_say_what_they_need() -> None:
+    # one plain VAE, a contrastive VAE without a VAE of its d, no beta-VAE
+    rows = [_row("vae16", "vae", 16, **_good(16)), _row("contrastive64", "contrastive", 64, **_good(64))]
+    verdicts = trend_verdicts(_table(rows))
+    assert {v["verdict"] for v in verdicts} == {"not testable"}
+    trends = _by_trend(verdicts)
+    assert "at least two plain VAE" in trends["more latent dimensions -> more patterns indexed"]["needs"]
+    assert "d = 64" in trends["contrastive ~ VAE-64"]["needs"]
+    assert "beta_vae" in trends["larger beta -> fewer patterns indexed"]["needs"]
+    md = trends_markdown(verdicts)
+    assert md.count("not testable in this config (needs ") == len(verdicts) == 8
+    # no contrastive variant at all
+    none = _by_trend(trend_verdicts(_table(rows[:1])))
+    assert none["contrastive ~ VAE of the same d (paper: d = 128)"]["verdict"] == "not testable"
+
+
+def test_trends_without_the_median_are_not_testable() -> None:
+    table = _table([_row(f"vae{d}", "vae", d, **_good(d)) for d in (16, 32)]).drop(columns="ci_ratio_q50")
+    trends = _by_trend(trend_verdicts(table))
+    assert trends["more latent dimensions -> more patterns indexed"]["verdict"] == "holds"
+    assert "quantiles" in trends["more latent dimensions -> higher median CI ratio"]["needs"]
+
+
+def _fake_metrics(n: int, ci: float, indexed: float) -> dict[str, np.ndarray]:
+    from latentebsd.io.metrics import METRICS
+
+    m = {k: np.full(n, ci if k == "ci_ratio" else 0.5) for k in METRICS}
+    m["indexed"] = np.arange(n) < indexed * n
+    m["indexed_any"] = np.ones(n, bool)
+    m["indexed_original"] = np.ones(n, bool)
+    m["valid"] = np.ones(n, bool)
+    return m
+
+
+def test_verdicts_from_table1_and_its_csv_and_the_rule_output(tmp_path) -> None:
+    from latentebsd.geometry import ScanGeometry
+    from latentebsd.io.metrics import write_metrics
+
+    variants = {"vae16": {"loss": "vae", "latent_dim": 16}, "vae64": {"loss": "vae", "latent_dim": 64},
+                "betavae15": {"loss": "beta_vae", "latent_dim": 64, "beta": 15}}
+    metrics = {"vae16": [_fake_metrics(10, 0.3, 0.8)], "vae64": [_fake_metrics(10, 0.9, 1.0)],
+               "betavae15": [_fake_metrics(10, 0.5, 0.6)]}
+    frame = table1(metrics, variants)
+    assert list(frame["loss"]) == ["", "vae", "vae", "beta_vae"] and frame["beta"].iloc[-1] == 15.0
+    trends = _by_trend(trend_verdicts(frame))
+    assert trends["more latent dimensions -> more patterns indexed"]["verdict"] == "holds"
+    assert trends["more latent dimensions -> higher median CI ratio"]["verdict"] == "holds"
+    assert trends["larger beta -> fewer patterns indexed (d = 64)"]["verdict"] == "holds"
+    # the same verdicts from the CSV read back, and from a table without loss / beta columns
+    frame.to_csv(tmp_path / "t.csv", index=False)
+    back = pd.read_csv(tmp_path / "t.csv")
+    assert trend_verdicts(back) == trend_verdicts(frame)
+    assert trend_verdicts(frame.drop(columns=["loss", "beta"])) == trend_verdicts(frame)
+    # the rule writes trends.md beside Table 1
+    paths = {}
+    for name, (m,) in metrics.items():
+        write_metrics(tmp_path / f"{name}.h5", m, ScanGeometry(2, 5, 1.0, (16, 16)), {"variant": name, "scan": "s"})
+        paths[name] = [str(tmp_path / f"{name}.h5")]
+    run_table_rule(paths, variants, None, str(tmp_path / "t1.csv"), str(tmp_path / "t1.md"),
+                   str(tmp_path / "t1.html"), str(tmp_path / "trends.md"))
+    md = (tmp_path / "trends.md").read_text()
+    assert md.startswith("# Table 1 trends")
+    assert "VAE-16: 80.0, VAE-64: 100.0" in md
+    assert "| larger beta -> fewer patterns indexed (d = 64) | **holds** |" in md
