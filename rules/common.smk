@@ -18,12 +18,9 @@ SCANS, VARIANTS = P.mapped_scans, P.variants
 
 wildcard_constraints:
     scan=scan_regex(P.scans),
-    variant=scan_regex(P.cube_sources),  # model variants; rules that need a model narrow it
+    variant=scan_regex(VARIANTS),  # trained models; feature_maps also takes PCA / NMF cubes
     source=scan_regex(P.sources),
     shard=r"\d+",
-
-# The wildcard constraint of the rules that need a trained model (not a PCA / NMF cube).
-MODEL_VARIANTS = scan_regex(VARIANTS)
 
 
 def fill(pattern, **wildcards):

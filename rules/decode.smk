@@ -12,7 +12,6 @@ rule decode:
     params:
         settings=config["evaluation"],
     wildcard_constraints:
-        variant=MODEL_VARIANTS,
         scan=P.whole_scans,
     resources:
         gpu=1,
@@ -47,7 +46,6 @@ rule gather_decoded:
     output:
         up2="results/decoded/{variant}/{scan}.up2",
     wildcard_constraints:
-        variant=MODEL_VARIANTS,
         scan=P.sharded_scans,
     log:
         "logs/decode/{variant}/{scan}_gather.log",

@@ -14,7 +14,6 @@ rule encode:
     params:
         settings=config["maps"],
     wildcard_constraints:
-        variant=MODEL_VARIANTS,
         scan=P.whole_scans,
     resources:
         gpu=1,
@@ -52,7 +51,6 @@ rule gather_latent:
         tiff="results/latent/{variant}/{scan}.tif",
         reduction="results/latent/{variant}/{scan}_reduction.json",
     wildcard_constraints:
-        variant=MODEL_VARIANTS,
         scan=P.sharded_scans,
     log:
         "logs/encode/{variant}/{scan}_gather.log",

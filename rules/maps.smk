@@ -18,6 +18,8 @@ rule feature_maps:
     params:
         settings=config["maps"],
         seed=config["seed"],
+    wildcard_constraints:
+        variant=scan_regex(P.cube_sources),  # trained models and the PCA / NMF baselines
     log:
         "logs/maps/{variant}/{scan}.log",
     benchmark:

@@ -11,7 +11,6 @@ rule evaluate_metrics:
     params:
         settings=config["evaluation"],
     wildcard_constraints:
-        variant=MODEL_VARIANTS,
         scan=P.whole_scans,
     log:
         "logs/evaluate/metrics/{variant}/{scan}.log",
@@ -40,7 +39,6 @@ rule gather_metrics:
     output:
         metrics="results/evaluation/metrics/{variant}/{scan}.h5",
     wildcard_constraints:
-        variant=MODEL_VARIANTS,
         scan=P.sharded_scans,
     log:
         "logs/evaluate/metrics/{variant}/{scan}_gather.log",

@@ -21,7 +21,6 @@ rule train:
     resources:
         gpu=1,
     wildcard_constraints:
-        variant=MODEL_VARIANTS,
     log:
         "logs/train/{variant}.log",
     benchmark:

@@ -114,6 +114,64 @@ def test_verdict_is_a_fold_by_fold_sign_test():
     assert verdict(frame, "s", "x", "a", "missing") == "n/a"
 
 
+def test_the_verdict_compares_a_latent_variant_chosen_without_the_scored_fold():
+    """Best-of-N by held-out means picks "lucky" (mean 0.85 against 0.82, from two lucky
+    folds); the choice for each fold is made on the other folds only."""
+    import pandas as pd
+
+    from latentebsd.benchmark import SELECTED, fold_selected, verdicts
+
+    scores = {"conventional": [0.80, 0.80, 0.80, 0.80], "steady": [0.82, 0.82, 0.82, 0.82],
+              "lucky": [1.0, 1.0, 0.70, 0.70]}
+    frame = pd.DataFrame([{"scan": "s", "class": "x", "mode": "probe", "metric": "roc_auc",
+                           "family": "latent", "fold": f, "level": -1, "method": m, "score": v}
+                          for m, vals in scores.items() for f, v in enumerate(vals)])
+    frame.loc[frame["method"] == "conventional", "family"] = "conventional"
+    sel = fold_selected(frame, ["steady", "lucky"]).set_index("fold")
+    # fold 0: lucky's other folds average 0.80 < 0.82; fold 2: 0.90 > 0.82
+    assert sel["chosen"].to_dict() == {0: "steady", 1: "steady", 2: "lucky", 3: "lucky"}
+    assert sel["score"].to_dict() == {0: 0.82, 1: 0.82, 2: 0.70, 3: 0.70}
+    v = verdicts(frame, ["steady", "lucky"], None).iloc[0]
+    assert v["best_latent"] == "lucky" and np.isclose(v["selected_latent_score"], 0.76)
+    assert v["latent_vs_conventional"] == "matches"  # +0.02, +0.02, -0.10, -0.10
+    assert (sel["method"] == SELECTED).all()
+
+
+def test_a_gap_in_one_conventional_map_leaves_the_others_intact():
+    """KAM is NaN inside a one-point twin; IQ there must keep its value."""
+    from latentebsd.benchmark import fill_invalid
+
+    iq = np.arange(12, dtype=float).reshape(3, 4)
+    kam = np.ones((3, 4))
+    kam[1, 2] = np.nan
+    valid = np.ones((3, 4), bool)
+    valid[0, 0] = False
+    out = fill_invalid(np.stack([iq, kam]), valid)
+    assert out[0, 1, 2] == iq[1, 2]  # kept
+    assert out[0, 0, 0] == np.median(iq[valid])  # invalid point: the map's own median
+    assert out[1, 1, 2] == 1.0 and np.isfinite(out).all()
+
+
+def test_analogue_and_saliency_files_round_trip_and_name_a_foreign_file(tmp_path):
+    from latentebsd.io.analogues import read_analogues, write_analogues
+    from latentebsd.io.saliency import read_saliency, write_saliency
+
+    g = ScanGeometry(3, 4, 0.5, (8, 8))
+    maps = {"latent_kam": np.full((3, 4), 0.5), "latent_grod": np.arange(12.0).reshape(3, 4)}
+    write_analogues(tmp_path / "a.h5", maps, g, {"scan": "s"})
+    back = read_analogues(tmp_path / "a.h5")
+    assert all(np.array_equal(back[k], maps[k]) for k in maps)
+    data = {"occlusion": np.ones((2, 3, 3)), "mean_pattern": np.zeros((2, 8, 8)),
+            "features": np.array([4, 1]), "mask": np.ones((8, 8), bool)}
+    write_saliency(tmp_path / "s.h5", data, {"variant": "vae16"})
+    arrays, attrs = read_saliency(tmp_path / "s.h5")
+    assert arrays["features"].tolist() == [4, 1] and attrs["variant"] == "vae16"
+    with pytest.raises(ValueError, match=r"a\.h5: not a saliency file"):
+        read_saliency(tmp_path / "a.h5")
+    with pytest.raises(ValueError, match=r"s\.h5: not a latent-analogues file"):
+        read_analogues(tmp_path / "s.h5")
+
+
 # -- latent KAM / GROD -----------------------------------------------------------------
 def test_latent_kam_and_grod_of_a_constant_cube_are_zero():
     cube = np.full((4, *SHAPE), 3.0)
@@ -160,6 +218,16 @@ def test_a_map_that_is_linear_in_iq_has_no_novelty_and_a_new_one_does():
                          np.array([0.5, -1.0, 2.0, 0.0, 1.5])[grain]])  # constant per grain
     r2 = explained_r2(y, x, grain, fold)
     assert r2[0] > 0.999 and r2[1] < 0.2 and r2[2] > 0.99
+
+
+def test_grain_means_leave_out_points_outside_any_grain_and_held_out_points():
+    from latentebsd.novelty import grain_means
+
+    grain = np.array([0, 0, -1, 1, 1, 2])
+    y = np.array([1.0, 3.0, 100.0, 5.0, 7.0, 9.0])
+    train = np.array([True, True, True, True, False, False])
+    overall = y[train].mean()  # 27.25
+    assert grain_means(y, grain, train).tolist() == [2.0, 2.0, overall, 5.0, 5.0, overall]
 
 
 # -- baselines -------------------------------------------------------------------------
@@ -229,11 +297,11 @@ def test_detection_limit_is_the_lowest_strength_from_which_every_band_detects():
     from latentebsd.detection_limits import detection_limit
 
     values = [0.05, 0.1, 0.2, 0.5, 1.0]
-    assert detection_limit(range(5), values, [0.5, 0.6, 0.85, 0.9, 0.95]) == 0.2
+    assert detection_limit(range(5), values, [0.5, 0.6, 0.85, 0.9, 0.95], 0.8) == 0.2
     # a dip above the limit moves it up: every stronger band must detect
-    assert detection_limit(range(5), values, [0.9, 0.5, 0.85, 0.79, 0.95]) == 1.0
-    assert detection_limit(range(5), values, [0.9, 0.9, 0.9, 0.9, 0.7]) == np.inf
-    assert detection_limit([4, 3, 2, 1, 0], values[::-1], [0.95, 0.9, 0.85, 0.6, 0.5]) == 0.2
+    assert detection_limit(range(5), values, [0.9, 0.5, 0.85, 0.79, 0.95], 0.8) == 1.0
+    assert detection_limit(range(5), values, [0.9, 0.9, 0.9, 0.9, 0.7], 0.8) == np.inf
+    assert detection_limit([4, 3, 2, 1, 0], values[::-1], [0.95, 0.9, 0.85, 0.6, 0.5], 0.8) == 0.2
 
 
 def test_detection_scores_each_graded_band_and_finds_a_planted_limit(tmp_path):
@@ -278,7 +346,7 @@ def test_detection_scores_each_graded_band_and_finds_a_planted_limit(tmp_path):
                            section("benchmark", {"max_pixels": 10000}), "s", seed=0)
     banded = frame[(frame["level"] >= 0) & (frame["class"] == "dislocation_cells")]
     assert set(banded["level"]) == {0, 1, 2, 3}
-    limits = detection_limits(frame).set_index(["mode", "method"])
+    limits = detection_limits(frame, 0.8).set_index(["mode", "method"])
     assert limits.loc[("probe", "lat"), "limit"] == 0.5
     assert limits.loc[("probe", "conventional"), "limit"] == np.inf
     # the whole-fold rows are what the detection table summarises, one per fold and mode

@@ -31,6 +31,22 @@ def test_default_and_paper_configs_are_valid():
     assert config["scans"]["am"]["simulate"]["grading"]["levels"] > 1
 
 
+def test_trends_overlay_changes_only_training_the_way_snakemake_merges_it(default_config):
+    """`--configfile config/config.yaml config/trends.yaml`: Snakemake merges the files
+    in order (its own update_config); the result is valid, and only training differs."""
+    from snakemake.utils import update_config
+
+    overlay = yaml.safe_load((REPO / "config" / "trends.yaml").read_text())
+    assert set(overlay) == {"training"}
+    merged = copy.deepcopy(default_config)
+    update_config(merged, overlay)
+    trends, default = validate_config(merged), validate_config(copy.deepcopy(default_config))
+    assert {k for k in default if trends[k] != default[k]} == {"training"}
+    assert trends["training"]["max_base_channels"] > default["training"]["max_base_channels"]
+    assert trends["training"]["epochs"] > default["training"]["epochs"]
+    assert trends["training"]["batch_size"] == default["training"]["batch_size"]  # kept
+
+
 @pytest.mark.parametrize(("edit", "message"), [
     (lambda c: [s.update(role="train") for s in c["scans"].values()],
      r"config key scans: every scan has role: train"),

@@ -4,7 +4,6 @@ and round-trips through NetCDF (xarray) and ImageJ TIFF (tifffile)."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import h5py
 import numpy as np

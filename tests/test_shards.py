@@ -4,9 +4,7 @@ of the whole-scan jobs (encode, decode, index, metrics) on a simulated scan."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-import h5py
 import numpy as np
 import pytest
 import tifffile

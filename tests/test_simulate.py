@@ -295,6 +295,10 @@ def test_graded_am_scales_each_class_with_its_band():
     np.testing.assert_allclose(params["particles"]["values"], hi * factors, rtol=1e-5)
     np.testing.assert_allclose(params["dislocation_cells"]["values"],
                                cfg["am"]["wall_rotation_deg"] * factors, rtol=1e-5)
+    # band edges cut rotation domains: every domain lies in one band, so the per-point
+    # level is the level its misorientation was simulated at
+    for d in np.unique(t.domain_id):
+        assert np.unique(t.strength_level[t.domain_id == d]).size == 1
 
 
 def test_graded_lattice_rotation_at_walls_grows_with_the_band():

@@ -25,18 +25,16 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-import h5py
 import numpy as np
 
 from latentebsd.grid import neighbour_pairs
-from latentebsd.io.atomic import atomic_path
+from latentebsd.io.analogues import write_analogues
 from latentebsd.io.conventional import read_conventional
 from latentebsd.io.cube import budget_bytes, cube_attrs, iter_feature_groups
 from latentebsd.plotting import panel_size, pyplot, robust_limits, save_figure, show_map
 
 log = logging.getLogger(__name__)
 
-ANALOGUES = ("latent_kam", "latent_grod")
 
 
 def standardised(maps: np.ndarray, valid: np.ndarray) -> np.ndarray:
@@ -117,25 +115,16 @@ def run_analogue_rule(cube_path: str, conventional_path: str, out_h5: str, out_p
                          f"{conventional_path}'s {geometry.map_shape}")
     groups = (g for _, (g,) in iter_feature_groups(cube_path, budget_bytes(memory_mb, 8.0)))
     out = latent_analogue_maps(groups, maps["grain_id"], maps["valid"], neighbours)
-    with atomic_path(out_h5) as tmp, h5py.File(tmp, "w") as f:
-        for key, value in out.items():
-            f.create_dataset(key, data=value, compression="gzip")
-        geometry.to_h5(f.create_group("geometry"))
-        f.attrs.update({"scan": scan, "variant": variant, "neighbours": neighbours,
-                        "latent_dim": attrs["latent_dim"],
-                        "units": "root-mean-square difference of standardised latent features"})
+    write_analogues(out_h5, out, geometry,
+                    {"scan": scan, "variant": variant, "neighbours": neighbours,
+                     "latent_dim": attrs["latent_dim"],
+                     "units": "root-mean-square difference of standardised latent features"})
     plot_analogues(out, maps, geometry.step_um, out_png,
                    f"{scan}: latent KAM / GROD of {variant} (d = {attrs['latent_dim']}) beside KAM / GROD",
                    dpi)
     log.info("%s / %s: median latent KAM %.3f, latent GROD %.3f", scan, variant,
              np.nanmedian(out["latent_kam"]), np.nanmedian(out["latent_grod"]))
     return out
-
-
-def read_analogues(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """The maps :func:`run_analogue_rule` wrote."""
-    with h5py.File(path, "r") as f:
-        return {k: f[k][()] for k in ANALOGUES}
 
 
 def plot_analogues(analogues: Mapping[str, np.ndarray], maps: Mapping[str, np.ndarray],

@@ -42,13 +42,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from latentebsd.analogues import ANALOGUES, read_analogues
-from latentebsd.groundtruth import average_ranks, truth_targets
+from latentebsd.groundtruth import auc_from_ranks, average_ranks, spearman_from_ranks, truth_targets
 from latentebsd.grid import gradient_magnitude
+from latentebsd.io.analogues import ANALOGUES, read_analogues
 from latentebsd.io.atomic import atomic_path, write_text
 from latentebsd.io.conventional import DESCRIPTORS, read_conventional
 from latentebsd.io.cube import budget_bytes, cube_attrs, iter_feature_groups
 from latentebsd.io.truth import read_truth
+from latentebsd.maps import sample_valid_indices
 from latentebsd.plotting import panel_grid, pyplot, save_figure
 
 log = logging.getLogger(__name__)
@@ -85,21 +86,26 @@ def spatial_folds(shape: Sequence[int], grid: Sequence[int] = (2, 2), guard: int
 def sample_pixels(folds: np.ndarray, valid: np.ndarray, max_pixels: int, seed: int) -> np.ndarray:
     """Sorted row-major indices of the scored pixels: valid, in a fold, at most
     ``max_pixels`` (a seeded subset)."""
-    idx = np.flatnonzero((np.asarray(valid, bool) & (folds >= 0)).ravel())
-    if len(idx) > max_pixels:
-        idx = np.sort(np.random.default_rng(seed).choice(idx, max_pixels, replace=False))
-    return idx
+    return sample_valid_indices(np.asarray(valid, bool) & (folds >= 0), max_pixels, seed)
+
+
+def fill_invalid(maps: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """``maps`` ``(g, R, C)`` as float64, each map's missing points (invalid or NaN in
+    *that* map: KAM is NaN in a one-point twin, every map at an unindexed point) set to
+    the map's own median, so that a gap in one map never blanks the others."""
+    x = np.asarray(maps, dtype=np.float64)
+    v = np.asarray(valid, bool)[None] & np.isfinite(x)
+    med = np.array([np.median(m[mv]) if mv.any() else 0.0 for m, mv in zip(x, v)])
+    return np.where(v, x, med[:, None, None])
 
 
 def _features(maps: np.ndarray, idx: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """Value and gradient magnitude of every map at pixels ``idx``: ``(2 g, n)``; invalid
-    pixels are filled with the map's median before the gradient (no NaN spreads)."""
-    x = np.asarray(maps, dtype=np.float64)
-    v = np.asarray(valid, bool) & np.isfinite(x).all(axis=0)
-    med = np.array([np.median(m[v]) if v.any() else 0.0 for m in x])
-    filled = np.where(v, x, med[:, None, None])
+    """Value and gradient magnitude of every map at pixels ``idx``: ``(2 g, n)``; missing
+    points are filled first (:func:`fill_invalid`, so no NaN spreads into a gradient)."""
+    filled = fill_invalid(maps, valid)
     grad = gradient_magnitude(filled)
-    return np.concatenate([filled.reshape(len(x), -1)[:, idx], grad.reshape(len(x), -1)[:, idx]])
+    return np.concatenate([filled.reshape(len(filled), -1)[:, idx],
+                           grad.reshape(len(filled), -1)[:, idx]])
 
 
 # --------------------------------------------------------------------------------------
@@ -109,16 +115,8 @@ def _scores_from_ranks(ranks: np.ndarray, target: np.ndarray, kind: str) -> np.n
     """Signed score of every row of ``ranks`` (each row's values as ranks): AUC - 0.5
     (masks) or Spearman's rho (continuous)."""
     if kind == "mask":
-        n1 = int(target.sum())
-        n0 = target.size - n1
-        auc = (ranks[:, target].sum(axis=1) - n1 * (n1 + 1) / 2.0) / (n1 * n0)
-        return auc - 0.5
-    t = average_ranks(target.astype(np.float64))
-    a = ranks - ranks.mean(axis=1, keepdims=True)
-    b = t - t.mean()
-    with np.errstate(invalid="ignore", divide="ignore"):
-        rho = (a @ b) / (np.sqrt((a * a).sum(axis=1)) * np.sqrt((b * b).sum()))
-    return np.nan_to_num(rho)
+        return auc_from_ranks(ranks, target) - 0.5
+    return spearman_from_ranks(ranks, average_ranks(target.astype(np.float64)))
 
 
 def score_of(prediction: np.ndarray, target: np.ndarray, kind: str) -> float:
@@ -213,11 +211,16 @@ def method_features(cubes: Mapping[str, str | os.PathLike], analogues: Mapping[s
     conv = _features(np.stack([conventional[k] for k in DESCRIPTORS]), idx, valid)
     yield "conventional", "conventional", conv
     for name, path in cubes.items():
+        a = cube_attrs(path)
+        if (a["n_rows"], a["n_cols"]) != valid.shape:
+            raise ValueError(f"{path}: map {a['n_rows']} x {a['n_cols']} differs from the scan's "
+                             f"{valid.shape[0]} x {valid.shape[1]}")
         f = cube_features(path, idx, valid, memory_mb)
-        family = "baseline" if name.rstrip("0123456789") in ("pca", "nmf") else "latent"
-        yield name, family, f
-        if name == combined:
-            yield f"conventional+{name}", "combined", np.concatenate([conv, f])
+        yield name, "baseline" if "baseline" in a else "latent", f
+        if name == combined:  # values, then gradients (what `m = len // 2` reads)
+            mc, mf = len(conv) // 2, len(f) // 2
+            yield (f"conventional+{name}", "combined",
+                   np.concatenate([conv[:mc], f[:mf], conv[mc:], f[mf:]]))
     for name, path in analogues.items():
         a = read_analogues(path)
         yield f"latentKAM/GROD {name}", "analogue", _features(np.stack([a[k] for k in ANALOGUES]), idx, valid)
@@ -246,11 +249,6 @@ def detection_scan(truth_path: str | os.PathLike, conventional_path: str | os.Pa
     graded = grading["classes"] if len(grading["levels"]) > 1 else {}
     conventional, geometry = read_conventional(conventional_path)
     valid = conventional["valid"]
-    for name, path in cubes.items():
-        a = cube_attrs(path)
-        if (a["n_rows"], a["n_cols"]) != geometry.map_shape:
-            raise ValueError(f"{path}: map {a['n_rows']} x {a['n_cols']} differs from the scan's "
-                             f"{geometry.map_shape}")
     folds = spatial_folds(geometry.map_shape, settings["fold_grid"], settings["guard"])
     idx = sample_pixels(folds, valid, settings["max_pixels"], seed)
     fold_of = folds.ravel()[idx]
@@ -349,24 +347,59 @@ def verdict(frame: pd.DataFrame, scan: str, cls: str, a: str, b: str, mode: str 
     return "matches"
 
 
-def verdicts(frame: pd.DataFrame, latent: Sequence[str], combined: str | None) -> pd.DataFrame:
+SELECTED = "latent (fold-selected)"
+
+
+def fold_selected(frame: pd.DataFrame, candidates: Sequence[str], mode: str = "probe") -> pd.DataFrame:
+    """The scores of a method chosen among ``candidates`` without its test pixels: for
+    each scan, class and held-out fold ``f``, the candidate with the best mean score over
+    the *other* folds, scored on ``f`` (method :data:`SELECTED`, ``chosen`` = its name).
+
+    Picking the best of N methods by their held-out means would choose on the scored
+    pixels (a best-of-N optimism); this choice never sees fold ``f``."""
+    sel = whole_folds(frame)
+    sel = sel[sel["method"].isin(candidates) & (sel["mode"] == mode)]
+    out = []
+    for (scan, cls), g in sel.groupby(["scan", "class"], sort=False):
+        table = g.pivot_table(index="fold", columns="method", values="score", aggfunc="first")
+        for fold in table.index:
+            others = table.drop(index=fold).mean(axis=0).dropna()
+            if others.empty or not np.isfinite(table.loc[fold, others.idxmax()]):
+                continue
+            pick = others.idxmax()
+            out.append({"scan": scan, "class": cls, "mode": mode, "fold": fold, "level": -1,
+                        "method": SELECTED, "family": "latent", "chosen": pick,
+                        "metric": g.iloc[0]["metric"], "score": table.loc[fold, pick]})
+    return pd.DataFrame(out, columns=["scan", "class", "mode", "fold", "level", "method",
+                                      "family", "chosen", "metric", "score"])
+
+
+def verdicts(frame: pd.DataFrame, latent: Sequence[str], combined: str | None,
+             selected: pd.DataFrame | None = None) -> pd.DataFrame:
     """Per scan and class: the winning method (highest mean probe score), the best latent
-    cube, and whether it beats / matches / loses to conventional EBSD; and whether
-    conventional + latent beats conventional alone."""
+    cube (descriptive: chosen on the held-out means), and whether latent maps beat /
+    match / lose to conventional EBSD - judged on :func:`fold_selected` latent scores, so
+    that the verdict chooses nothing on the pixels it scores; and whether conventional +
+    latent beats conventional alone. ``selected``: :func:`fold_selected` of ``frame``
+    when the caller has it already."""
+    frame = frame[frame["method"] != SELECTED]
     summary = summarize(frame)
     probe_rows = summary[summary["mode"] == "probe"]
+    selected = fold_selected(frame, latent) if selected is None else selected
+    judged = pd.concat([whole_folds(frame), selected], ignore_index=True)
     out = []
     for (scan, cls), g in probe_rows.groupby(["scan", "class"], sort=False):
         g = g.sort_values("mean", ascending=False)
         lat = g[g["method"].isin(latent)]
-        best_latent = lat.iloc[0]["method"] if len(lat) else None
+        mine = selected[(selected["scan"] == scan) & (selected["class"] == cls)]
         row = {"scan": scan, "class": cls, "metric": g.iloc[0]["metric"],
                "winner": g.iloc[0]["method"], "winner_score": g.iloc[0]["mean"],
-               "best_latent": best_latent,
+               "best_latent": lat.iloc[0]["method"] if len(lat) else None,
                "best_latent_score": lat.iloc[0]["mean"] if len(lat) else np.nan,
+               "selected_latent": ", ".join(sorted(set(mine["chosen"]))) or None,
+               "selected_latent_score": mine["score"].mean() if len(mine) else np.nan,
                "conventional_score": g[g["method"] == "conventional"]["mean"].max(),
-               "latent_vs_conventional": verdict(frame, scan, cls, best_latent, "conventional")
-               if best_latent else "n/a"}
+               "latent_vs_conventional": verdict(judged, scan, cls, SELECTED, "conventional")}
         if combined:
             row["combined_vs_conventional"] = verdict(frame, scan, cls,
                                                       f"conventional+{combined}", "conventional")
@@ -402,7 +435,9 @@ def verdict_sentences(verdict_table: pd.DataFrame) -> list[str]:
     lines = []
     for _, r in verdict_table.iterrows():
         text = (f"{r['scan']} / {r['class']}: best method {r['winner']} ({r['winner_score']:.2f}); "
-                f"the best latent map set ({r['best_latent']}, {r['best_latent_score']:.2f}) "
+                f"latent maps ({r['selected_latent']}, chosen on the other folds: "
+                f"{r['selected_latent_score']:.2f}; the best latent variant in hindsight "
+                f"{r['best_latent']}, {r['best_latent_score']:.2f}) "
                 f"{_AGAINST[r['latent_vs_conventional']]} conventional EBSD "
                 f"({r['conventional_score']:.2f})")
         if isinstance(r.get("combined_vs_conventional"), str):
@@ -471,7 +506,9 @@ def run_summary_rule(csvs: Sequence[str], out_csv: str, out_md: str, out_html: s
     """What rule ``detection_summary`` runs: every scan's table -> CSV, Markdown, HTML,
     figure."""
     frame = pd.concat([pd.read_csv(p) for p in csvs], ignore_index=True)
-    verdict_table = verdicts(frame, latent, combined)
+    selected = fold_selected(frame, latent)
+    verdict_table = verdicts(frame, latent, combined, selected)
+    frame = pd.concat([frame, selected], ignore_index=True)  # a column of the tables too
     methods = list(dict.fromkeys(frame["method"]))
     with atomic_path(out_csv) as tmp:
         summarize(frame).merge(whole_folds(frame), on=["scan", "class", "metric", "method", "family", "mode"]) \

@@ -24,11 +24,6 @@ from latentebsd.plotting import panel_grid, save_figure
 
 log = logging.getLogger(__name__)
 
-# --------------------------------------------------------------------------------------
-#: Score from which a class counts as detected (ROC-AUC, or Spearman's rho).
-DETECTED = 0.8
-
-
 def limit_curves(frame: pd.DataFrame) -> pd.DataFrame:
     """Mean / sd / count over folds of every graded-strength band's scores: one curve per
     scan, class, method and mode."""
@@ -41,7 +36,7 @@ def limit_curves(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def detection_limit(levels: Sequence[int], values: Sequence[float], scores: Sequence[float],
-                    threshold: float = DETECTED) -> float:
+                    threshold: float) -> float:
     """The lowest strength from which every stronger band scores ``>= threshold``
     (``inf``: never reached, not even at the strongest band)."""
     order = np.argsort(np.asarray(levels))
@@ -54,7 +49,7 @@ def detection_limit(levels: Sequence[int], values: Sequence[float], scores: Sequ
     return float(limit)
 
 
-def detection_limits(frame: pd.DataFrame, threshold: float = DETECTED) -> pd.DataFrame:
+def detection_limits(frame: pd.DataFrame, threshold: float) -> pd.DataFrame:
     """Per scan, class, method and mode: the detection limit (:func:`detection_limit`)
     and the curve it is read from (``scores``: mean per band, weakest first)."""
     curves = limit_curves(frame)
@@ -75,7 +70,7 @@ def _limit_text(limit: float) -> str:
     return "not reached" if not np.isfinite(limit) else f"{limit:.3g}"
 
 
-def limits_markdown(limits: pd.DataFrame, threshold: float = DETECTED) -> str:
+def limits_markdown(limits: pd.DataFrame, threshold: float) -> str:
     """The probe's detection limits, rows (scan, class), columns methods, and the curves."""
     lines = ["# Detection limits: from which strength does each method find each class?", "",
              f"Each graded class is simulated at strengths from invisible to obvious, in bands "
@@ -102,7 +97,7 @@ def limits_markdown(limits: pd.DataFrame, threshold: float = DETECTED) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot_limits(frame: pd.DataFrame, path: str | os.PathLike, threshold: float = DETECTED,
+def plot_limits(frame: pd.DataFrame, path: str | os.PathLike, threshold: float,
                 dpi: int = 120) -> None:
     """Score against strength (log axis), one line per method, one panel per scan and
     class (probe)."""
@@ -136,7 +131,7 @@ def plot_limits(frame: pd.DataFrame, path: str | os.PathLike, threshold: float =
 
 
 def run_limits_rule(csvs: Sequence[str], out_csv: str, out_md: str, out_png: str,
-                    threshold: float = DETECTED) -> pd.DataFrame:
+                    threshold: float) -> pd.DataFrame:
     """What rule ``detection_limits`` runs: every scan's detection table -> the limits
     (CSV: one row per scan, class, method, mode), Markdown, figure."""
     frame = pd.concat([pd.read_csv(p) for p in csvs], ignore_index=True)

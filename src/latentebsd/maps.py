@@ -286,9 +286,8 @@ def montage_image(thumbnails: np.ndarray, ranking: pd.DataFrame, ncols: int, gap
     import matplotlib
 
     cmap_ = colormap(cmap)
-    d = len(ranking)
+    nrows = math.ceil(len(ranking) / ncols)
     tr, tc = thumbnails.shape[1:]
-    nrows = math.ceil(d / ncols)
     pitch_r, pitch_c = tr + band + gap, tc + gap
     out = np.ones((nrows * pitch_r, ncols * pitch_c - gap, 4), np.float32)
     for i, row in enumerate(ranking.itertuples(index=False)):
@@ -313,7 +312,6 @@ def plot_montage(thumbnails: np.ndarray, ranking: pd.DataFrame, step_um: float,
     gap = max(1, round(0.04 * max(tr, tc)))
     band = max(3, round(0.2 * tr))
     ncols = max(1, math.ceil(math.sqrt(d * r / c)))
-    nrows = math.ceil(d / ncols)
     mosaic = montage_image(thumbnails, ranking, ncols, gap, band)
     tile_in = 1.3  # inches per tile
     fig_w = ncols * tile_in

@@ -32,7 +32,7 @@ import numpy as np
 
 from latentebsd import config
 from latentebsd.io.index import is_indexed, read_index
-from latentebsd.io.metrics import METRICS, read_metrics, write_metrics
+from latentebsd.io.metrics import read_metrics, write_metrics
 from latentebsd.io.preprocessed import read_screen
 from latentebsd.orientations import pair_angles
 from latentebsd.shards import check_covers, concatenate, first_rows, h5_first_row

@@ -64,7 +64,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from latentebsd.variants import LOSSES, variant_beta
+from latentebsd.variants import variant_beta
 
 LEAKY_SLOPE = 0.2
 PAPER_PATTERN_SIZE = 120

@@ -30,7 +30,7 @@ from latentebsd.benchmark import sample_pixels, spatial_folds
 from latentebsd.io.atomic import atomic_path
 from latentebsd.io.conventional import DESCRIPTORS, read_conventional
 from latentebsd.io.cube import budget_bytes, iter_feature_groups, read_features
-from latentebsd.plotting import panel_size, pyplot, robust_limits, save_figure, show_map
+from latentebsd.plotting import panel_grid, panel_size, robust_limits, save_figure, show_map
 
 log = logging.getLogger(__name__)
 
@@ -47,14 +47,26 @@ def conventional_regressors(conventional: Mapping[str, np.ndarray], idx: np.ndar
     return np.where(np.isfinite(x), x, np.where(np.isfinite(med), med, 0.0))
 
 
+def grain_means(y: np.ndarray, grain: np.ndarray, train: np.ndarray) -> np.ndarray:
+    """Per point, the mean of ``y`` over the training points of its grain. Points outside
+    any grain (``grain`` -1) count in no grain's mean; they, and grains without training
+    points, get the mean of all training points."""
+    inside = train & (grain >= 0)
+    n_lab = int(grain.max()) + 1 if len(grain) and grain.max() >= 0 else 1
+    labels = np.where(grain >= 0, grain, 0)
+    cnt = np.bincount(labels[inside], minlength=n_lab)
+    sums = np.bincount(labels[inside], y[inside], minlength=n_lab)
+    overall = y[train].mean()
+    gmean = np.where(cnt > 0, sums / np.maximum(cnt, 1), overall)
+    return np.where(grain >= 0, gmean[labels], overall)
+
+
 def explained_r2(y: np.ndarray, x: np.ndarray, grain: np.ndarray, fold: np.ndarray) -> np.ndarray:
     """Cross-validated R^2 of every column of ``y`` ``(n, g)`` regressed on ``x`` ``(n, p)``
-    and its own per-grain training mean (pooled over held-out folds; the training mean
-    as the reference)."""
+    and its own per-grain training mean (:func:`grain_means`; pooled over held-out folds,
+    the training mean as the reference)."""
     ss_res = np.zeros(y.shape[1])
     ss_tot = np.zeros(y.shape[1])
-    labels = np.where(grain >= 0, grain, 0)
-    n_lab = int(labels.max()) + 1 if len(labels) else 1
     for f in np.unique(fold):
         train, test = fold != f, fold == f
         mu, sd = x[train].mean(axis=0), x[train].std(axis=0)
@@ -62,11 +74,7 @@ def explained_r2(y: np.ndarray, x: np.ndarray, grain: np.ndarray, fold: np.ndarr
         xs = (x - mu) / sd
         for j in range(y.shape[1]):
             yt = y[train, j]
-            # the map's grain means from training pixels; unseen grains get the overall mean
-            cnt = np.bincount(labels[train], minlength=n_lab)
-            sums = np.bincount(labels[train], yt, minlength=n_lab)
-            gmean = np.where(cnt > 0, sums / np.maximum(cnt, 1), yt.mean())
-            gm = np.where(grain >= 0, gmean[labels], yt.mean())
+            gm = grain_means(y[:, j], grain, train)
             design = np.column_stack([np.ones(len(y)), xs, gm - yt.mean()])
             a = design[train]
             beta = np.linalg.solve(a.T @ a + RIDGE_ALPHA * np.eye(a.shape[1]), a.T @ yt)
@@ -126,15 +134,9 @@ def plot_novel_maps(table: pd.DataFrame, cube: str | os.PathLike, conventional_p
                                   ("boundary_deg", "Orientation boundary", "viridis", "deg")):
         lim = (0.0, max(robust_limits(maps[key], 0, 99)[1], 1e-6)) if unit == "deg" else None
         panels.append((maps[key], name, cmap, lim, unit))
-    plt = pyplot()
-    ncols = min(5, len(panels))
-    nrows = -(-len(panels) // ncols)
     w, h = panel_size(geometry.map_shape, 2.6)
-    fig, axes = plt.subplots(nrows, ncols, figsize=((w + 0.6) * ncols, (h + 0.7) * nrows + 0.5),
-                             squeeze=False)
-    for ax in axes.flat[len(panels):]:
-        ax.set_axis_off()
-    for ax, (data, name, cmap, limits, label) in zip(axes.flat, panels):
+    fig, axes = panel_grid(len(panels), 5, w + 0.6, h + 0.7, extra_height=0.5)
+    for ax, (data, name, cmap, limits, label) in zip(axes, panels):
         show_map(ax, data, geometry.step_um, name, cmap, limits, label)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()

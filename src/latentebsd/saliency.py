@@ -15,14 +15,14 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
-import h5py
 import numpy as np
 import pandas as pd
 
-from latentebsd.io.atomic import atomic_path
 from latentebsd.io.cube import read_features
 from latentebsd.io.preprocessed import PreprocessedScan
+from latentebsd.io.saliency import write_saliency
 from latentebsd.plotting import pyplot, save_figure
 
 log = logging.getLogger(__name__)
@@ -111,14 +111,10 @@ def run_saliency_rule(preprocessed: str, weights: str, cube: str, ranking_csv: s
             pats = np.where(mask, source.read_at(idx), 0.0)
             out.append(occlusion_maps(encode, pats, [f], patch, stride)[0])
             means.append(pats.mean(axis=0))
-    with atomic_path(out_h5) as tmp, h5py.File(tmp, "w") as fh:
-        fh.create_dataset("occlusion", data=np.stack(out))
-        fh.create_dataset("mean_pattern", data=np.stack(means))
-        fh.create_dataset("features", data=np.asarray(features))
-        fh.create_dataset("mask", data=mask)
-        fh.attrs.update({"scan": scan, "variant": variant, "patch": patch, "stride": stride,
-                         "why": [why for _, why in chosen],
-                         "points": int(settings["saliency_points"])})
+    write_saliency(out_h5, {"occlusion": np.stack(out), "mean_pattern": np.stack(means),
+                            "features": np.asarray(features), "mask": mask},
+                   {"scan": scan, "variant": variant, "patch": patch, "stride": stride,
+                    "why": [why for _, why in chosen], "points": int(settings["saliency_points"])})
     plot_saliency(np.stack(out), np.stack(means), mask, chosen, out_png,
                   f"{scan}: occlusion maps of {variant} features (patch {patch} px, the "
                   f"{int(settings['saliency_points'])} points where each feature is highest)", dpi)

@@ -357,8 +357,8 @@ def _am(shape: tuple[int, int], cfg: dict[str, Any], rng: np.random.Generator,
         grading: Mapping[str, Any] | None) -> Truth:
     """Columnar grains, gradients, rotation domains, dislocation cells, particles.
 
-    Graded: a domain's misorientation and a cell's rotation take the strength at its
-    centre / seed (a domain is never cut by a band edge), wall rotation, wall density
+    Graded: a domain's misorientation takes the strength of its band (band edges cut
+    domains), a cell's rotation the strength at its seed, wall rotation, wall density
     and particle weight the strength of their point.
     """
     p = cfg["am"]
@@ -390,15 +390,18 @@ def _am(shape: tuple[int, int], cfg: dict[str, Any], rng: np.random.Generator,
     d_scale = (1.0 / np.sqrt(aspect), 1.0) if axis == 0 else (1.0, 1.0 / np.sqrt(aspect))
     d_seeds = _uniform_seeds(rng, shape, _n_seeds(shape, p["domain_size"] ** 2))
     dom, _ = _voronoi(shape, d_seeds, d_scale)
-    domain = _relabel(grain.astype(np.int64) * (len(d_seeds) + 1) + dom)
+    # A graded band's edge cuts the domains it crosses (into two domains, with a domain
+    # boundary there), so that every point of a domain lies in the band whose strength
+    # the domain was simulated at and the truth's per-point level is exact for it.
+    band = truth.strength_level.astype(np.int64)
+    band = band - band.min()
+    domain = _relabel((grain.astype(np.int64) * (len(d_seeds) + 1) + dom) * (band.max() + 1) + band)
     n_dom = int(domain.max()) + 1
     lo, hi = p["domain_misorientation_deg"]
-    rows_, cols_ = np.indices(shape, dtype=np.float64)
     d_flat = domain.ravel()
-    d_count = np.bincount(d_flat, minlength=n_dom)
-    d_centre = np.column_stack([np.bincount(d_flat, rows_.ravel(), n_dom) / d_count,
-                                np.bincount(d_flat, cols_.ravel(), n_dom) / d_count])
-    q_dom = small_rotations(rng, rng.uniform(lo, hi, n_dom) * _strength_at(truth, d_centre))
+    d_strength = (np.bincount(d_flat, truth.strength.ravel().astype(np.float64), n_dom)
+                  / np.bincount(d_flat, minlength=n_dom))  # one value per domain
+    q_dom = small_rotations(rng, rng.uniform(lo, hi, n_dom) * d_strength)
     q = _compose(q, q_dom[domain.ravel()])
     truth.domain_id = domain
 

@@ -466,25 +466,33 @@ def _train_step(s: _Session, idx: torch.Tensor, beta: float) -> torch.Tensor:
     return torch.stack([terms[m].detach().float() for m in METRICS])
 
 
-def training_steps(s: _Session) -> Iterator[torch.Tensor]:
-    """The optimizer steps of the run in ``s``, one per ``next()``, epoch after epoch from
-    the session's state: :func:`_run_epoch`'s batches (a shuffle per epoch from
-    ``g_shuffle``), KL schedule and step (:func:`_train_step`), without validation,
-    loss log or checkpoint. Each item is the step's :data:`METRICS` on the training
-    device, unsynchronised. ``benchmarks/gpu_check.py`` trains a fixed number of steps
-    with it (``s.runner`` set as :func:`train_variant` sets it)."""
+def _epoch_batches(s: _Session, iteration: int) -> Iterator[tuple[torch.Tensor, float]]:
+    """One epoch's training batches from step ``iteration`` on: ``(indices, KL weight)``
+    per step, in the order of a fresh shuffle from ``g_shuffle``, the weight from the
+    KL hold / warm-up schedule."""
     bs, n_train = int(s.cfg["batch_size"]), len(s.train)
     per_epoch = math.ceil(n_train / bs)
     hold = float(s.cfg["kl_hold_epochs"]) * per_epoch
     ramp = float(s.cfg["kl_warmup_epochs"]) * per_epoch
+    perm = torch.randperm(n_train, generator=s.g_shuffle)
+    if s.staging is None:
+        perm = perm.to(s.device)
+    for k, start in enumerate(range(0, n_train, bs)):
+        yield perm[start:start + bs], s.beta * kl_weight(iteration + k, hold, ramp)
+
+
+def training_steps(s: _Session) -> Iterator[torch.Tensor]:
+    """The optimizer steps of the run in ``s``, one per ``next()``, epoch after epoch from
+    the session's state: :func:`_run_epoch`'s batches (:func:`_epoch_batches`) and step
+    (:func:`_train_step`), without validation, loss log or checkpoint. Each item is the
+    step's :data:`METRICS` on the training device, unsynchronised.
+    ``benchmarks/gpu_check.py`` trains a fixed number of steps with it (``s.runner`` set
+    as :func:`train_variant` sets it)."""
     iteration = s.iteration
     s.model.train()
     while True:
-        perm = torch.randperm(n_train, generator=s.g_shuffle)
-        if s.staging is None:
-            perm = perm.to(s.device)
-        for start in range(0, n_train, bs):
-            yield _train_step(s, perm[start:start + bs], s.beta * kl_weight(iteration, hold, ramp))
+        for idx, beta_now in _epoch_batches(s, iteration):
+            yield _train_step(s, idx, beta_now)
             iteration += 1
 
 
@@ -492,21 +500,11 @@ def _run_epoch(s: _Session, epoch: int) -> None:
     """One epoch: the training batches, the validation, the log line, the checkpoint."""
     t0 = time.perf_counter()
     cfg, ccfg, runner = s.cfg, s.cfg["contrastive"], s.runner
-    epochs, bs = int(cfg["epochs"]), int(cfg["batch_size"])
-    n_train = len(s.train)
-    per_epoch = math.ceil(n_train / bs)
-    hold, ramp = float(cfg["kl_hold_epochs"]) * per_epoch, float(cfg["kl_warmup_epochs"]) * per_epoch
+    epochs, bs, n_train = int(cfg["epochs"]), int(cfg["batch_size"]), len(s.train)
     iteration = s.iteration
     s.model.train()
-    perm = torch.randperm(n_train, generator=s.g_shuffle)
-    if s.staging is None:
-        perm = perm.to(s.device)
-    rows = []
-    for start in range(0, n_train, bs):
-        idx = perm[start:start + bs]
-        beta_now = s.beta * kl_weight(iteration + len(rows), hold, ramp)
-        # Kept on the device: one transfer per epoch instead of a sync per step.
-        rows.append(_train_step(s, idx, beta_now))
+    # Kept on the device: one transfer per epoch instead of a sync per step.
+    rows = [_train_step(s, idx, beta_now) for idx, beta_now in _epoch_batches(s, iteration)]
     metrics = torch.stack(rows).cpu().double().numpy()
     if not np.isfinite(metrics).all():
         raise FloatingPointError(f"non-finite loss in epoch {epoch + 1} of {s.variant}")

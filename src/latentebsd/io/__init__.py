@@ -13,6 +13,8 @@ module                 format
 :mod:`.index`          Hough-indexing results (``results/index/{source}/{scan}.h5`` + ``.ang``)
 :mod:`.metrics`        per-pattern decoded-vs-original metrics
 :mod:`.conventional`   conventional EBSD maps (IPF, IQ, KAM, GROD, sharpness)
+:mod:`.analogues`      latent KAM / GROD maps (``results/benchmark/analogues/``)
+:mod:`.saliency`       occlusion maps of latent features (``results/benchmark/saliency/``)
 =====================  ===========================================================
 
 These modules import no stage module; every stage reads and writes through them.
