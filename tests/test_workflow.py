@@ -12,6 +12,7 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 
@@ -102,7 +103,8 @@ def tiny_config() -> dict:
     # enough epochs (of 2 steps) that a kill can land mid-training, after a checkpoint
     config["training"].update(epochs=60, batch_size=8)
     config["maps"]["segmentation"]["n_clusters"] = 3
-    config["benchmark"] = {"components": 4}  # PCA / NMF of a 15-pattern scan
+    # PCA / NMF of a 15-pattern scan; no guard band, or a 3 x 5 map keeps 3 pixels
+    config["benchmark"] = {"components": 4, "guard": 0}
     return config
 
 
@@ -157,6 +159,12 @@ def test_main_job_runs_end_to_end(reference):
         "benchmark/detection_limits.png",
     ):
         assert (results / path).stat().st_size > 0, path
+    from latentebsd.benchmark import COLUMNS
+
+    scored = pd.concat([pd.read_csv(results / f"benchmark/detection/{scan}.csv")
+                        for scan in ("wrought", "am")])
+    assert tuple(scored.columns) == COLUMNS
+    assert (scored["method"] == "conventional").any()  # something was scored
     table = (results / "evaluation/table1.md").read_text()
     assert "VAE" in table and "16" in table and "32" in table
     for log in ("numba_warmup/simulate", "numba_warmup/index", "simulate/wrought", "preprocess/am",

@@ -229,6 +229,12 @@ def method_features(cubes: Mapping[str, str | os.PathLike], analogues: Mapping[s
 # --------------------------------------------------------------------------------------
 # The stage
 # --------------------------------------------------------------------------------------
+#: The columns of a scan's detection table (:func:`detection_scan`).
+COLUMNS = ("scan", "class", "kind", "metric", "method", "family", "fold", "n_train", "level",
+           "n_test", "n_test_positive", "n_train_positive", "strength", "parameter", "value",
+           "mode", "chosen", "score")
+
+
 def detection_scan(truth_path: str | os.PathLike, conventional_path: str | os.PathLike,
                    cubes: Mapping[str, str | os.PathLike], analogues: Mapping[str, str | os.PathLike],
                    settings: Mapping[str, Any], scan: str, combined: str | None = None,
@@ -299,7 +305,10 @@ def detection_scan(truth_path: str | os.PathLike, conventional_path: str | os.Pa
                         rows.append({**common, **extra, "mode": mode, "chosen": chosen,
                                      "score": score_of(prediction[sub], ts, kind)})
         log.info("%s: %s scored (%d inputs)", scan, method, len(features))
-    return pd.DataFrame(rows)
+    if not rows:
+        log.warning("%s: no class is present on both sides of any fold (%d scored pixels): "
+                    "nothing to score", scan, len(idx))
+    return pd.DataFrame(rows, columns=COLUMNS)
 
 
 def run_detection_rule(truth: str, conventional: str, cubes: Mapping[str, str],
@@ -452,6 +461,10 @@ def detection_markdown(tables: Mapping[str, pd.DataFrame], sentences: Sequence[s
     lines = ["# Detection benchmark: which maps find the simulated heterogeneity?", "", INTRO, ""]
     for mode in ("probe", "single"):
         t = tables[mode]
+        if t.empty:
+            lines += [f"## {TABLE_TITLES[mode]}", "", "No class was present on both sides of a "
+                      "fold: nothing was scored (a larger map, or `benchmark.guard: 0`).", ""]
+            continue
         lines += [f"## {TABLE_TITLES[mode]}", "", "| scan | class | " + " | ".join(t.columns) + " |",
                   "|---|---|" + "---|" * len(t.columns)]
         lines += [f"| {scan} | {cls} | " + " | ".join(row) + " |" for (scan, cls), row in t.iterrows()]

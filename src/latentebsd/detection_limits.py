@@ -49,6 +49,11 @@ def detection_limit(levels: Sequence[int], values: Sequence[float], scores: Sequ
     return float(limit)
 
 
+#: The columns of the detection-limit table (:func:`detection_limits`).
+LIMIT_COLUMNS = ("scan", "class", "metric", "parameter", "method", "family", "mode", "limit",
+                 "weakest", "strongest", "values", "scores")
+
+
 def detection_limits(frame: pd.DataFrame, threshold: float) -> pd.DataFrame:
     """Per scan, class, method and mode: the detection limit (:func:`detection_limit`)
     and the curve it is read from (``scores``: mean per band, weakest first)."""
@@ -63,7 +68,7 @@ def detection_limits(frame: pd.DataFrame, threshold: float) -> pd.DataFrame:
                     "weakest": g["value"].min(), "strongest": g["value"].max(),
                     "values": " ".join(f"{x:.3g}" for x in g["value"]),
                     "scores": " ".join(f"{x:.2f}" for x in g["mean"])})
-    return pd.DataFrame(out)
+    return pd.DataFrame(out, columns=LIMIT_COLUMNS)
 
 
 def _limit_text(limit: float) -> str:
@@ -81,7 +86,9 @@ def limits_markdown(limits: pd.DataFrame, threshold: float) -> str:
              f"class's physical parameter.", ""]
     probe_rows = limits[limits["mode"] == "probe"]
     if probe_rows.empty:
-        return "\n".join(lines + ["No graded scan in this study (scans.<name>.simulate.grading)."]) + "\n"
+        return "\n".join(lines + ["No graded band was scored in this study (a graded scan: "
+                                   "scans.<name>.simulate.grading; a band is scored where its "
+                                   "class is present on both sides of a fold)."]) + "\n"
     methods = list(dict.fromkeys(probe_rows["method"]))
     lines += ["| scan | class | parameter | " + " | ".join(methods) + " |",
               "|---|---|---|" + "---|" * len(methods)]
