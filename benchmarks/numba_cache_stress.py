@@ -32,13 +32,14 @@ from pathlib import Path
 
 
 def _step_simulate(work: Path) -> dict:
+    from latentebsd.config import section
     from latentebsd.simulate import simulate_scan
 
     out = {}
+    settings = section("simulation", {"pattern_shape": [60, 60]})
     for micro in ("am", "wrought"):
         up2, truth = work / f"{micro}.up2", work / f"{micro}_truth.h5"
-        simulate_scan(up2, truth, micro, (3, 4), {"pattern_shape": [60, 60]}, seed=1,
-                      progress=False)
+        simulate_scan(up2, truth, micro, (3, 4), settings, seed=1, progress=False)
         out[f"simulate_{micro}_bytes"] = up2.stat().st_size
     return out
 
@@ -65,11 +66,12 @@ def _step_index(work: Path) -> dict:
 def _step_orix(work: Path) -> dict:
     import numpy as np
 
-    from latentebsd.conventional import (grain_reference_orientation_deviation, ipf_colors,
-                                         ipf_key_image, kernel_average_misorientation,
-                                         pair_angles, segment_grains)
+    from latentebsd.conventional import (grain_reference_orientation_deviation,
+                                         kernel_average_misorientation, segment_grains)
     from latentebsd.geometry import ScanGeometry
-    from latentebsd.index import INDEX_DTYPE, write_ang
+    from latentebsd.io.index import INDEX_DTYPE, write_ang
+    from latentebsd.orientations import ipf_colors, pair_angles
+    from latentebsd.plotting import ipf_key_image
     from latentebsd.simulate import random_quaternions, small_rotations
 
     rng = np.random.default_rng(0)

@@ -142,3 +142,19 @@ def test_cache_dir_default_is_per_user_and_node_local_in_slurm(monkeypatch, slur
     else:
         monkeypatch.delenv("SLURM_JOB_ID", raising=False)
         assert cache_dir() == Path.home() / ".cache" / "latentebsd" / "numba"
+
+
+@pytest.mark.slow
+def test_the_stress_benchmark_worker_runs_every_numba_path(tmp_path):
+    """benchmarks/numba_cache_stress.py's worker (one process, every step: simulation,
+    PyEBSDIndex, orix) runs against today's library, so the stress check cannot rot."""
+    import json
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "numba_cache_stress.py"
+    proc = subprocess.run([sys.executable, str(script), "--worker", "1", str(tmp_path / "w")],
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(next(line for line in proc.stdout.splitlines()
+                             if line.startswith("RESULT "))[len("RESULT "):])
+    assert result["simulate_am_bytes"] > 0 and result["simulate_wrought_bytes"] > 0
+    assert len(result["index_phase"]) == 9 and result["key_alpha"] > 0
