@@ -373,9 +373,9 @@ def fold_selected(frame: pd.DataFrame, candidates: Sequence[str], mode: str = "p
         table = g.pivot_table(index="fold", columns="method", values="score", aggfunc="first")
         for fold in table.index:
             others = table.drop(index=fold).mean(axis=0).dropna()
-            if others.empty or not np.isfinite(table.loc[fold, others.idxmax()]):
+            pick = others.idxmax() if len(others) else None
+            if pick is None or not np.isfinite(table.loc[fold, pick]):
                 continue
-            pick = others.idxmax()
             out.append({"scan": scan, "class": cls, "mode": mode, "fold": fold, "level": -1,
                         "method": SELECTED, "family": "latent", "chosen": pick,
                         "metric": g.iloc[0]["metric"], "score": table.loc[fold, pick]})
