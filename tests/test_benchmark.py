@@ -352,3 +352,12 @@ def test_detection_scores_each_graded_band_and_finds_a_planted_limit(tmp_path):
     # the whole-fold rows are what the detection table summarises, one per fold and mode
     whole = frame[(frame["level"] < 0) & (frame["class"] == "dislocation_cells")]
     assert len(whole) == len(pd.unique(whole["fold"])) * 2 * 2  # 2 methods x 2 modes
+
+
+def test_a_cube_of_another_map_shape_is_refused_with_its_path(tmp_path):
+    from latentebsd.io.cube import check_map_shape, write_cube
+
+    write_cube(tmp_path / "c.nc", np.zeros((2, 3, 4), np.float32))
+    assert check_map_shape(tmp_path / "c.nc", (3, 4), "the scan")["latent_dim"] == 2
+    with pytest.raises(ValueError, match=r"c\.nc: map 3 x 4 differs from the scan's 4 x 3"):
+        check_map_shape(tmp_path / "c.nc", (4, 3), "the scan")

@@ -30,7 +30,7 @@ import numpy as np
 from latentebsd.grid import neighbour_pairs
 from latentebsd.io.analogues import write_analogues
 from latentebsd.io.conventional import read_conventional
-from latentebsd.io.cube import budget_bytes, cube_attrs, iter_feature_groups
+from latentebsd.io.cube import budget_bytes, check_map_shape, iter_feature_groups
 from latentebsd.plotting import panel_size, pyplot, robust_limits, save_figure, show_map
 
 log = logging.getLogger(__name__)
@@ -109,10 +109,7 @@ def run_analogue_rule(cube_path: str, conventional_path: str, out_h5: str, out_p
     """What rule ``latent_analogues`` runs: one scan x variant -> maps (HDF5) and a figure
     of latent KAM / GROD beside KAM / GROD."""
     maps, geometry = read_conventional(conventional_path)
-    attrs = cube_attrs(cube_path)
-    if (attrs["n_rows"], attrs["n_cols"]) != geometry.map_shape:
-        raise ValueError(f"{cube_path}: map {attrs['n_rows']} x {attrs['n_cols']} differs from "
-                         f"{conventional_path}'s {geometry.map_shape}")
+    attrs = check_map_shape(cube_path, geometry.map_shape, str(conventional_path))
     groups = (g for _, (g,) in iter_feature_groups(cube_path, budget_bytes(memory_mb, 8.0)))
     out = latent_analogue_maps(groups, maps["grain_id"], maps["valid"], neighbours)
     write_analogues(out_h5, out, geometry,

@@ -47,7 +47,7 @@ from latentebsd.grid import gradient_magnitude
 from latentebsd.io.analogues import ANALOGUES, read_analogues
 from latentebsd.io.atomic import atomic_path, write_text
 from latentebsd.io.conventional import DESCRIPTORS, read_conventional
-from latentebsd.io.cube import budget_bytes, cube_attrs, iter_feature_groups
+from latentebsd.io.cube import budget_bytes, check_map_shape, iter_feature_groups
 from latentebsd.io.truth import read_truth
 from latentebsd.maps import sample_valid_indices
 from latentebsd.plotting import panel_grid, pyplot, save_figure
@@ -211,10 +211,7 @@ def method_features(cubes: Mapping[str, str | os.PathLike], analogues: Mapping[s
     conv = _features(np.stack([conventional[k] for k in DESCRIPTORS]), idx, valid)
     yield "conventional", "conventional", conv
     for name, path in cubes.items():
-        a = cube_attrs(path)
-        if (a["n_rows"], a["n_cols"]) != valid.shape:
-            raise ValueError(f"{path}: map {a['n_rows']} x {a['n_cols']} differs from the scan's "
-                             f"{valid.shape[0]} x {valid.shape[1]}")
+        a = check_map_shape(path, valid.shape, "the scan")
         f = cube_features(path, idx, valid, memory_mb)
         yield name, "baseline" if "baseline" in a else "latent", f
         if name == combined:  # values, then gradients (what `m = len // 2` reads)

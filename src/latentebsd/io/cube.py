@@ -183,6 +183,16 @@ def cube_attrs(path: str | os.PathLike) -> dict[str, Any]:
     return attrs
 
 
+def check_map_shape(path: str | os.PathLike, shape: tuple[int, int], against: str) -> dict[str, Any]:
+    """:func:`cube_attrs` of the cube at ``path``, after checking that its map is
+    ``shape`` (``against`` names where that shape comes from, for the error)."""
+    attrs = cube_attrs(path)
+    if (attrs["n_rows"], attrs["n_cols"]) != tuple(shape):
+        raise ValueError(f"{path}: map {attrs['n_rows']} x {attrs['n_cols']} differs from "
+                         f"{against}'s {shape[0]} x {shape[1]}")
+    return attrs
+
+
 def read_valid(path: str | os.PathLike) -> np.ndarray:
     """``(n_rows, n_cols)`` bool: pixels whose pattern was valid."""
     with h5py.File(path, "r") as f:
