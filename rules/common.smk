@@ -3,6 +3,7 @@
 # it; consumers refer to it as rules.<rule>.output.<name>.
 
 from latentebsd.plan import make_plan, scan_regex, scan_seed
+from latentebsd.workflow import gpu_request
 
 
 P = make_plan(config)
@@ -14,6 +15,10 @@ P = make_plan(config)
 # SCANS: the scans that are mapped and evaluated (role: both); P.scans adds the
 # training-only ones, which are simulated, preprocessed and sampled only.
 SCANS, VARIANTS = P.mapped_scans, P.variants
+# GPU: the resources.gpu of train / encode / decode. --resources gpu=1 lets one of them
+# hold the GPU at a time; on a local machine without a GPU they ask for none, so that
+# they run side by side like every other job (latentebsd.workflow.gpu_request).
+GPU = gpu_request(local=workflow.local_exec and not workflow.remote_exec)
 
 
 wildcard_constraints:

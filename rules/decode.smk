@@ -14,7 +14,7 @@ rule decode:
     wildcard_constraints:
         scan=P.whole_scans,
     resources:
-        gpu=1,
+        gpu=GPU,
     log:
         "logs/decode/{variant}/{scan}.log",
     benchmark:

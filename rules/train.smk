@@ -19,8 +19,7 @@ rule train:
         checkpoint=lambda wc: f"results/models/{wc.variant}/checkpoint.pt",
     threads: 1  # common.smk: one thread per job
     resources:
-        gpu=1,
-    wildcard_constraints:
+        gpu=GPU,
     log:
         "logs/train/{variant}.log",
     benchmark:

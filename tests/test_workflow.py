@@ -249,6 +249,37 @@ def test_a_run_killed_in_train_encode_and_index_reruns_to_identical_files(refere
     assert not list((work / "results").rglob(".*.partial*"))
 
 
+def test_gpu_slots_are_asked_for_only_where_a_job_can_get_a_gpu(tmp_path, monkeypatch):
+    from latentebsd.workflow import gpu_request
+
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    driver = tmp_path / "nvidia0"
+    assert gpu_request(local=True, device_files=(str(driver),)) == 0  # a CPU-only machine
+    assert gpu_request(local=False, device_files=(str(driver),)) == 1  # cluster nodes
+    driver.touch()
+    assert gpu_request(local=True, device_files=(str(driver),)) == 1
+    for hidden in ("", "-1"):
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", hidden)
+        assert gpu_request(local=True, device_files=(str(driver),)) == 0
+        assert gpu_request(local=False, device_files=(str(driver),)) == 1
+
+
+def test_a_local_run_without_a_gpu_trains_side_by_side(tmp_path):
+    """With ``--resources gpu=1`` a GPU slot per train / encode / decode job would make
+    a CPU-only machine train one model at a time: locally those jobs ask for a slot only
+    where there is a GPU."""
+    from latentebsd.workflow import gpu_request
+
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    out = snakemake("-n", "--resources", "gpu=1", cwd=workflow_copy(tmp_path, config))
+    assert out.returncode == 0, out.stderr[-3000:]
+    text = out.stdout + out.stderr
+    wanted = gpu_request(local=True)
+    for rule in ("train", "encode", "decode"):
+        block = text.split(f"rule {rule}:\n", 1)[1].split("\n\n", 1)[0]
+        assert f"gpu={wanted}" in block, block
+
+
 def test_job_device_uses_cuda_only_for_a_job_given_a_gpu(monkeypatch):
     import torch
 

@@ -84,6 +84,42 @@ def rule_log(path: str | os.PathLike | None) -> Iterator[None]:
 GPU_FALLBACK_ENV = "LATENTEBSD_GPU_FALLBACK"
 
 
+#: Device files of a GPU driver: NVIDIA (CUDA) and AMD (ROCm, which PyTorch also calls cuda).
+GPU_DEVICE_FILES = ("/proc/driver/nvidia/version", "/dev/nvidia0", "/dev/kfd")
+
+
+def gpu_request(local: bool, device_files: tuple[str, ...] = GPU_DEVICE_FILES) -> int:
+    """``resources.gpu`` of the rules that run a network (train, encode, decode).
+
+    ``--resources gpu=1`` lets one such job hold the GPU at a time. On a machine with
+    no GPU that cap would only serialise them: every train / encode / decode job would
+    wait for the one before it while the other cores idle (on 2 cores the embedded
+    default's eight trainings took ~19 of its 27 minutes one after the other). So a
+    local run asks for a GPU slot only where a GPU driver is present; a cluster run
+    (``local=False``: the submitting process, or the job inside a cluster allocation)
+    always does, because the jobs' nodes are not this machine. Checked without
+    importing PyTorch (seconds), from the driver's device files; ``CUDA_VISIBLE_DEVICES``
+    set to ``""`` or ``-1`` hides the GPUs, as for PyTorch.
+
+    Parameters
+    ----------
+    local
+        Whether the jobs run on this machine (Snakemake's local executor).
+    device_files
+        Files whose presence means a GPU driver (:data:`GPU_DEVICE_FILES`).
+
+    Returns
+    -------
+    int
+        1 or 0.
+    """
+    if not local:
+        return 1
+    if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
+        return 0
+    return int(any(os.path.exists(f) for f in device_files))
+
+
 def job_device(gpus: int | None, job: str = "") -> str:
     """Torch device of a job: ``"cuda"`` when the job was given a GPU (its
     ``resources.gpu`` >= 1) and CUDA is present, else ``"cpu"``; logged.
