@@ -64,6 +64,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -464,17 +465,17 @@ def inference_case(name: str, data_dev: torch.Tensor, mask: np.ndarray, st: Sett
     warm = data_dev[:2 * st.encode_batch]
     models.encode_patterns(enc, warm, st.encode_batch, device, mask_dev)  # allocator, cuDNN
     _free(device)
-    (mean, logvar), sec = timed(lambda: models.encode_patterns(enc, data_dev, st.encode_batch, device, mask_dev))
+    (mean, logvar), sec = timed(partial(models.encode_patterns, enc, data_dev, st.encode_batch, device, mask_dev))
     out.update(encode_s=sec, encode_patterns_per_s=n / sec, encode_peak_gpu_memory_mib=_peak_mib(device))
     with torch.autocast(device_type=device.type, dtype=torch.bfloat16):
         models.encode_patterns(enc, warm, st.encode_batch, device, mask_dev)
-        (mean16, _), sec = timed(lambda: models.encode_patterns(enc, data_dev, st.encode_batch, device, mask_dev))
+        (mean16, _), sec = timed(partial(models.encode_patterns, enc, data_dev, st.encode_batch, device, mask_dev))
     out.update(encode_bf16_s=sec, encode_bf16_patterns_per_s=n / sec,
                encode_bf16_max_abs_diff_of_mean=float(np.abs(mean16 - mean).max()))
     z = torch.from_numpy(mean).to(device)
     models.decode_latents(dec, z[:2 * st.decode_batch], st.decode_batch, device)
     _free(device)
-    decoded, sec = timed(lambda: models.decode_latents(dec, z, st.decode_batch, device))
+    decoded, sec = timed(partial(models.decode_latents, dec, z, st.decode_batch, device))
     out.update(decode_s=sec, decode_patterns_per_s=n / sec, decode_peak_gpu_memory_mib=_peak_mib(device))
     out["outputs_ok"] = bool(
         mean.shape == (n, variant["latent_dim"]) and np.isfinite(mean).all() and np.isfinite(logvar).all()
