@@ -46,6 +46,25 @@ def job_counts(dry_run_output: str) -> dict[str, int]:
     return counts
 
 
+def test_the_quick_overlay_runs_every_job_of_the_default(tmp_path):
+    """config/quick.yaml promises every output of the default on smaller maps: the same
+    jobs, rule for rule, and only sizes changed."""
+    runs = {}
+    for name, extra in (("default", ()), ("quick", ("--configfile", "config/config.yaml",
+                                                    "config/quick.yaml"))):
+        config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+        (tmp_path / name).mkdir()
+        run = snakemake("-n", "--quiet", "rules", *extra,
+                        cwd=workflow_copy(tmp_path / name, config))
+        assert run.returncode == 0, run.stderr + run.stdout
+        runs[name] = job_counts(run.stdout + run.stderr)
+    assert runs["quick"] == runs["default"] and runs["default"]["train"] == 8
+    quick = yaml.safe_load((REPO / "config" / "quick.yaml").read_text())
+    assert set(quick) <= {"scans", "sample", "training"}, set(quick)
+    for scan in quick["scans"].values():
+        assert set(scan) == {"simulate"} and set(scan["simulate"]) == {"map_shape"}
+
+
 def test_a_scan_over_shard_patterns_runs_as_shard_jobs_and_gathers(tmp_path):
     run = snakemake("-n", "--quiet", "rules", cwd=workflow_copy(tmp_path, tiny_config()))
     assert run.returncode == 0, run.stderr + run.stdout

@@ -1,5 +1,5 @@
 """Glue between Snakemake and the library: the working directory of a run, the log of a
-rule job, its torch device."""
+rule job, its GPU slot and its torch device."""
 
 from __future__ import annotations
 
