@@ -15,10 +15,6 @@ P = make_plan(config)
 # SCANS: the scans that are mapped and evaluated (role: both); P.scans adds the
 # training-only ones, which are simulated, preprocessed and sampled only.
 SCANS, VARIANTS = P.mapped_scans, P.variants
-# GPU: the resources.gpu of train / encode / decode. --resources gpu=1 lets one of them
-# hold the GPU at a time; on a local machine without a GPU they ask for none, so that
-# they run side by side like every other job (latentebsd.workflow.gpu_request).
-GPU = gpu_request(local=workflow.local_exec and not workflow.remote_exec)
 
 
 wildcard_constraints:
@@ -26,6 +22,15 @@ wildcard_constraints:
     variant=scan_regex(VARIANTS),  # trained models; feature_maps also takes PCA / NMF cubes
     source=scan_regex(P.sources),
     shard=r"\d+",
+
+
+def gpu_slot(wildcards):
+    """``resources.gpu`` of train / encode / decode: 1 on a cluster or where this machine
+    has a GPU, else 0, so that on a CPU-only machine they run side by side instead of one
+    at a time under ``--resources gpu=1`` (latentebsd.workflow.gpu_request). A function,
+    because Snakemake knows its executor only after this file is read; a dry run
+    (``-n``) answers for this machine."""
+    return gpu_request(local=workflow.local_exec)
 
 
 def fill(pattern, **wildcards):

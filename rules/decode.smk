@@ -14,7 +14,7 @@ rule decode:
     wildcard_constraints:
         scan=P.whole_scans,
     resources:
-        gpu=GPU,
+        gpu=gpu_slot,
     log:
         "logs/decode/{variant}/{scan}.log",
     benchmark:

@@ -16,7 +16,7 @@ rule encode:
     wildcard_constraints:
         scan=P.whole_scans,
     resources:
-        gpu=GPU,
+        gpu=gpu_slot,
     log:
         "logs/encode/{variant}/{scan}.log",
     benchmark:

@@ -19,7 +19,7 @@ rule train:
         checkpoint=lambda wc: f"results/models/{wc.variant}/checkpoint.pt",
     threads: 1  # common.smk: one thread per job
     resources:
-        gpu=GPU,
+        gpu=gpu_slot,
     log:
         "logs/train/{variant}.log",
     benchmark:
