@@ -43,7 +43,7 @@ import yaml
 
 from conftest import REPO
 
-GPU_RULES = {"train", "encode", "decode", "encode_shard", "decode_shard"}  # resources: gpu=1 in rules/*.smk
+GPU_RULES = {"train", "encode", "decode", "encode_shard", "decode_shard"}  # resources: gpu=gpu_slot (1 on a cluster)
 FAKE_COMMANDS = ("sbatch", "squeue", "sacct", "scontrol", "sinfo", "sacctmgr", "sshare",
                  "scancel", "srun")
 
