@@ -20,9 +20,9 @@ What it does
    a fixed number of steps through the training code of rule ``train``
    (``latentebsd.train``: ``_setup``, ``_Runner``, ``try_compile`` at ``compile_shapes``,
    ``training_steps`` = ``_run_epoch``'s batches and ``_train_step``, after
-   ``configure_device``), the schema's (the paper's) settings except the learning rate
-   (:data:`CHECK_LEARNING_RATES`: the paper's 1e-3 diverged at width 1 for d = 128 on
-   the CPU; vae128 / vae256 are also trained once at 1e-3, for information). Reported:
+   ``configure_device``), the schema's settings - the paper's optimiser (Adam lr 1e-3)
+   with our stabilisers, the learning-rate warm-up shortened to ``lr_warmup`` steps so
+   that a short case trains at the full rate (:data:`PAPER_LR_MODELS`). Reported:
    training patterns/s, ms per step, peak GPU memory (``torch.cuda.max_memory_allocated``,
    reset per case), the projected time of the paper's 250 epochs x 76.8k patterns.
    Checked: the losses fall over the run; bf16 losses stay within ``BF16_*`` of fp32
@@ -35,7 +35,11 @@ What it does
    ``configure_device``); plus, for information, encode under bf16 autocast. Goal:
    >= 100k patterns/s encode (reported, not a pass / fail check).
 
-Order: 2, the eager cases of 3, the paper-learning-rate probe, 4, the compiled cases of
+3b. The paper's learning rate (``benchmarks/paper_lr.py``): vae128 and vae256 at batch
+   256 for ``paper_lr_steps`` steps, without our stabilisers (information: where it
+   diverges) and with them (checked: finite, the loss falls).
+
+Order: 2, the eager cases of 3, 3b, 4, the compiled cases of
 3 (so that the one unknown of a first GPU run, compile time, can cost only those);
 ``--budget-s`` (GPU: 320 s) skips a part that would end after it, and that is a failed
 check.
@@ -114,20 +118,15 @@ MIN_FALL = 0.05
 #: steps of the bf16-vs-fp32 per-step comparison.
 BF16_STEPS = 4
 PAPER_LEARNING_RATE = 1e-3
-#: Adam learning rate per model of the full-size check (``--cpu-mode``: the paper's 1e-3
-#: for all; ``--learning-rate`` sets all). The paper's 1e-3 (the schema default)
-#: diverged on the synthetic set at width 1, d = 128, batch 32 within 3 - 15 steps
-#: (KL -> inf, then NaN; on the CPU, with Glorot and He init, with and without a KL
-#: hold): Adam's first steps move every weight by ~lr whatever its gradient, and the
-#: encoder head's fan-in (d x 8 x 8) turns that into jumps of the log-variance. At
-#: batch 256 its first 4 steps stayed finite (KL 0.2 -> 29.5); longer was too slow to
-#: try on the CPU, so the GPU run probes it (:data:`PAPER_LR_PROBE`, information, not a
-#: check). 1e-4 trains d = 128 / 256 and the contrastive d = 128 smoothly (loss -40 to
-#: -60 % in 16 - 30 steps on the CPU); d = 16 hardly moves at 1e-4 (-4 % in 40 steps)
-#: and trains at 1e-3 (-41 % in 55 steps of 256). The cost of a step does not depend on it.
-CHECK_LEARNING_RATES = {"vae16": 1e-3, "vae128": 1e-4, "vae256": 1e-4, "contrastive128": 1e-4}
-#: models trained once more, fp32 eager, at the paper's learning rate (information).
-PAPER_LR_PROBE = ("vae128", "vae256")
+#: Every case trains at the paper's learning rate with the schema's stabilisers
+#: (gradient-norm clipping and a learning-rate warm-up; ``latentebsd.train``), the
+#: warm-up shortened to ``Settings.lr_warmup`` steps so that the short cases train at
+#: the full rate. Without the stabilisers the paper's rate diverged at Table 2 widths
+#: (H200, batch 256: vae128 non-finite from step 38, vae256 from step 3): the
+#: :data:`PAPER_LR_MODELS` are trained once without and once with them for
+#: ``Settings.paper_lr_steps`` (``benchmarks/paper_lr.py``); "with" must stay finite
+#: and fall (a check), "without" is reported (information).
+PAPER_LR_MODELS = ("vae128", "vae256")
 
 
 @dataclass
@@ -138,7 +137,9 @@ class Settings:
     size: int
     width_factor: float
     batch_size: int
-    learning_rates: dict[str, float]  # Adam, per model
+    lr_warmup: int  # learning-rate warm-up of the cases (the schema's is longer than a case)
+    paper_lr_steps: int
+    paper_lr_warmup: int
     warmup_steps: int
     steps: int
     n_train: int
@@ -282,14 +283,13 @@ def tf32_off() -> Iterator[None]:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = m, c
 
 
-def training_settings(st: Settings, bf16: bool, compile_: bool, batch_size: int,
-                      learning_rate: float = PAPER_LEARNING_RATE) -> dict[str, Any]:
-    """The validated ``training`` section of a case: the schema's (the paper's)
-    defaults with the case's width, batch size, learning rate, precision and compile
-    switch."""
-    lr = learning_rate
+def training_settings(st: Settings, bf16: bool, compile_: bool, batch_size: int) -> dict[str, Any]:
+    """The validated ``training`` section of a case: the schema's (the paper's
+    optimiser and our stabilisers) with the case's width, batch size, precision,
+    compile switch and the check's short learning-rate warm-up."""
     return section("training", {"width_factor": st.width_factor, "batch_size": batch_size,
-                                "learning_rate": lr, "bf16": bf16, "compile": compile_})
+                                "learning_rate": PAPER_LEARNING_RATE, "bf16": bf16,
+                                "compile": compile_, "lr_warmup_steps": st.lr_warmup})
 
 
 # --------------------------------------------------------------------------- training
@@ -356,7 +356,7 @@ def compare_devices(report: Report, data: tuple[np.ndarray, np.ndarray, np.ndarr
     variant = MODELS[name]
     train_np, _, mask = data
     small = (train_np[:st.compare_n_train], train_np[:0], mask)
-    cfg = training_settings(st, False, False, st.compare_batch, st.learning_rates[name])
+    cfg = training_settings(st, False, False, st.compare_batch)
     t0 = time.perf_counter()
     runs = {}
     for label, use_gpu in (("a", st.mode == "gpu"), ("b", False)):
@@ -504,7 +504,8 @@ def markdown(report: Report) -> str:
         f"# GPU check ({st['mode']} mode)", "",
         f"Device: {env['device_name']}; torch {env['torch']}, CUDA {env['cuda']}, cuDNN {env['cudnn']}; "
         f"{st['size']} x {st['size']} patterns, width factor {st['width_factor']:g}, batch {st['batch_size']}, "
-        "Adam lr " + ", ".join(f"{m} {lr:g}" for m, lr in st["learning_rates"].items()) + "; "
+        f"Adam lr {PAPER_LEARNING_RATE:g} with a {st['lr_warmup']}-step warm-up and gradient-norm "
+        f"clipping at {st['training']['grad_clip_norm']:g}; "
         f"{st['warmup_steps']} warm-up + {st['steps']} timed steps per case; "
         f"total {report.environment.get('elapsed_s', 0):.0f} s.", "",
         "## Training", "",
@@ -546,12 +547,10 @@ def markdown(report: Report) -> str:
         lines += ["", "## Goals (reported, not checks)", ""]
         lines += [f"- {'met' if g['met'] else 'not met'}: {g['name']} ({g['detail']})" for g in report.goals]
     if report.probes:
-        lines += ["", f"## The paper's learning rate ({PAPER_LEARNING_RATE:g}; information, not a check)", ""]
-        lines += [f"- {p['model']} fp32 eager, batch {p['batch_size']}, {len(p['losses']['loss'])} steps: "
-                  + (f"loss {p['first_quarter_loss']:.6g} (first quarter) -> {p['last_quarter_loss']:.6g} "
-                     "(last quarter)" if p["finite"]
-                     else f"**diverged**: non-finite loss from step {p['first_non_finite_step']} on")
-                  for p in report.probes]
+        import paper_lr
+
+        lines += ["", f"## The paper's learning rate ({PAPER_LEARNING_RATE:g}), without and with our "
+                  "stabilisers (`benchmarks/paper_lr.py`)", "", paper_lr.markdown(report.probes)]
     if report.skipped:
         lines += ["", "Skipped (time budget): " + ", ".join(report.skipped)]
     return "\n".join(lines) + "\n"
@@ -590,8 +589,9 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         size=pick(args.size, 120, 32),
         width_factor=pick(args.width_factor, 1.0, 0.125),
         batch_size=pick(args.batch_size, 256, 16),
-        learning_rates={m: args.learning_rate if args.learning_rate is not None
-                        else (PAPER_LEARNING_RATE if cpu else CHECK_LEARNING_RATES[m]) for m in MODELS},
+        lr_warmup=pick(args.lr_warmup, 20, 2),
+        paper_lr_steps=pick(args.paper_lr_steps, 400, 6),
+        paper_lr_warmup=pick(args.paper_lr_warmup, 100, 2),
         warmup_steps=pick(args.warmup_steps, 5, 2),
         steps=pick(args.steps, 50, 10),
         n_train=pick(args.n_train, 2048, 64),
@@ -604,7 +604,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         threads=pick(args.threads, os.cpu_count() or 1, min(2, os.cpu_count() or 1)),
         seed=int(args.seed),
         compile_backend=pick(args.compile_backend, "inductor", "eager"),
-        budget_s=float(pick(args.budget_s, 320.0, 120.0)),
+        budget_s=float(pick(args.budget_s, 320.0, 300.0)),
         models=[m for m in args.models.split(",") if m],
         combos=[c for c in args.combos.split(",") if c],
         device_rtol=DEVICE_RTOL if not cpu else 0.0,
@@ -713,7 +713,7 @@ def run(st: Settings, out_dir: Path) -> Report:
                         continue
                     bf16, compile_ = COMBOS[combo]
                     _free(device)
-                    cfg = training_settings(st, bf16, compile_, st.batch_size, st.learning_rates[name])
+                    cfg = training_settings(st, bf16, compile_, st.batch_size)
                     case = train_case(data, MODELS[name], cfg, st, st.mode == "gpu", st.warmup_steps,
                                       st.steps, workdir, force_amp=bf16 if st.mode == "cpu" else None)
                     case.update(model=name, combo=combo, wanted_bf16=bf16)
@@ -728,22 +728,24 @@ def run(st: Settings, out_dir: Path) -> Report:
 
         print("training, eager:", flush=True)
         training(eager)
-        for name in [m for m in PAPER_LR_PROBE if m in st.models]:
-            if over_budget(f"paper learning rate {name}", "eager"):
-                continue
-            _free(device)
-            cfg = training_settings(st, False, False, st.batch_size, PAPER_LEARNING_RATE)
-            case = train_case(data, MODELS[name], cfg, st, st.mode == "gpu", st.warmup_steps, st.steps, workdir)
-            loss = np.asarray(case["losses"]["loss"])
-            first, last = _quarter_means(loss)
-            bad = np.flatnonzero(~np.isfinite(loss))
-            case.update(model=name, learning_rate=PAPER_LEARNING_RATE, finite=not len(bad),
-                        first_non_finite_step=int(bad[0]) if len(bad) else None,
-                        first_quarter_loss=first, last_quarter_loss=last)
-            report.probes.append(case)
-            print(f"[{elapsed():6.1f} s] INFO {name} fp32 at the paper's lr {PAPER_LEARNING_RATE:g}: "
-                  + (f"loss {first:.6g} -> {last:.6g}" if not len(bad)
-                     else f"non-finite loss from step {bad[0]} on (diverged)"), flush=True)
+        import paper_lr  # beside this file; it imports the synthetic set from here
+
+        paper_names = [m for m in PAPER_LR_MODELS if m in st.models]
+        if paper_names and st.paper_lr_steps and not over_budget("paper learning rate", "paper_lr"):
+            t0 = time.perf_counter()
+            rows = paper_lr.probe(paper_names, st.batch_size, st.paper_lr_steps, st.paper_lr_warmup,
+                                  device.type, st.threads, st.n_train, st.seed, st.size, st.width_factor)
+            last_s["paper_lr"] = time.perf_counter() - t0
+            report.probes.extend(rows)
+            for r in rows:
+                if r["run"] != "paper + ours":
+                    continue
+                finite = r["first_non_finite_step"] is None
+                report.check(f"paper lr trains {r['model']}",
+                             finite and r["last_quarter_loss"] <= (1 - st.min_fall) * r["first_quarter_loss"],
+                             f"lr {PAPER_LEARNING_RATE:g}, batch {r['batch']}, {r['warmup']}-step warm-up, clip "
+                             f"{r['clip']:g}: {r['steps']} steps, all finite: {finite}, loss "
+                             f"{r['first_quarter_loss']:.5g} -> {r['last_quarter_loss']:.5g}")
         inference(report, train_np, mask, st, device, job_flags, over_budget, elapsed, last_s)
         if compiled:
             print("training, compiled:", flush=True)
@@ -775,15 +777,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", default=",".join(MODELS), help=f"subset of {','.join(MODELS)}")
     parser.add_argument("--combos", default=",".join(DEFAULT_COMBOS), help=f"subset of {','.join(COMBOS)}")
     parser.add_argument("--budget-s", type=float, default=None,
-                        help="skip a part that would end after this many seconds (GPU 320, CPU 120)")
+                        help="skip a part that would end after this many seconds (GPU 320, CPU 300: a loaded 2-core CI machine)")
     for flag, kind in (("--size", int), ("--width-factor", float), ("--batch-size", int),
                        ("--warmup-steps", int), ("--steps", int), ("--n-train", int),
                        ("--compare-batch", int), ("--compare-steps", int), ("--compare-n-train", int),
                        ("--n-encode", int), ("--threads", int)):
         parser.add_argument(flag, type=kind, default=None, help="override the mode's default")
     parser.add_argument("--compile-backend", default=None, help="GPU: inductor; CPU mode: eager")
-    parser.add_argument("--learning-rate", type=float, default=None,
-                        help="Adam, every model (default: CHECK_LEARNING_RATES; CPU mode 1e-3)")
+    for flag, what in (("--lr-warmup", "learning-rate warm-up of the cases (GPU 20, CPU 2)"),
+                       ("--paper-lr-steps", "steps of the paper-lr runs (GPU 400, CPU 6; 0 = skip)"),
+                       ("--paper-lr-warmup", "their warm-up (GPU 100, CPU 2)")):
+        parser.add_argument(flag, type=int, default=None, help=what)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     st = settings_from_args(args)

@@ -3,7 +3,7 @@
 # it; consumers refer to it as rules.<rule>.output.<name>.
 
 from latentebsd.plan import make_plan, scan_regex, scan_seed
-from latentebsd.workflow import gpu_request
+from latentebsd.workflow import gpu_request, gpu_share
 
 
 P = make_plan(config)
@@ -25,12 +25,20 @@ wildcard_constraints:
 
 
 def gpu_slot(wildcards):
-    """``resources.gpu`` of train / encode / decode: 1 on a cluster or where this machine
-    has a GPU, else 0, so that on a CPU-only machine they run side by side instead of one
-    at a time under ``--resources gpu=1`` (latentebsd.workflow.gpu_request). A function,
-    because Snakemake knows its executor only after this file is read; a dry run
-    (``-n``) answers for this machine."""
+    """``resources.gpu`` of train / encode / decode: 1 on a cluster (a GPU of the job's
+    own), 0 in a local run (latentebsd.workflow.gpu_request). A function, because
+    Snakemake knows its executor only after this file is read; a dry run (``-n``)
+    answers for this machine."""
     return gpu_request(local=workflow.local_exec)
+
+
+def gpu_shared_slot(wildcards):
+    """``resources.gpu_shared``: 1 in a local run on a machine with a GPU, where these
+    jobs share the GPU (as many at once as its memory allows, decided in the jobs:
+    latentebsd.workflow.gpu_admission), unless ``--resources gpu=0`` asks for the CPU."""
+    given = workflow.global_resources.get("gpu")
+    forced_cpu = getattr(given, "value", None) == 0
+    return gpu_share(local=workflow.local_exec, forced_cpu=forced_cpu)
 
 
 def fill(pattern, **wildcards):

@@ -15,6 +15,7 @@ rule decode:
         scan=P.whole_scans,
     resources:
         gpu=gpu_slot,
+        gpu_shared=gpu_shared_slot,
     log:
         "logs/decode/{variant}/{scan}.log",
     benchmark:

@@ -17,6 +17,7 @@ rule encode:
         scan=P.whole_scans,
     resources:
         gpu=gpu_slot,
+        gpu_shared=gpu_shared_slot,
     log:
         "logs/encode/{variant}/{scan}.log",
     benchmark:

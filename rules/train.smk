@@ -20,6 +20,7 @@ rule train:
     threads: 1  # common.smk: one thread per job
     resources:
         gpu=gpu_slot,
+        gpu_shared=gpu_shared_slot,
     log:
         "logs/train/{variant}.log",
     benchmark:

@@ -16,6 +16,7 @@ if "snakemake" in globals():
             variant=snakemake.wildcards.variant,  # noqa: F821
             settings=snakemake.params.settings,  # noqa: F821
             gpus=snakemake.resources.get("gpu", 0),  # noqa: F821
+            shared=snakemake.resources.get("gpu_shared", 0),  # noqa: F821
             threads=snakemake.threads,  # noqa: F821
             rows=snakemake.params.get("rows"),  # noqa: F821
         )

@@ -15,5 +15,6 @@ if "snakemake" in globals():
             checkpoint_path=snakemake.params.checkpoint,  # noqa: F821
             seed=int(snakemake.params.seed),  # noqa: F821
             gpus=snakemake.resources.get("gpu", 0),  # noqa: F821
+            shared=snakemake.resources.get("gpu_shared", 0),  # noqa: F821
             threads=int(snakemake.threads),  # noqa: F821
         )

@@ -94,16 +94,20 @@ def test_cpu_mode_runs_every_case_and_passes(cpu_run: tuple[subprocess.Completed
         for key in ("encode_patterns_per_s", "encode_bf16_patterns_per_s", "decode_patterns_per_s"):
             assert _positive(r[key]), (r["model"], key)
     assert len(doc["goals"]) == len(gcheck.MODELS)
-    # the paper-learning-rate probe (information): run, at 1e-3, finite at these sizes
-    assert [p["model"] for p in doc["probes"]] == list(gcheck.PAPER_LR_PROBE)
-    assert all(p["learning_rate"] == 1e-3 and p["finite"] for p in doc["probes"])
-    assert set(st["learning_rates"]) == set(gcheck.MODELS)
+    # the paper's learning rate without and with our stabilisers (finite at these sizes)
+    assert [(p["model"], p["run"]) for p in doc["probes"]] == [
+        (m, r) for m in gcheck.PAPER_LR_MODELS for r in ("paper", "paper + ours")]
+    assert all(p["first_non_finite_step"] is None and p["steps"] == st["paper_lr_steps"]
+               for p in doc["probes"])
+    assert [(p["warmup"], p["clip"]) for p in doc["probes"][:2]] == [(0, None), (2, 1000.0)]
+    assert doc["settings"]["training"]["lr_warmup_steps"] == st["lr_warmup"] == 2
 
     # every check passed, and every kind of check is there
     names = [c["name"] for c in doc["checks"]]
     assert all(c["passed"] for c in doc["checks"]), [c for c in doc["checks"] if not c["passed"]]
     for kind, n in (("device comparison", 4), ("losses fall", 12), ("bf16 band", 8), ("bf16 on", 8),
-                    ("compiled", 4), ("encode/decode outputs", 4), ("everything ran", 1)):
+                    ("compiled", 4), ("encode/decode outputs", 4), ("everything ran", 1),
+                    ("paper lr trains", 2)):
         assert sum(name.startswith(kind) for name in names) == n, kind
     assert not doc["skipped"]
 
@@ -114,7 +118,8 @@ def test_cpu_mode_writes_and_prints_the_markdown(cpu_run: tuple[subprocess.Compl
     assert "| model | precision | compiled | patterns/s |" in md and "## Encode / decode" in md
     assert "## Checks: " in md and "0 failed" in md and "FAIL" not in md
     for model in gcheck.MODELS:
-        assert md.count(f"| {model} |") == 3 + 1 + 1  # 3 training rows, encode/decode, comparison
+        # 3 training rows, encode/decode, comparison (+ 2 paper-lr rows)
+        assert md.count(f"| {model} |") == 3 + 1 + 1 + 2 * (model in gcheck.PAPER_LR_MODELS)
     assert "| model | precision | compiled | patterns/s |" in proc.stdout
     assert "checks passed, 0 failed" in proc.stdout
 
@@ -130,7 +135,7 @@ def test_a_failed_check_exits_non_zero(tmp_path: Path) -> None:
 
 
 def test_checks_catch_a_loss_that_does_not_fall_and_bf16_off_the_band() -> None:
-    st = gcheck.Settings(mode="cpu", size=32, width_factor=0.125, batch_size=16, learning_rates={"vae16": 1e-3},
+    st = gcheck.Settings(mode="cpu", size=32, width_factor=0.125, batch_size=16, lr_warmup=2, paper_lr_steps=0, paper_lr_warmup=2,
                          warmup_steps=2, steps=6,
                      n_train=64, compare_batch=8, compare_steps=4, compare_n_train=32, n_encode=10,
                      encode_batch=512, decode_batch=256, threads=1, seed=0, compile_backend="eager",

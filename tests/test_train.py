@@ -16,7 +16,7 @@ from latentebsd import train as tr
 from latentebsd.config import ConfigError, section
 from latentebsd.io.sample import read_sample
 from latentebsd.io.weights import load_model
-from latentebsd.models import build_model
+from latentebsd.models import build_from_training, build_model
 
 SHAPE = (32, 32)
 REPO = Path(__file__).resolve().parents[1]
@@ -50,9 +50,11 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+# The plain paper optimiser (no warm-up, no clipping) unless a test asks for them:
+# the schema's 2000-step warm-up would leave these 15 - 30-step runs untrained.
 TRAINING = {
     "epochs": 3, "batch_size": 16, "width_factor": 0.25, "eval_batch_size": 10,
-    "contrastive": {"projection_dim": 8},
+    "lr_warmup_steps": 0, "grad_clip_norm": None, "contrastive": {"projection_dim": 8},
 }
 VAE = {"loss": "vae", "latent_dim": 4}
 CONTRASTIVE = {"loss": "contrastive", "latent_dim": 4}
@@ -99,6 +101,51 @@ def test_defaults_are_the_paper_settings() -> None:
         with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
             section("training", bad)
     assert cfg["init"] == "glorot" and cfg["base_channels"] is None
+
+
+def test_stabilisers_are_on_by_default_and_named_in_the_schema() -> None:
+    cfg = section("training")
+    assert cfg["lr_warmup_steps"] == 2000 and cfg["grad_clip_norm"] == 1000.0
+    for bad, key in (({"lr_warmup_steps": -1}, "training.lr_warmup_steps"),
+                     ({"grad_clip_norm": 0}, "training.grad_clip_norm")):
+        with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+            section("training", bad)
+
+
+def test_learning_rate_warmup() -> None:
+    assert [tr.learning_rate(s, 1e-3, 0) for s in (0, 7)] == [1e-3, 1e-3]
+    assert [tr.learning_rate(s, 1e-3, 4) for s in (0, 1, 3, 4, 100)] == pytest.approx(
+        [2.5e-4, 5e-4, 1e-3, 1e-3, 1e-3])
+
+
+def test_gradients_clipped_to_the_norm() -> None:
+    model = torch.nn.Linear(3, 2)
+    for p in model.parameters():
+        p.grad = torch.full_like(p, 10.0)
+    before = tr.clip_gradients(model, 1.0)
+    assert float(before) == pytest.approx(10.0 * math.sqrt(8))
+    after = torch.sqrt(sum((p.grad ** 2).sum() for p in model.parameters()))
+    assert float(after) == pytest.approx(1.0, rel=1e-5)
+    assert tr.clip_gradients(model, None) is None
+
+
+def test_warmup_and_clipping_reach_the_optimizer(dataset: Path, tmp_path: Path) -> None:
+    """The warm-up sets Adam's rate step by step (a run whose warm-up never ends moves
+    the weights less than the plain run), clipping changes the trajectory, and both
+    are part of the checkpoint fingerprint (another value starts afresh)."""
+    plain = _run(dataset, tmp_path / "plain", epochs=1)
+    slow = _run(dataset, tmp_path / "slow", epochs=1, lr_warmup_steps=1000)
+    clipped = _run(dataset, tmp_path / "clip", epochs=1, grad_clip_norm=1e-3)
+    torch.manual_seed(tr._seeds(0, 4)[0])  # the runs' initialisation (seed 0)
+    init = build_from_training(VAE, SHAPE, _training()).state_dict()
+
+    def moved(path: Path) -> float:
+        state = _state(path)
+        return sum(float((state[k] - init[k]).abs().sum()) for k in init)
+
+    # 5 steps at <= 5 / 1000 of the rate move the weights far less than 5 at the rate
+    assert moved(slow["weights"]) < 0.05 * moved(plain["weights"])
+    assert moved(clipped["weights"]) != pytest.approx(moved(plain["weights"]))
 
 
 def test_kl_schedule() -> None:
@@ -309,6 +356,17 @@ def test_bf16_only_on_gpus_with_native_bf16(monkeypatch: pytest.MonkeyPatch,
     assert tr.use_bf16(cuda, cfg) is True
     assert tr.use_bf16(cuda, {**cfg, "bf16": False}) is False
     assert tr.use_bf16(torch.device("cpu"), cfg) is False
+
+
+def test_compile_only_where_it_pays_back() -> None:
+    paper = section("training")  # 250 epochs x 300 steps of 256
+    assert paper["compile"] == "auto" and tr.compile_wanted(paper, 76_800)
+    demo = section("training", {"epochs": 8, "batch_size": 16})  # 2,400 steps
+    assert not tr.compile_wanted(demo, 4_800)
+    assert tr.compile_wanted({**demo, "compile": True}, 4_800)
+    assert not tr.compile_wanted({**paper, "compile": False}, 76_800)
+    with pytest.raises(ConfigError, match=r"training\.compile"):
+        section("training", {"compile": "yes"})
 
 
 def test_compile_shapes_cover_every_batch_a_run_uses() -> None:

@@ -268,35 +268,65 @@ def test_a_run_killed_in_train_encode_and_index_reruns_to_identical_files(refere
     assert not list((work / "results").rglob(".*.partial*"))
 
 
-def test_gpu_slots_are_asked_for_only_where_a_job_can_get_a_gpu(tmp_path, monkeypatch):
-    from latentebsd.workflow import gpu_request
+def test_gpu_slots_on_clusters_shared_gpus_on_workstations(tmp_path, monkeypatch):
+    from latentebsd.workflow import gpu_request, gpu_share
 
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
-    driver = tmp_path / "nvidia0"
-    assert gpu_request(local=True, device_files=(str(driver),)) == 0  # a CPU-only machine
-    assert gpu_request(local=False, device_files=(str(driver),)) == 1  # cluster nodes
-    driver.touch()
-    assert gpu_request(local=True, device_files=(str(driver),)) == 1
+    driver = (str(tmp_path / "nvidia0"),)
+    assert gpu_request(local=True) == 0 and gpu_request(local=False) == 1  # cluster: own GPU
+    assert gpu_share(local=True, device_files=driver) == 0  # a CPU-only machine
+    (tmp_path / "nvidia0").touch()
+    assert gpu_share(local=True, device_files=driver) == 1  # a GPU workstation: shared
+    assert gpu_share(local=False, device_files=driver) == 0  # cluster jobs have their own
+    assert gpu_share(local=True, forced_cpu=True, device_files=driver) == 0  # --resources gpu=0
     for hidden in ("", "-1"):
         monkeypatch.setenv("CUDA_VISIBLE_DEVICES", hidden)
-        assert gpu_request(local=True, device_files=(str(driver),)) == 0
-        assert gpu_request(local=False, device_files=(str(driver),)) == 1
+        assert gpu_share(local=True, device_files=driver) == 0
 
 
-def test_a_local_run_without_a_gpu_trains_side_by_side(tmp_path):
-    """With ``--resources gpu=1`` a GPU slot per train / encode / decode job would make
-    a CPU-only machine train one model at a time: locally those jobs ask for a slot only
-    where there is a GPU."""
-    from latentebsd.workflow import gpu_request
-
+@pytest.mark.parametrize("driver, resources, shared", [
+    (False, ["--resources", "gpu=1"], 0),  # a CPU-only laptop: side by side on the CPU
+    (True, ["--resources", "gpu=1"], 1),  # a GPU workstation: several share the GPU
+    (True, ["--resources", "gpu=0"], 0),  # the CPU asked for
+])
+def test_local_network_jobs_never_wait_for_one_gpu_slot(tmp_path, driver, resources, shared):
+    """With ``--resources gpu=1`` (the README's command) a GPU slot per train / encode /
+    decode job would run them one at a time: on a CPU-only machine while the other cores
+    idle, on a GPU machine while the GPU idles. Locally they ask for no slot; on a
+    machine with a GPU driver they share it (``gpu_shared=1``)."""
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-    out = snakemake("-n", "--resources", "gpu=1", cwd=workflow_copy(tmp_path, config))
+    fake = tmp_path / "nvidia0"
+    fake.touch()
+    env = {**os.environ, "LATENTEBSD_GPU_DEVICE_FILES": str(fake) if driver else str(tmp_path / "none")}
+    env.pop("CUDA_VISIBLE_DEVICES", None)
+    out = subprocess.run([*SNAKEMAKE, "-n", *resources], cwd=workflow_copy(_mkdir(tmp_path / "w"), config),
+                         capture_output=True, text=True, env=env, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     text = out.stdout + out.stderr
-    wanted = gpu_request(local=True)
     for rule in ("train", "encode", "decode"):
         block = text.split(f"rule {rule}:\n", 1)[1].split("\n\n", 1)[0]
-        assert f"gpu={wanted}" in block, block
+        assert "gpu=0" in block and f"gpu_shared={shared}" in block, block
+
+
+def test_gpu_admission_holds_at_most_n_slots(tmp_path, monkeypatch):
+    """Shared GPU jobs wait for one of n slots (flock): two processes with n = 1 run one
+    after the other; the slot count follows the GPU's memory or the environment."""
+    from latentebsd.workflow import GPU_JOBS_ENV, gpu_jobs
+
+    monkeypatch.delenv(GPU_JOBS_ENV, raising=False)
+    assert (gpu_jobs(141 * 10**9), gpu_jobs(24 * 2**30), gpu_jobs(8 * 2**30)) == (21, 4, 1)
+    monkeypatch.setenv(GPU_JOBS_ENV, "3")
+    assert gpu_jobs(8 * 2**30) == 3
+    monkeypatch.setenv(GPU_JOBS_ENV, "zero")
+    with pytest.raises(ValueError, match="LATENTEBSD_GPU_JOBS"):
+        gpu_jobs(8 * 2**30)
+    code = ("import sys, time; from latentebsd.workflow import gpu_admission; "
+            f"k = gpu_admission(1, poll_s=0.05, lock_dir={str(tmp_path)!r}); "
+            "print(time.time()); time.sleep(1.0); print(time.time())")
+    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    spans = sorted(tuple(map(float, p.communicate(timeout=60)[0].split())) for p in procs)
+    assert spans[1][0] >= spans[0][1] - 0.05  # the second started after the first ended
 
 
 def test_job_device_uses_cuda_only_for_a_job_given_a_gpu(monkeypatch):
@@ -321,7 +351,7 @@ def test_a_gpu_job_never_runs_on_the_cpu_in_silence(monkeypatch, caplog):
     with caplog.at_level("INFO", logger="latentebsd.workflow"):
         assert job_device(1, "train") == "cpu"  # a workstation without a GPU: a warning
     assert "train: asked for a GPU" in caplog.text and "CUDA build" in caplog.text
-    assert "train: torch device cpu (job resources gpu=1)" in caplog.text
+    assert "train: torch device cpu (job resources gpu=1, gpu_shared=0)" in caplog.text
     monkeypatch.setenv("SLURM_JOB_GPUS", "0")  # SLURM allocated one that PyTorch cannot use
     with pytest.raises(RuntimeError, match="allocated GPU.*LATENTEBSD_GPU_FALLBACK=cpu"):
         job_device(1, "train")
@@ -332,3 +362,8 @@ def test_a_gpu_job_never_runs_on_the_cpu_in_silence(monkeypatch, caplog):
     monkeypatch.setenv("LATENTEBSD_GPU_FALLBACK", "cpu")  # a test cluster without real GPUs
     assert job_device(1, "encode") == "cpu"
     assert job_device(0, "decode") == "cpu"  # no GPU asked for: nothing to check
+
+
+def _mkdir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path

@@ -25,8 +25,10 @@ from typing import Any
 import jsonschema
 import yaml
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_SCHEMA = REPO_ROOT / "config" / "schema.yaml"
+#: The schema ships inside the package (``latentebsd/schema.yaml``, in the repository a
+#: link to ``config/schema.yaml``), so that a non-editable install - a wheel on a
+#: cluster node - validates configs in every job without the repository beside it.
+DEFAULT_SCHEMA = Path(__file__).resolve().with_name("schema.yaml")
 
 
 class ConfigError(ValueError):
@@ -100,7 +102,7 @@ def validate_config(config: dict, schema_path: str | os.PathLike | None = None) 
     config
         The parsed configuration (Snakemake's ``config`` dict).
     schema_path
-        JSON schema (YAML). Defaults to ``config/schema.yaml`` in the repository.
+        JSON schema (YAML). Defaults to the package's copy of ``config/schema.yaml``.
 
     Returns
     -------

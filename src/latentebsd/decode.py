@@ -97,16 +97,17 @@ def decode_scan(latent_path: str | os.PathLike, decoder: Any, out_path: str | os
 
 def run_decode_rule(weights_path: str, latent_path: str, preprocessed_path: str, out_path: str,
                     settings: Mapping[str, Any] | None, gpu: int = 0, threads: int = 1,
-                    rows: tuple[int, int] | None = None) -> Path:
+                    rows: tuple[int, int] | None = None, shared: int = 0) -> Path:
     """What rules ``decode`` and ``decode_shard`` (``rows`` given) run: load a trained
     model, decode one scan (or shard) to UP2. ``settings``: the validated
     ``evaluation`` section.
 
-    CUDA is used only when ``gpu >= 1`` (the rule's ``resources.gpu``) and available.
+    CUDA is used only when ``gpu >= 1`` (the rule's ``resources.gpu``) or ``shared >= 1``
+    (``resources.gpu_shared``) and available.
     """
     cfg = config.section("evaluation") if settings is None else settings
     torch.set_num_threads(max(1, int(threads)))
-    device = job_device(gpu, "decode")
+    device = job_device(gpu, "decode", shared)
     _, decoder, meta = load_model(weights_path, device=device)
     geometry, mask, _ = read_screen(preprocessed_path)
     log.info("decode %s with %s (%s) on %s", latent_path, weights_path, meta.get("variant"),

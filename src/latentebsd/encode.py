@@ -202,14 +202,16 @@ def encode_scan(
 
 def run_encode_rule(preprocessed: str, weights: str, cube: str, tiff: str | None, reduction: str,
                     scan: str, variant: str, settings: Mapping[str, Any], gpus: int,
-                    threads: int, rows: tuple[int, int] | None = None) -> dict[str, Any]:
+                    threads: int, rows: tuple[int, int] | None = None,
+                    shared: int = 0) -> dict[str, Any]:
     """What rules ``encode`` and ``encode_shard`` (``rows`` given, no TIFF) run.
 
-    CUDA is used only when the job was given a GPU (``resources: gpu >= 1``) and torch
-    sees one (:func:`latentebsd.workflow.job_device`).
+    CUDA is used only when the job was given a GPU (``resources: gpu >= 1``) or shares
+    this machine's (``gpu_shared``) and torch sees one
+    (:func:`latentebsd.workflow.job_device`).
     """
     return encode_scan(preprocessed, weights, cube, tiff, reduction, scan=scan, variant=variant,
-                       settings=settings, device=job_device(gpus, "encode"), threads=threads,
+                       settings=settings, device=job_device(gpus, "encode", shared), threads=threads,
                        rows=rows)
 
 

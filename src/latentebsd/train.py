@@ -17,6 +17,18 @@ Loss (per batch, means over the batch's patterns)
   linear ramp up to beta over ``kl_warmup_epochs``. Short CPU demo runs need it (see
   :func:`kl_weight`).
 
+Stabilisers (ours, not the paper's; why: :func:`learning_rate`)
+---------------------------------------------------------------
+Adam at the paper's learning rate (1e-3) diverges at Table 2 widths: its first steps
+move every weight by ~lr whatever the gradient's size, which at fan-ins of 2,500 -
+16,000 (Glorot weights ~0.01) is a ~10 % coherent change of every layer's gain,
+compounding through the encoder into jumps of the latent mean and log-variance
+(KL -> inf, then NaN). Two settings keep the paper's optimiser (lr, betas, batch,
+epochs) and make it train: ``lr_warmup_steps`` (a linear learning-rate warm-up from 0,
+:func:`learning_rate`) and ``grad_clip_norm`` (the global gradient norm clipped before
+each Adam step, so a loss spike cannot make a 3-lr step and inflate Adam's second
+moments). Both are in the fingerprint of a checkpoint.
+
 Determinism and resume
 ----------------------
 Initialisation comes from ``seed``; shuffling from a CPU generator and every
@@ -96,6 +108,61 @@ def kl_weight(step: int, hold: float, ramp: float) -> float:
     if ramp <= 0:
         return 1.0
     return min(1.0, (step - hold + 1) / ramp)
+
+
+def learning_rate(step: int, peak: float, warmup_steps: int) -> float:
+    """Adam's learning rate at optimizer step ``step`` (0-based): a linear warm-up from
+    ``peak / warmup_steps`` to ``peak`` over the first ``warmup_steps`` steps, then
+    ``peak`` (the paper's constant 1e-3). ``warmup_steps = 0``: ``peak`` throughout.
+
+    Why: Adam's update is ``m / sqrt(v)``, about ``lr`` per weight in the first steps
+    whatever the gradient, because ``v`` has not yet learned the gradients' scale; a
+    warm-up of ``2 / (1 - beta2)`` steps (2,000 for beta2 = 0.999; Ma & Yarats 2021,
+    "On the adequacy of untuned warmup for adaptive optimization") covers that phase.
+    Measured (``benchmarks/paper_lr.py``): d = 128 at Table 2 width, lr 1e-3, no warm-up
+    - the latent log-variance jumps from +-0.1 to -16 in one step and the loss is
+    non-finite by step 37 (batch 8, CPU); with the warm-up and :func:`clip_gradients`
+    the same steps stay finite and the loss falls.
+    """
+    if warmup_steps <= 0:
+        return float(peak)
+    return float(peak) * min(1.0, (int(step) + 1) / float(warmup_steps))
+
+
+def clip_gradients(model: torch.nn.Module, max_norm: float | None) -> torch.Tensor | None:
+    """Scale all gradients of ``model`` so that their global L2 norm is at most
+    ``max_norm`` (``None``: leave them); returns the norm before clipping, on the
+    gradients' device, without a host sync.
+
+    ``max_norm`` is in the units of the training loss: per-pattern L2 per 120 x 120
+    pattern (:func:`latentebsd.models.l2_scale`) + KL, averaged over the batch, where
+    gradient norms are ~3e3 - 1.5e4 in the first hundred steps of Table 2 models
+    (Glorot) and fall as the model learns: the schema's 1,000 caps the first steps and
+    every later spike, and leaves the converged phase alone.
+    """
+    if max_norm is None:
+        return None
+    return torch.nn.utils.clip_grad_norm_(model.parameters(), float(max_norm), foreach=True)
+
+
+#: ``training.compile: auto`` compiles a run of at least this many optimizer steps.
+COMPILE_MIN_STEPS = 10_000
+
+
+def compile_wanted(cfg: Mapping[str, Any], n_train: int) -> bool:
+    """Whether a CUDA run compiles encoder and decoder (``training.compile``).
+
+    ``auto`` (the default) compiles only where it pays back: compilation costs 10 - 45 s
+    per model and saved ~7 % of a Table 2 model's step on an H200 (vae128 bf16 10.6k ->
+    11.3k patterns/s; vae16, bound by kernel launches, got slower: 18.0k -> 15.6k), so
+    it pays only on long runs - the paper's 75,000 steps, not the embedded default's
+    2,400 (where it took 25 - 45 s of a 60 s job) or the GPU overlay's few thousand.
+    """
+    mode = cfg["compile"]
+    if mode == "auto":
+        steps = int(cfg["epochs"]) * math.ceil(int(n_train) / int(cfg["batch_size"]))
+        return steps >= COMPILE_MIN_STEPS
+    return bool(mode)
 
 
 def _seeds(seed: int, n: int) -> list[int]:
@@ -317,6 +384,7 @@ class _Session:
     runner: _Runner | None = None
     staging: torch.Tensor | None = None  # pinned host buffer of one batch (data in host memory)
     iter_log: list[np.ndarray] = field(default_factory=list)  # per epoch: (batches, 1 + METRICS)
+    grad_norms: list[torch.Tensor] = field(default_factory=list)  # this epoch's, before clipping
     epoch_log: list[list[Any]] = field(default_factory=list)  # (iteration, epoch, split, n, *metrics)
     start_epoch: int = 0
 
@@ -362,10 +430,9 @@ def _setup(dataset_path: str | os.PathLike | SampleArrays, variant: dict[str, An
     torch.set_num_threads(max(1, int(threads)))
     configure_device(device, cfg)
     amp = use_bf16(device, cfg)
-    compiled = device.type == "cuda" and bool(cfg["compile"])
-    on_device = device.type != "cuda" or bool(cfg["data_on_device"])
-
     train_np, val_np, mask_np = _sample_arrays(dataset_path)
+    compiled = device.type == "cuda" and compile_wanted(cfg, len(train_np))
+    on_device = device.type != "cuda" or bool(cfg["data_on_device"])
     pattern_shape = tuple(int(v) for v in mask_np.shape)
     fingerprint = {
         "variant": variant, "seed": int(seed), "pattern_shape": list(pattern_shape),
@@ -456,20 +523,26 @@ def compile_shapes(n_train: int, n_val: int, cfg: Mapping[str, Any],
     return shapes
 
 
-def _train_step(s: _Session, idx: torch.Tensor, beta: float) -> torch.Tensor:
-    """One optimizer step on training patterns ``idx`` with KL weight ``beta``; returns
-    the step's :data:`METRICS` stacked, float32, on the training device (no sync)."""
+def _train_step(s: _Session, idx: torch.Tensor, beta: float, lr: float) -> torch.Tensor:
+    """One optimizer step on training patterns ``idx`` with KL weight ``beta`` and
+    learning rate ``lr``; returns the step's :data:`METRICS` stacked, float32, on the
+    training device (no sync)."""
     terms = _batch_losses(s.runner, s.batch(idx), s.mask, s.variant, beta, s.cfg["contrastive"], s.g_noise)
     s.optimizer.zero_grad(set_to_none=True)
     terms["loss"].backward()
+    norm = clip_gradients(s.model, s.cfg["grad_clip_norm"])
+    if norm is not None:
+        s.grad_norms.append(norm.detach())
+    for group in s.optimizer.param_groups:
+        group["lr"] = lr
     s.optimizer.step()
     return torch.stack([terms[m].detach().float() for m in METRICS])
 
 
-def _epoch_batches(s: _Session, iteration: int) -> Iterator[tuple[torch.Tensor, float]]:
-    """One epoch's training batches from step ``iteration`` on: ``(indices, KL weight)``
-    per step, in the order of a fresh shuffle from ``g_shuffle``, the weight from the
-    KL hold / warm-up schedule."""
+def _epoch_batches(s: _Session, iteration: int) -> Iterator[tuple[torch.Tensor, float, float]]:
+    """One epoch's training batches from step ``iteration`` on: ``(indices, KL weight,
+    learning rate)`` per step, in the order of a fresh shuffle from ``g_shuffle``, the
+    weight from the KL hold / warm-up schedule, the rate from :func:`learning_rate`."""
     bs, n_train = int(s.cfg["batch_size"]), len(s.train)
     per_epoch = math.ceil(n_train / bs)
     hold = float(s.cfg["kl_hold_epochs"]) * per_epoch
@@ -477,8 +550,10 @@ def _epoch_batches(s: _Session, iteration: int) -> Iterator[tuple[torch.Tensor, 
     perm = torch.randperm(n_train, generator=s.g_shuffle)
     if s.staging is None:
         perm = perm.to(s.device)
+    peak, warmup = float(s.cfg["learning_rate"]), int(s.cfg["lr_warmup_steps"])
     for k, start in enumerate(range(0, n_train, bs)):
-        yield perm[start:start + bs], s.beta * kl_weight(iteration + k, hold, ramp)
+        yield (perm[start:start + bs], s.beta * kl_weight(iteration + k, hold, ramp),
+               learning_rate(iteration + k, peak, warmup))
 
 
 def training_steps(s: _Session) -> Iterator[torch.Tensor]:
@@ -491,8 +566,8 @@ def training_steps(s: _Session) -> Iterator[torch.Tensor]:
     iteration = s.iteration
     s.model.train()
     while True:
-        for idx, beta_now in _epoch_batches(s, iteration):
-            yield _train_step(s, idx, beta_now)
+        for idx, beta_now, lr in _epoch_batches(s, iteration):
+            yield _train_step(s, idx, beta_now, lr)
             iteration += 1
 
 
@@ -504,10 +579,22 @@ def _run_epoch(s: _Session, epoch: int) -> None:
     iteration = s.iteration
     s.model.train()
     # Kept on the device: one transfer per epoch instead of a sync per step.
-    rows = [_train_step(s, idx, beta_now) for idx, beta_now in _epoch_batches(s, iteration)]
+    s.grad_norms = []
+    rows = [_train_step(s, idx, beta_now, lr) for idx, beta_now, lr in _epoch_batches(s, iteration)]
     metrics = torch.stack(rows).cpu().double().numpy()
     if not np.isfinite(metrics).all():
-        raise FloatingPointError(f"non-finite loss in epoch {epoch + 1} of {s.variant}")
+        bad = int(np.argmin(np.isfinite(metrics).all(axis=1)))
+        raise FloatingPointError(
+            f"non-finite loss at step {iteration + bad + 1} (epoch {epoch + 1}) of {s.variant}: "
+            f"learning rate {float(cfg['learning_rate']):g} after a {int(cfg['lr_warmup_steps'])}-step "
+            f"warm-up, gradient norm clipped at {cfg['grad_clip_norm']}; a longer "
+            "training.lr_warmup_steps, a lower training.grad_clip_norm or a lower "
+            "training.learning_rate trains more stably")
+    clipped = ""
+    if s.grad_norms:
+        norms = torch.stack(s.grad_norms).cpu().numpy()
+        clipped = (f", gradient norm median {np.median(norms):.3g} (clipped in "
+                   f"{int((norms > float(cfg['grad_clip_norm'])).sum())} of {len(norms)} steps)")
     sizes = np.diff(np.minimum(np.arange(0, n_train + bs, bs), n_train))[: len(metrics)]
     s.iter_log.append(np.column_stack([sizes, metrics]))
     iteration += len(metrics)
@@ -526,9 +613,10 @@ def _run_epoch(s: _Session, epoch: int) -> None:
             epoch_rows.append(["val_clean", len(s.val), *(v[m] for m in METRICS)])
     s.epoch_log += [[iteration, epoch + 1, *r] for r in epoch_rows]
     log.info(
-        "%s epoch %d/%d: %.1f s, train L2 %.4g KL %.4g%s",
+        "%s epoch %d/%d: %.1f s, train L2 %.4g KL %.4g%s%s",
         s.variant, epoch + 1, epochs, time.perf_counter() - t0, epoch_rows[0][2], epoch_rows[0][3],
         f", val L2 {epoch_rows[1][2]:.4g} KL {epoch_rows[1][3]:.4g}" if len(epoch_rows) > 1 else "",
+        clipped,
     )
     _save_checkpoint(s.checkpoint_path, {
         "format": CHECKPOINT_FORMAT, "fingerprint": s.fingerprint, "epoch": epoch + 1,
@@ -623,7 +711,7 @@ def train_variant(
                         s.checkpoint_path, exc)
             s = _setup(dataset_path, variant, training, checkpoint_path, seed, use_gpu, threads)
         s.runner = _Runner(s.model, s.device, s.cfg, amp=s.fingerprint["bf16"])
-        if s.device.type == "cuda" and s.cfg["compile"]:
+        if s.fingerprint["compiled"]:
             s.runner.try_compile(s.mask, compile_shapes(len(s.train), len(s.val), s.cfg,
                                                         s.variant["loss"] == "contrastive"))
         for epoch in range(s.start_epoch, int(s.cfg["epochs"])):
@@ -640,11 +728,11 @@ def train_variant(
 
 def run_train_rule(dataset_path: str, variant: dict[str, Any], training: dict[str, Any],
                    weights_path: str, losses_csv_path: str, plot_path: str, checkpoint_path: str,
-                   seed: int, gpus: int, threads: int) -> None:
+                   seed: int, gpus: int, threads: int, shared: int = 0) -> None:
     """What rule ``train`` runs: :func:`train_variant` on the job's device
     (:func:`latentebsd.workflow.job_device`)."""
     train_variant(dataset_path, variant, training, weights_path, losses_csv_path, plot_path,
-                  checkpoint_path, seed, use_gpu=job_device(gpus, "train") == "cuda",
+                  checkpoint_path, seed, use_gpu=job_device(gpus, "train", shared) == "cuda",
                   threads=threads)
 
 

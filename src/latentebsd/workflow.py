@@ -8,6 +8,7 @@ import fcntl
 import logging
 import os
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
@@ -88,53 +89,126 @@ GPU_FALLBACK_ENV = "LATENTEBSD_GPU_FALLBACK"
 GPU_DEVICE_FILES = ("/proc/driver/nvidia/version", "/dev/nvidia0", "/dev/kfd")
 
 
-def gpu_request(local: bool, device_files: tuple[str, ...] = GPU_DEVICE_FILES) -> int:
-    """``resources.gpu`` of the rules that run a network (train, encode, decode).
+#: Replaces :data:`GPU_DEVICE_FILES` (``:``-separated paths): lets a test show a
+#: Snakemake run a GPU driver on a machine without one.
+GPU_DEVICE_FILES_ENV = "LATENTEBSD_GPU_DEVICE_FILES"
 
-    ``--resources gpu=1`` lets one such job hold the GPU at a time. On a machine with
-    no GPU that cap would only serialise them: every train / encode / decode job would
-    wait for the one before it while the other cores idle (on 2 cores the embedded
-    default's eight trainings took ~19 of its 27 minutes one after the other). So a
-    local run asks for a GPU slot only where a GPU driver is present; a cluster run
-    (``local=False``: the submitting process, or the job inside a cluster allocation)
-    always does, because the jobs' nodes are not this machine. Checked without
-    importing PyTorch (seconds), from the driver's device files; ``CUDA_VISIBLE_DEVICES``
-    set to ``""`` or ``-1`` hides the GPUs, as for PyTorch.
 
-    Parameters
-    ----------
-    local
-        Whether the jobs run on this machine (Snakemake's local executor).
-    device_files
-        Files whose presence means a GPU driver (:data:`GPU_DEVICE_FILES`).
-
-    Returns
-    -------
-    int
-        1 or 0.
-    """
-    if not local:
-        return 1
+def gpu_driver(device_files: tuple[str, ...] | None = None) -> bool:
+    """Whether this machine shows a GPU driver (its device files, default
+    :data:`GPU_DEVICE_FILES` or ``$LATENTEBSD_GPU_DEVICE_FILES``), without importing
+    PyTorch; ``CUDA_VISIBLE_DEVICES`` set to ``""`` or ``-1`` hides the GPUs, as for
+    PyTorch."""
     if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
-        return 0
-    return int(any(os.path.exists(f) for f in device_files))
+        return False
+    if device_files is None:
+        given = os.environ.get(GPU_DEVICE_FILES_ENV)
+        device_files = tuple(given.split(":")) if given else GPU_DEVICE_FILES
+    return any(os.path.exists(f) for f in device_files)
 
 
-def job_device(gpus: int | None, job: str = "") -> str:
+def gpu_request(local: bool) -> int:
+    """``resources.gpu`` of the rules that run a network (train, encode, decode): a GPU
+    of its own for the job, which the scheduler must give it.
+
+    On a cluster (``local=False``: the submitting process, or the job inside a cluster
+    allocation) every such job asks for one (SLURM: ``--gpus=1``). A local run never
+    does: on a machine without a GPU a slot would only serialise these jobs under the
+    README's ``--resources gpu=1`` (on 2 cores the default's eight trainings took ~19 of
+    its 27 minutes one after the other), and on a GPU workstation they share the one GPU
+    instead (:func:`gpu_share`), several at a time. Returns 1 or 0.
+    """
+    return 0 if local else 1
+
+
+def gpu_share(local: bool, forced_cpu: bool = False,
+              device_files: tuple[str, ...] | None = None) -> int:
+    """``resources.gpu_shared`` of train / encode / decode: 1 where the job runs on this
+    machine's GPU beside other jobs, else 0.
+
+    That is a local run (``local``) on a machine with a GPU driver (:func:`gpu_driver`),
+    unless the user asked for the CPU with ``--resources gpu=0`` (``forced_cpu``). How
+    many such jobs hold the GPU at once is decided inside the jobs
+    (:func:`gpu_admission`), from the GPU's memory, because Snakemake cannot count a
+    resource the README's command does not declare. Returns 1 or 0.
+    """
+    return int(local and not forced_cpu and gpu_driver(device_files))
+
+
+#: GPU memory one shared job may need (GiB): the default's models need < 1, Table 2
+#: models at batch 256 2.7 (bf16) - 8.8 (fp32 eager, vae256), encode / decode a few.
+GPU_JOB_GIB = 6.0
+#: Overrides the number of jobs that share one GPU (:func:`gpu_admission`).
+GPU_JOBS_ENV = "LATENTEBSD_GPU_JOBS"
+_admission: IO | None = None  # the held slot file of this process
+
+
+def gpu_jobs(total_bytes: int) -> int:
+    """How many shared jobs one GPU of ``total_bytes`` memory runs at once:
+    ``$LATENTEBSD_GPU_JOBS`` if set, else one per :data:`GPU_JOB_GIB` GiB (at least 1):
+    23 on a 141 GB H200, 3 on a 24 GB card, 1 on an 8 GB one."""
+    given = os.environ.get(GPU_JOBS_ENV)
+    if given:
+        try:
+            n = int(given)
+        except ValueError:
+            n = 0
+        if n < 1:
+            raise ValueError(f"{GPU_JOBS_ENV}={given!r}: expected a whole number >= 1")
+        return n
+    return max(1, int(total_bytes / 2**30 // GPU_JOB_GIB))
+
+
+def gpu_admission(n_slots: int, name: str = "job", poll_s: float = 0.5,
+                  lock_dir: str | os.PathLike | None = None) -> int:
+    """Wait for one of ``n_slots`` GPU slots of this machine and hold it until the
+    process ends; returns the slot number.
+
+    A slot is an exclusive ``flock`` on ``<lock_dir>/slot-<k>.lock`` (default: a folder
+    of this user's under the system temporary directory): the kernel releases it when
+    the job ends or is killed, so a killed job never keeps a slot.
+    """
+    global _admission
+    if _admission is not None:
+        return int(Path(_admission.name).stem.split("-")[1])
+    folder = Path(lock_dir or Path(os.environ.get("TMPDIR", "/tmp")) / f"latentebsd-gpu-{os.getuid()}")
+    folder.mkdir(parents=True, exist_ok=True)
+    waited = False
+    while True:
+        for k in range(n_slots):
+            f = open(folder / f"slot-{k}.lock", "a")
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                f.close()
+                continue
+            _admission = f
+            if waited:
+                log.info("%s: got GPU slot %d of %d", name, k, n_slots)
+            return k
+        if not waited:
+            log.info("%s: waiting for one of the %d GPU slots (%s)", name, n_slots, GPU_JOBS_ENV)
+            waited = True
+        time.sleep(poll_s)
+
+
+def job_device(gpus: int | None, job: str = "", shared: int | None = 0) -> str:
     """Torch device of a job: ``"cuda"`` when the job was given a GPU (its
-    ``resources.gpu`` >= 1) and CUDA is present, else ``"cpu"``; logged.
+    ``resources.gpu`` >= 1) or shares this machine's (``resources.gpu_shared`` >= 1, see
+    :func:`gpu_share`) and CUDA is present, else ``"cpu"``; logged. A shared job first
+    waits for a GPU slot (:func:`gpu_admission`).
 
     The one place rules train, encode and decode (and their shard jobs) decide this.
-    ``snakemake --resources gpu=0`` scales GPU jobs down to ``gpu=0``: they then run on
-    the CPU even on a machine with a GPU. A job given a GPU that PyTorch cannot use
-    falls back to the CPU with a warning - or fails, when a scheduler allocated a GPU to
-    it (``SLURM_JOB_GPUS`` or ``CUDA_VISIBLE_DEVICES`` set): a paper-size job would
-    otherwise spend its whole time limit on the CPU.
+    ``snakemake --resources gpu=0`` scales GPU jobs down to ``gpu=0`` and shares nothing:
+    they then run on the CPU even on a machine with a GPU. A job given a GPU that
+    PyTorch cannot use falls back to the CPU with a warning - or fails, when a scheduler
+    allocated a GPU to it (``SLURM_JOB_GPUS`` or ``CUDA_VISIBLE_DEVICES`` set): a
+    paper-size job would otherwise spend its whole time limit on the CPU.
     """
     import torch  # 1-2 s to import: only the jobs that run a network call this
 
     name = job or "job"
-    asked = int(gpus or 0) >= 1
+    asked = int(gpus or 0) >= 1 or int(shared or 0) >= 1
     if asked and not torch.cuda.is_available():
         visible = os.environ.get("CUDA_VISIBLE_DEVICES", "")
         allocated = os.environ.get("SLURM_JOB_GPUS") or (visible not in ("", "-1") and visible)
@@ -147,5 +221,8 @@ def job_device(gpus: int | None, job: str = "") -> str:
                 f"{GPU_FALLBACK_ENV}=cpu to run on the CPU anyway")
         log.warning("%s: asked for a GPU, but %s; running on the CPU", name, why)
     device = "cuda" if asked and torch.cuda.is_available() else "cpu"
-    log.info("%s: torch device %s (job resources gpu=%s)", name, device, int(gpus or 0))
+    if device == "cuda" and int(shared or 0) >= 1 and int(gpus or 0) < 1:
+        gpu_admission(gpu_jobs(torch.cuda.get_device_properties(0).total_memory), name)
+    log.info("%s: torch device %s (job resources gpu=%s, gpu_shared=%s)", name, device,
+             int(gpus or 0), int(shared or 0))
     return device
