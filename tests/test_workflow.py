@@ -65,6 +65,28 @@ def test_the_quick_overlay_runs_every_job_of_the_default(tmp_path):
         assert set(scan) == {"simulate"} and set(scan["simulate"]) == {"map_shape"}
 
 
+def test_the_gpu_overlay_is_the_default_at_the_paper_scale(tmp_path):
+    """config/gpu.yaml: every job of the default, with the paper's network input,
+    widths, batch and optimiser (our stabilisers beside them)."""
+    from latentebsd.config import validate_config
+
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    run = snakemake("-n", "--quiet", "rules", "--configfile", "config/config.yaml", "config/gpu.yaml",
+                    cwd=workflow_copy(tmp_path, config))
+    assert run.returncode == 0, run.stderr + run.stdout
+    assert job_counts(run.stdout + run.stderr)["train"] == 8
+    merged = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    for key, value in yaml.safe_load((REPO / "config" / "gpu.yaml").read_text()).items():
+        merged[key].update(value)
+    training = validate_config(merged)["training"]
+    assert merged["preprocess"]["binning"] == 1 and merged["simulation"]["pattern_shape"] == [120, 120]
+    assert (training["batch_size"], training["learning_rate"], training["adam_betas"]) == (256, 1e-3, [0.9, 0.999])
+    assert training["width_factor"] == 1.0 and training["max_base_channels"] is None
+    assert training["base_channels"] is None and training["init"] == "glorot"
+    assert training["kl_hold_epochs"] == training["kl_warmup_epochs"] == 0
+    assert training["lr_warmup_steps"] > 0 and training["grad_clip_norm"] is not None
+
+
 def test_a_scan_over_shard_patterns_runs_as_shard_jobs_and_gathers(tmp_path):
     run = snakemake("-n", "--quiet", "rules", cwd=workflow_copy(tmp_path, tiny_config()))
     assert run.returncode == 0, run.stderr + run.stdout

@@ -54,8 +54,9 @@ projection head on the latent mean, NT-Xent; see :func:`nt_xent` and :func:`augm
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -581,6 +582,26 @@ def _as_tensor(data: np.ndarray | torch.Tensor, dtype: torch.dtype,
     return torch.as_tensor(np.asarray(data), dtype=dtype).to(device)
 
 
+@contextlib.contextmanager
+def _inference_layout(device: str | torch.device) -> Iterator[torch.memory_format]:
+    """The memory format (and cuDNN autotuning) of encode / decode on ``device``.
+
+    On CUDA: channels-last tensors and cuDNN's autotuner (the stage calls the same
+    shapes thousands of times), as training runs; measured by ``benchmarks/gpu_check.py``.
+    The CPU keeps the default layout, so that CPU results stay byte-identical to the
+    runs before.
+    """
+    if torch.device(device).type != "cuda":
+        yield torch.contiguous_format
+        return
+    saved = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = True
+    try:
+        yield torch.channels_last
+    finally:
+        torch.backends.cudnn.benchmark = saved
+
+
 @torch.no_grad()
 def encode_patterns(
     encoder: Encoder, patterns: np.ndarray | torch.Tensor, batch_size: int = 1024,
@@ -590,16 +611,17 @@ def encode_patterns(
 
     ``mask`` (h, w), when given, zeroes the pixels off the screen as training did.
     """
-    encoder = encoder.to(device).eval()
     m = None if mask is None else _as_tensor(mask, torch.bool, device)
     means, logvars = [], []
-    for start in range(0, len(patterns), batch_size):
-        x = _as_tensor(patterns[start:start + batch_size], torch.float32, device)
-        if m is not None:
-            x = torch.where(m, x, 0.0)
-        mean, logvar = encoder(x)
-        means.append(mean.float().cpu().numpy())
-        logvars.append(logvar.float().cpu().numpy())
+    with _inference_layout(device) as layout:
+        encoder = encoder.to(device=device, memory_format=layout).eval()
+        for start in range(0, len(patterns), batch_size):
+            x = _as_tensor(patterns[start:start + batch_size], torch.float32, device)
+            if m is not None:
+                x = torch.where(m, x, 0.0)
+            mean, logvar = encoder(x.unsqueeze(1).contiguous(memory_format=layout))
+            means.append(mean.float().cpu().numpy())
+            logvars.append(logvar.float().cpu().numpy())
     d = encoder.latent_dim
     return (
         np.concatenate(means) if means else np.zeros((0, d), np.float32),
@@ -613,9 +635,10 @@ def decode_latents(
     device: str | torch.device = "cpu",
 ) -> np.ndarray:
     """Patterns (N, h, w) float32 in [-1, 1] decoded from latents (N, d)."""
-    decoder = decoder.to(device).eval()
     out = []
-    for start in range(0, len(latents), batch_size):
-        z = _as_tensor(latents[start:start + batch_size], torch.float32, device)
-        out.append(decoder(z)[:, 0].float().cpu().numpy())
+    with _inference_layout(device) as layout:
+        decoder = decoder.to(device=device, memory_format=layout).eval()
+        for start in range(0, len(latents), batch_size):
+            z = _as_tensor(latents[start:start + batch_size], torch.float32, device)
+            out.append(decoder(z)[:, 0].float().cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, *decoder.pattern_shape), np.float32)

@@ -28,14 +28,17 @@ Usage (where PyPI is reachable, from a checkout)::
     PYTHONPATH=src python -m latentebsd.wheelhouse --out wheelhouse \\
         --python-version 3.12 --have node.txt
 
-On the node (no index)::
+On the node (no index), with the Python environment that holds the node's PyTorch
+(its virtual or conda environment activated)::
 
-    python3 -m venv --system-site-packages ~/latentebsd-env
-    ~/latentebsd-env/bin/pip install --no-index --find-links wheelhouse latentebsd
+    python3 -m pip install --no-index --find-links wheelhouse latentebsd
 
-``--system-site-packages`` lets the node's torch, numpy, ... satisfy the project's
-requirements; pip installs only what the wheelhouse adds. ``wheelhouse/INSTALL.txt``
-repeats these lines with the versions it holds.
+pip keeps every distribution the node has (its torch, numpy, ...) where it satisfies
+the project's requirements and installs only what the wheelhouse adds. To keep the
+project apart from a *system* Python's torch: ``python3 -m venv
+--system-site-packages ~/latentebsd-env`` and that environment's ``pip`` (a venv made
+from another venv does not see the first one's packages). ``wheelhouse/INSTALL.txt``
+repeats this with the versions it holds.
 """
 
 from __future__ import annotations
@@ -224,8 +227,8 @@ def build(out: str | Path, python_version: str, have: Iterable[str] = (),
     (out / "INSTALL.txt").write_text(
         f"# {len(packed)} dependencies + {wheel}, for Python {python_version} "
         f"({platform_tags(arch)[0]}); the node's torch stays.\n"
-        "python3 -m venv --system-site-packages ~/latentebsd-env\n"
-        "~/latentebsd-env/bin/pip install --no-index --find-links <this folder> latentebsd\n")
+        "# with the Python environment that holds the node's torch:\n"
+        "python3 -m pip install --no-index --find-links <this folder> latentebsd\n")
     return summary
 
 
