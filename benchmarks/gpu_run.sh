@@ -90,8 +90,8 @@ overlay() {
     local W=/tmp/latentebsd-overlay
     workflow_copy "$W"
     stamp "overlay: config/gpu.yaml up to the trained models (time box ${OVERLAY_S:-240} s)"
-    (cd "$W" && timeout "${OVERLAY_S:-240}" $PY -m snakemake --cores all --resources gpu=1 \
-        --configfile config/config.yaml config/gpu.yaml results/models/losses_all.png \
+    (cd "$W" && timeout "${OVERLAY_S:-240}" $PY -m snakemake results/models/losses_all.png \
+        --cores all --resources gpu=1 --configfile config/config.yaml config/gpu.yaml \
         > "$W/snakemake.log" 2>&1)
     stamp "overlay: exit $?"
     curves "$W" | tee -a "$OUT/gpu_run.log"

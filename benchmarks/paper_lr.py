@@ -5,9 +5,11 @@ Trains a Table 2 VAE (120 x 120, width factor 1, Glorot init, Adam lr 1e-3, beta
 own code (``latentebsd.train``: ``_setup``, ``_Runner``, ``training_steps``), twice from
 the same seed and batches:
 
-- ``paper``: no learning-rate warm-up, no gradient clipping (the code before the fix);
-- ``paper + ours``: the schema's ``grad_clip_norm`` and a learning-rate warm-up
-  (``--warmup``, default the schema's 2000 steps; shorter is the harsher test).
+- ``paper``: one learning rate for every layer, no warm-up, no gradient clipping (the
+  code before the fix);
+- ``paper + ours``: the schema's ``lr_fan_in_ref`` (a lower rate for layers wider than
+  d = 32's), ``grad_clip_norm`` and a learning-rate warm-up (``--warmup``, default the
+  schema's 2000 steps; shorter is the harsher test).
 
 Per run: the first non-finite step (or none), the loss over the first and last
 quarter of the steps, the largest |latent log-variance| and |mean| seen on the batches
@@ -58,7 +60,7 @@ def settings(batch: int, stabilised: bool, warmup: int, device: str,
              width_factor: float = 1.0) -> dict[str, Any]:
     """The validated ``training`` section: the paper's optimiser, with or without ours."""
     ours = ({"lr_warmup_steps": warmup} if stabilised
-            else {"lr_warmup_steps": 0, "grad_clip_norm": None})
+            else {"lr_warmup_steps": 0, "grad_clip_norm": None, "lr_fan_in_ref": None})
     return section("training", {**PAPER, **ours, "batch_size": batch, "compile": False,
                                 "bf16": device == "cuda", "width_factor": width_factor})
 
@@ -113,7 +115,7 @@ def probe(names: list[str], batch: int, steps: int, warmup: int, device: str, th
             cfg = settings(batch, stabilised, warmup, device, width_factor)
             r = run(name, data, cfg, steps, device, threads, seed)
             r.update(run=label, batch=batch, warmup=warmup if stabilised else 0,
-                     clip=section("training")["grad_clip_norm"] if stabilised else None)
+                     clip=cfg["grad_clip_norm"], fan_in_ref=cfg["lr_fan_in_ref"])
             rows.append(r)
             print(f"{name} {label}: " + (f"non-finite at step {r['first_non_finite_step']}"
                                          if r["first_non_finite_step"] else f"finite for {r['steps']} steps")
@@ -124,10 +126,11 @@ def probe(names: list[str], batch: int, steps: int, warmup: int, device: str, th
 
 
 def markdown(rows: list[dict[str, Any]]) -> str:
-    lines = ["| model | run | batch | lr warm-up | clip | steps | first non-finite step | "
-             "loss first -> last quarter | max abs logvar | max abs mean |", "|" + "---|" * 10]
+    lines = ["| model | run | batch | lr fan-in ref | lr warm-up | clip | steps | first non-finite step | "
+             "loss first -> last quarter | max abs logvar | max abs mean |", "|" + "---|" * 11]
     for r in rows:
-        lines.append(f"| {r['model']} | {r['run']} | {r['batch']} | {r['warmup']} | {r['clip'] or '-'} | "
+        lines.append(f"| {r['model']} | {r['run']} | {r['batch']} | {r.get('fan_in_ref') or '-'} | "
+                     f"{r['warmup']} | {r['clip'] or '-'} | "
                      f"{r['steps']} | {r['first_non_finite_step'] or 'none'} | "
                      f"{r['first_quarter_loss']:.4g} -> {r['last_quarter_loss']:.4g} | "
                      f"{r['max_abs_logvar']:.3g} | {r['max_abs_mean']:.3g} |")

@@ -2,6 +2,7 @@
 # functions and the target list. Every path is spelled once, in the rule that writes
 # it; consumers refer to it as rules.<rule>.output.<name>.
 
+from latentebsd.config import child_seed
 from latentebsd.plan import make_plan, scan_regex, scan_seed
 from latentebsd.workflow import gpu_request, gpu_share
 

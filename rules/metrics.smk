@@ -47,3 +47,23 @@ rule gather_metrics:
         "../envs/latentebsd.yaml"
     script:
         "../scripts/gather_metrics.py"
+
+
+# Table 1's control rows: a blank disc and the scan's mean pattern, measured like a
+# model's decoded patterns at evaluation.controls.patterns random points (latentebsd.controls).
+rule quality_controls:
+    input:
+        preprocessed=rules.preprocess.output[0],
+        original=lambda wc: fill(rules.index_scan.output.h5, source="original", scan=wc.scan),
+    output:
+        "results/evaluation/controls/{scan}.h5",
+    params:
+        settings=config["evaluation"],
+        seed=lambda wc: child_seed(config["seed"], "quality_controls", wc.scan),
+    log:
+        "logs/evaluate/controls/{scan}.log",
+    threads: 1
+    conda:
+        "../envs/latentebsd.yaml"
+    script:
+        "../scripts/quality_controls.py"

@@ -4,7 +4,9 @@
 
 rule evaluate_table1:
     input:
-        expand(rules.evaluate_metrics.output[0], variant=VARIANTS, scan=SCANS),
+        metrics=expand(rules.evaluate_metrics.output[0], variant=VARIANTS, scan=SCANS),
+        controls=expand(rules.quality_controls.output[0], scan=SCANS),
+        originals=expand(rules.index_scan.output.h5, source="original", scan=SCANS),
     output:
         csv="results/evaluation/table1.csv",
         md="results/evaluation/table1.md",

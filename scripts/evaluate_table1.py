@@ -14,4 +14,6 @@ if "snakemake" in globals():
             out_md=snakemake.output.md,  # noqa: F821
             out_html=snakemake.output.html,  # noqa: F821
             out_trends=snakemake.output.trends,  # noqa: F821
+            control_paths=list(snakemake.input.controls),  # noqa: F821
+            original_paths=list(snakemake.input.originals),  # noqa: F821
         )

@@ -88,7 +88,7 @@ def decoded(scan):
 # -- settings --------------------------------------------------------------------------
 def test_settings_defaults_and_errors_name_the_key():
     cfg = EVALUATION
-    assert cfg["hough"]["nTheta"] == 180 and cfg["min_nmatch"] == 3
+    assert cfg["hough"]["nTheta"] == 180 and cfg["min_nmatch"] == 5 and cfg["controls"]["patterns"] == 512
     assert cfg["sharpness"] == {"part": "real", "divisor": 2500.0, "intensity": "up2"}
     cfg = section("evaluation", {"kam": {"neighbours": 8}, "panel_region": [0, 4, 2, 6]})
     assert cfg["kam"] == {"threshold_deg": 5.0, "neighbours": 8}
@@ -140,7 +140,9 @@ def test_paper_sharpness_definition_by_hand():
 # -- identity ----------------------------------------------------------------------------
 def test_identity_metrics_are_exactly_one(scan):
     a = scan["original"]
-    assert a["indexed"].mean() > 0.9
+    # 48 patterns of a few grains: their mean (the background) keeps some of their
+    # bands, so not every pattern shows 5 clear bands
+    assert a["indexed"].mean() > 0.8
     m = pattern_metrics(a, a)
     assert np.array_equal(m["indexed"], a["indexed"])
     for key in ("ci_ratio", "iq_pq_ratio", "iq_kp_ratio", "sharpness_ratio"):
@@ -155,8 +157,11 @@ def test_identity_decoder_through_up2_and_indexing(scan, decoded):
     ok = m["indexed_original"]
     # 16-bit quantisation is the only difference: everything indexed stays indexed
     assert m["indexed"][ok].all()
-    for key in ("ci_ratio", "iq_pq_ratio", "iq_kp_ratio", "sharpness_ratio"):
+    for key in ("ci_ratio", "iq_pq_ratio", "iq_kp_ratio"):
         np.testing.assert_allclose(m[key][ok], 1.0, atol=2e-3, err_msg=key)
+    # sharpness counts Fourier coefficients of the screen window: quantisation may move
+    # one across the threshold (1 of the few hundred counted in this small window)
+    np.testing.assert_allclose(m["sharpness_ratio"][ok], 1.0, atol=5e-3, err_msg="sharpness_ratio")
     # quantisation may flip an ambiguous 3-band solution; the rest agree to < 0.01 deg
     assert np.mean(m["misorientation_deg"][ok] < 0.01) >= 0.95
 
@@ -239,7 +244,6 @@ def _fake_metrics(n: int, value: float, indexed: float, seed: int = 0) -> dict:
     m = {k: np.full(n, value) for k in METRICS}
     m["misorientation_deg"] = rng.uniform(0, 1, n)
     m["indexed"] = np.arange(n) < indexed * n
-    m["indexed_any"] = np.ones(n, bool)
     m["indexed_original"] = np.ones(n, bool)
     m["valid"] = np.ones(n, bool)
     m["valid"][-1] = False  # left out of everything
@@ -261,9 +265,9 @@ def test_table1_pools_scans_and_shows_the_paper():
     assert row["Indexed and agreeing"] == 80.0  # misorientations all < 1 deg
     assert table1(metrics, variants, section("evaluation", {"agree_deg": 0.5})).set_index("variant").loc[
         "vae16", "Indexed and agreeing"] < 60.0
-    assert row["CI ratio"] == "0.50/0.50/0.50" and row["ci_ratio_n"] == 18
+    assert row["CI ratio (cm)"] == "0.50/0.50/0.50" and row["ci_ratio_n"] == 18
     assert row["Paper indexed"] == "95.3 %"
-    assert row["Paper CI ratio"] == PAPER_TABLE1[("vae", 16, 1.0)]["ci_ratio"]
+    assert row["Paper CI ratio (cm)"] == PAPER_TABLE1[("vae", 16, 1.0)]["ci_ratio"]
     beta = frame.set_index("variant").loc["betavae50"]
     assert beta["Loss"] == "beta-VAE (50)" and beta["Paper indexed"] == "39.2 %"
     assert frame.set_index("variant").loc["vae8"]["Paper indexed"] == ""
@@ -283,7 +287,7 @@ def test_metrics_and_table_rules_on_real_index_files(scan, decoded, tmp_path):
                            {"identity": {"loss": "vae", "latent_dim": SHAPE[0] * SHAPE[1]}}, EVALUATION,
                            str(tmp_path / "t.csv"), str(tmp_path / "t.md"), str(tmp_path / "t.html"))
     row = frame.set_index("variant").loc["identity"]
-    assert row["Indexed"] >= 95.0
+    assert row["Indexed"] >= 80.0  # the originals' share (see test_identity_metrics_are_exactly_one)
     assert row["IQ ratio (pq)"] == "1.00/1.00/1.00"
     assert "<table>" in (tmp_path / "t.html").read_text()
     assert (tmp_path / "t.csv").read_text().startswith("variant,")
@@ -300,3 +304,80 @@ def test_misorientation_in_chunks_equals_one_call_and_respects_m3m():
     quarter = np.array([[np.cos(np.pi / 4), 0, 0, np.sin(np.pi / 4)]])
     assert misorientation_deg(np.array([[1.0, 0, 0, 0]]), quarter)[0] < 1e-6
     assert misorientation_deg(np.zeros((0, 4)), np.zeros((0, 4))).shape == (0,)
+
+
+# -- quality measures on the screen, and Table 1's controls (issue 24) ------------------
+def test_the_screen_window_is_the_largest_square_on_the_screen():
+    from latentebsd.index import screen_window
+
+    yy, xx = np.mgrid[:60, :60]
+    disc = (yy - 29.5) ** 2 + (xx - 29.5) ** 2 <= 28.5**2
+    rows, cols = screen_window(disc)
+    side = rows.stop - rows.start
+    assert side == cols.stop - cols.start and disc[rows, cols].all()
+    # one pixel more on each side would leave the screen: 2 r / sqrt 2 = 40.3
+    assert side == 40 and not disc[rows.start - 1:rows.stop + 1, cols.start - 1:cols.stop + 1].all()
+    assert screen_window(np.ones((12, 20), bool)) == (slice(0, 12), slice(4, 16))
+    with pytest.raises(ValueError, match="no screen pixel"):
+        screen_window(np.zeros((5, 5), bool))
+
+
+def test_a_blank_disc_scores_far_below_the_patterns_on_every_band_measure(scan, decoded, tmp_path):
+    """The controls are measured like decoded patterns; a blank disc scores near 0 on
+    sharpness and on the Hough IQ (pq), indexes nowhere, and the identity decoder (a
+    perfect model) and a blurring decoder both score above it."""
+    from scipy.ndimage import gaussian_filter
+
+    from latentebsd.controls import control_patterns, quality_controls
+    from latentebsd.index import pattern_quality, screen_window
+    from latentebsd.io.controls import read_controls
+    from latentebsd.io.preprocessed import PreprocessedScan
+
+    out = tmp_path / "controls.h5"
+    quality_controls(scan["pre"], scan["orig_h5"], out, section("evaluation", {"controls": {"patterns": 20}}),
+                     seed=1, scan_name="s")
+    controls, attrs = read_controls(out)
+    assert set(controls) == {"blank_disc", "mean_pattern"} and attrs["scan"] == "s"
+    blank = controls["blank_disc"]
+    assert len(blank["points"]) == 20 and len(set(blank["points"])) == 20
+    assert not blank["indexed"].any()
+    assert np.nanmedian(blank["sharpness_ratio"]) < 0.2
+    assert np.nanmedian(np.nan_to_num(blank["iq_pq_ratio"], nan=0.0)) < 0.2
+    # a perfect model and a blurring one, pattern by pattern at the same points
+    perfect = pattern_metrics(scan["original"], decoded["arrays"])
+    pts = blank["points"]
+    assert np.nanmedian(perfect["sharpness_ratio"][pts]) > 0.9
+    _, mask, _ = read_screen(scan["pre"])
+    blurred = np.where(mask, np.stack([gaussian_filter(p, 1.0) for p in scan["patterns"][pts]]), 0.0)
+    q = pattern_quality(blurred, screen_window(mask), EVALUATION["sharpness"])
+    ratio = q["sharpness"] / scan["original"]["sharpness"][pts]
+    assert np.median(ratio) > 5 * max(np.nanmedian(blank["sharpness_ratio"]), 0.01)
+    with PreprocessedScan(scan["pre"]) as s:
+        pats = control_patterns(s)
+    on = pats["blank_disc"][mask]
+    assert np.ptp(on) < 1e-4 and not pats["blank_disc"][~mask].any()
+    assert pats["mean_pattern"][mask].min() == pytest.approx(-1.0, abs=1e-4)
+    assert pats["mean_pattern"][mask].max() == pytest.approx(1.0, abs=1e-4)
+
+
+def test_table1_shows_control_rows_and_the_originals_absolute_values(scan, decoded, tmp_path):
+    from latentebsd.controls import quality_controls
+
+    out = tmp_path / "m.h5"
+    run_metrics_rule(str(scan["orig_h5"]), str(decoded["h5"]), str(out), EVALUATION, "identity", "s")
+    ctrl = tmp_path / "c.h5"
+    quality_controls(scan["pre"], scan["orig_h5"], ctrl, section("evaluation", {"controls": {"patterns": 16}}))
+    frame = run_table_rule({"identity": [str(out)]},
+                           {"identity": {"loss": "vae", "latent_dim": SHAPE[0] * SHAPE[1]}}, EVALUATION,
+                           str(tmp_path / "t.csv"), str(tmp_path / "t.md"), str(tmp_path / "t.html"),
+                           control_paths=[str(ctrl)], original_paths=[str(scan["orig_h5"])])
+    assert list(frame["variant"]) == ["original", "control_blank_disc", "control_mean_pattern", "identity"]
+    rows = frame.set_index("variant")
+    assert rows.loc["control_blank_disc", "Indexed"] == 0.0
+    assert rows.loc["identity", "sharpness_ratio_q50"] > 5 * max(rows.loc["control_blank_disc", "sharpness_ratio_q50"], 0.01)
+    assert rows.loc["original", "Original IQ (pq)"].count("/") == 2
+    md = (tmp_path / "t.md").read_text()
+    assert "| Control: blank disc |  | control | 0.0 % |" in md
+    assert "| Loss | d | Source | Indexed | Indexed and agreeing | CI ratio (cm) | IQ ratio (pq) |" in md
+    assert "Originals (preprocessed patterns), absolute values" in md and "Krieger-Lassen" in md
+    assert "Indexed (any solution)" not in md and "iq_kp_ratio_q50" in (tmp_path / "t.csv").read_text()

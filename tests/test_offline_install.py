@@ -15,6 +15,7 @@ import h5py
 import numpy as np
 import pytest
 import yaml
+from packaging.specifiers import SpecifierSet
 
 from conftest import REPO, band_patterns
 from latentebsd import wheelhouse
@@ -36,11 +37,27 @@ def test_what_is_packed_leaves_out_the_node_torch_and_cuda() -> None:
     assert wheelhouse.to_pack(needed, have={"NumPy"}) == {"kikuchipy": "0.13.1"}
 
 
+def test_a_node_version_outside_a_required_range_is_packed() -> None:
+    """The H200 image's packaging 26.3 against Snakemake's packaging<26 (seen on the
+    first GPU run): pip can only install from the wheelhouse if it holds a packaging
+    in range; a node version in range is left to the node."""
+    needed = {"packaging": "25.0", "snakemake": "9.27.1", "numpy": "2.1.0"}
+    wanted = {"packaging": [SpecifierSet("<26,>=24.0"), SpecifierSet(">=20")],
+              "numpy": [SpecifierSet(">=1.23")]}
+    node = {"packaging": "26.3", "numpy": "2.5.2", "snakemake": None}
+    assert wheelhouse.to_pack(needed, node, wanted) == {"packaging": "25.0"}
+    node["packaging"] = "24.2"
+    assert wheelhouse.to_pack(needed, node, wanted) == {}
+    # the real closure asks exactly that of packaging (the conflict the node had)
+    closure = wheelhouse.required_specifiers("latentebsd", python_version="3.12")
+    assert not all(spec.contains("26.3") for spec in closure["packaging"])
+
+
 def test_node_list_and_pins_are_read_and_a_loose_pin_is_named(tmp_path: Path) -> None:
     freeze = tmp_path / "node.txt"
     freeze.write_text("numpy==2.1.0\n# comment\nTorch @ file:///wheels/torch.whl\n-e git+x#egg=y\n"
                       "scikit_learn==1.5\n")
-    assert wheelhouse.read_names(freeze) == {"numpy", "torch", "scikit-learn"}
+    assert wheelhouse.read_node(freeze) == {"numpy": "2.1.0", "torch": None, "scikit-learn": "1.5"}
     pins = _write(tmp_path, "a==1\nB_c==2.0 ; python_version>'3'\n")
     assert wheelhouse.read_pins(pins) == {"a": "1", "b-c": "2.0"}
     with pytest.raises(ValueError, match=r"loose\.txt:2: expected name==version"):

@@ -150,7 +150,6 @@ def _fake_metrics(n: int, ci: float, indexed: float) -> dict[str, np.ndarray]:
 
     m = {k: np.full(n, ci if k == "ci_ratio" else 0.5) for k in METRICS}
     m["indexed"] = np.arange(n) < indexed * n
-    m["indexed_any"] = np.ones(n, bool)
     m["indexed_original"] = np.ones(n, bool)
     m["valid"] = np.ones(n, bool)
     return m

@@ -443,8 +443,9 @@ def effective_width(variant: dict[str, Any], training: dict[str, Any]) -> float:
     )
 
 
-def _fan_in(m: nn.Module) -> float:
-    """Inputs summed into one output value (a stride-s transposed conv sees 1 / s^2 of its kernel)."""
+def fan_in(m: nn.Module) -> float:
+    """Inputs summed into one output value of a conv / transposed conv / linear layer
+    (a stride-s transposed conv sees 1 / s^2 of its kernel)."""
     if isinstance(m, nn.Linear):
         return float(m.in_features)
     kh, kw = m.kernel_size
@@ -477,7 +478,7 @@ def initialize_(module: nn.Module, init: str = "glorot") -> nn.Module:
         elif id(m) in residual:
             nn.init.zeros_(m.weight)
         else:
-            nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / (1.0 + LEAKY_SLOPE**2) / _fan_in(m)))
+            nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / (1.0 + LEAKY_SLOPE**2) / fan_in(m)))
         if m.bias is not None:
             nn.init.zeros_(m.bias)
     return module

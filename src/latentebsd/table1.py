@@ -21,6 +21,9 @@ import numpy as np
 import pandas as pd
 
 from latentebsd import config
+from latentebsd.controls import CONTROLS
+from latentebsd.io.controls import read_controls
+from latentebsd.io.index import read_index
 from latentebsd.index import PAPER_HOUGH_MAPPING
 from latentebsd.io.atomic import atomic_path, write_text
 from latentebsd.io.metrics import METRICS, read_metrics
@@ -60,14 +63,23 @@ PAPER_TABLE1: dict[tuple[str, int, float], dict[str, str]] = {
                               "sharpness_ratio": "0.05/0.09/0.29"},
 }
 
-#: Table 1 columns: (our metric, header, paper key).
+#: Table 1 columns: (our metric, header, paper key). The ratios are decoded / original
+#: per pattern; CI is PyEBSDIndex's ``cm`` and IQ its ``pq`` (the open analogues of OIM's).
 TABLE_COLUMNS = (
-    ("ci_ratio", "CI ratio", "ci_ratio"),
+    ("ci_ratio", "CI ratio (cm)", "ci_ratio"),
     ("iq_pq_ratio", "IQ ratio (pq)", "iq_ratio"),
-    ("iq_kp_ratio", "IQ ratio (kikuchipy)", None),
     ("misorientation_deg", "Misorientation (deg)", "misorientation_deg"),
     ("sharpness_ratio", "Sharpness ratio", "sharpness_ratio"),
 )
+#: Pooled into ``table1.csv`` but not shown: kikuchipy's Krieger-Lassen IQ scores a flat
+#: disc 0.997 and a blurred pattern above a sharp one (``benchmarks/quality_controls.py``),
+#: so it measures smoothness, not bands.
+CSV_ONLY_COLUMNS = (("iq_kp_ratio", "Krieger-Lassen IQ ratio (smoothness)", None),)
+#: The originals' absolute values under the table (what the ratios divide by):
+#: (index field, label, digits).
+ORIGINAL_FIELDS = (("cm", "CI (cm)", 2), ("pq", "IQ (pq)", 2), ("sharpness", "Sharpness", 3),
+                   ("iq_kp", "Krieger-Lassen IQ", 3), ("nmatch", "Matched bands", 0),
+                   ("fit", "Fit (deg)", 2))
 
 
 def format_quantiles(values: np.ndarray, quantiles: Sequence[float], digits: int = 2) -> str:
@@ -79,9 +91,29 @@ def format_quantiles(values: np.ndarray, quantiles: Sequence[float], digits: int
     return "/".join(f"{x:.{digits}f}" for x in np.quantile(v, list(quantiles)))
 
 
+def _pooled_row(per_scan: Sequence[Mapping[str, np.ndarray]], qs: Sequence[float],
+                agree_deg: float) -> dict[str, Any]:
+    """Indexed fractions and quantiles of every metric, pooled over the scans' valid patterns."""
+    columns = (*TABLE_COLUMNS, *CSV_ONLY_COLUMNS)
+    pooled = {k: np.concatenate([np.asarray(m[k])[np.asarray(m["valid"], bool)] for m in per_scan])
+              for k in ("indexed", *(c[0] for c in columns))}
+    agree = pooled["indexed"] & (np.nan_to_num(pooled["misorientation_deg"], nan=np.inf) < agree_deg)
+    row: dict[str, Any] = {"n_patterns": len(pooled["indexed"]), "Indexed": _percent(pooled["indexed"]),
+                           "Indexed and agreeing": _percent(agree)}
+    for metric, header, _ in columns:
+        row[header] = format_quantiles(pooled[metric], qs)
+        finite = pooled[metric][np.isfinite(pooled[metric])]
+        for q in qs:
+            row[f"{metric}_q{round(100 * q)}"] = float(np.quantile(finite, q)) if finite.size else np.nan
+        row[f"{metric}_n"] = int(finite.size)
+    return row
+
+
 def table1(metrics_by_variant: Mapping[str, Sequence[Mapping[str, np.ndarray]]],
            variants: Mapping[str, Mapping[str, Any]], settings: Mapping[str, Any] | None = None,
-           original_indexed: Sequence[np.ndarray] | None = None) -> pd.DataFrame:
+           original_indexed: Sequence[np.ndarray] | None = None,
+           controls: Mapping[str, Sequence[Mapping[str, np.ndarray]]] | None = None,
+           originals: Sequence[Mapping[str, np.ndarray]] | None = None) -> pd.DataFrame:
     """Table 1: one row per variant, metrics pooled over all scans, paper beside ours.
 
     Parameters
@@ -96,16 +128,24 @@ def table1(metrics_by_variant: Mapping[str, Sequence[Mapping[str, np.ndarray]]],
     original_indexed
         Per-scan ``indexed`` flags of the originals (valid patterns only), for a
         reference row; taken from the metrics when omitted.
+    controls
+        Control name (:data:`latentebsd.controls.CONTROLS`) -> per-scan metric dicts of
+        that control (:mod:`latentebsd.io.controls`): rows that a model must beat.
+    originals
+        Per-scan index arrays of the originals (:func:`latentebsd.io.index.read_index`):
+        their absolute quality (:data:`ORIGINAL_FIELDS`) in the original row.
 
     Returns
     -------
     pandas.DataFrame
         Columns ``variant``, ``Loss`` (label), ``d``, ``loss`` and ``beta`` (the variant's
-        loss name and KL weight), ``n_patterns``, ``Indexed`` (``%``),
-        ``Indexed (any solution)``, ``Indexed and agreeing`` (indexed within
-        ``agree_deg`` of the original's orientation), one ``"q10/q50/q90"`` column per metric of
-        :data:`TABLE_COLUMNS`, the numeric quantiles (``<metric>_q10`` ...), and the
-        paper's values (``Paper ...`` columns, empty where the paper has no such model).
+        loss name and KL weight), ``n_patterns``, ``Indexed`` (``%``), ``Indexed and
+        agreeing`` (indexed within ``agree_deg`` of the original's orientation), one
+        ``"q10/q50/q90"`` column per metric of :data:`TABLE_COLUMNS` and
+        :data:`CSV_ONLY_COLUMNS`, the numeric quantiles (``<metric>_q10`` ...), the
+        paper's values (``Paper ...`` columns, empty where the paper has no such model),
+        and in the original row ``Original <field>`` quantiles. Rows: the original, the
+        controls, the models.
     """
     cfg = config.section("evaluation") if settings is None else settings
     qs = cfg["quantiles"]
@@ -115,45 +155,35 @@ def table1(metrics_by_variant: Mapping[str, Sequence[Mapping[str, np.ndarray]]],
             raise ValueError(f"variant {name!r} is not in models.variants")
         if not per_scan:
             raise ValueError(f"no metrics for variant {name!r}")
-        pooled = {k: np.concatenate([np.asarray(m[k])[np.asarray(m["valid"], bool)]
-                                     for m in per_scan])
-                  for k in ("indexed", "indexed_any", *METRICS)}
-        n = len(pooled["indexed"])
         var = variants[name]
         key = variant_key(var)
-        agree = pooled["indexed"] & (np.nan_to_num(pooled["misorientation_deg"], nan=np.inf)
-                                     < cfg["agree_deg"])
         row: dict[str, Any] = {"variant": name, "Loss": loss_label(var), "d": key[1],
-                               "loss": key[0], "beta": key[2], "n_patterns": n,
-                               "Indexed": _percent(pooled["indexed"]),
-                               "Indexed (any solution)": _percent(pooled["indexed_any"]),
-                               "Indexed and agreeing": _percent(agree)}
-        for metric, header, _ in TABLE_COLUMNS:
-            row[header] = format_quantiles(pooled[metric], qs)
-        for metric, _, _ in TABLE_COLUMNS:
-            finite = pooled[metric][np.isfinite(pooled[metric])]
-            for q in qs:
-                row[f"{metric}_q{round(100 * q)}"] = (float(np.quantile(finite, q))
-                                                     if finite.size else np.nan)
-            row[f"{metric}_n"] = int(finite.size)
+                               "loss": key[0], "beta": key[2],
+                               **_pooled_row(per_scan, qs, cfg["agree_deg"])}
         paper = PAPER_TABLE1.get(key, {})
         row["Paper indexed"] = paper.get("indexed", "")
         for _, header, paper_key in TABLE_COLUMNS:
-            if paper_key is not None:
-                row[f"Paper {header}"] = paper.get(paper_key, "")
+            row[f"Paper {header}"] = paper.get(paper_key, "") if paper_key else ""
         rows.append(row)
+    control_rows = [{"variant": f"control_{name}", "Loss": CONTROLS.get(name, name), "d": "",
+                     "loss": "control", "beta": np.nan, **_pooled_row(per_scan, qs, cfg["agree_deg"])}
+                    for name, per_scan in (controls or {}).items() if per_scan]
     if original_indexed is None:
         first = next(iter(metrics_by_variant.values()), [])
         original_indexed = [np.asarray(m["indexed_original"])[np.asarray(m["valid"], bool)]
                             for m in first]
-    frame = pd.DataFrame(rows)
+    head = []
     if original_indexed:
         ref = np.concatenate([np.asarray(v, bool) for v in original_indexed])
         reference = {"variant": "original", "Loss": "Original (preprocessed)", "d": "",
                      "loss": "", "beta": np.nan, "n_patterns": len(ref), "Indexed": _percent(ref),
-                     "Indexed (any solution)": "", "Indexed and agreeing": ""}
-        frame = pd.concat([pd.DataFrame([reference]), frame], ignore_index=True)
-    return frame
+                     "Indexed and agreeing": ""}
+        for field, label, digits in ORIGINAL_FIELDS if originals else ():
+            values = np.concatenate([np.asarray(o[field], np.float64)[np.asarray(o["valid"], bool)]
+                                     for o in originals])
+            reference[f"Original {label}"] = format_quantiles(values, qs, digits)
+        head.append(reference)
+    return pd.DataFrame(head + control_rows + rows)
 
 
 def _percent(flags: np.ndarray) -> float:
@@ -169,40 +199,80 @@ def table1_notes(settings: Mapping[str, Any] | None = None) -> list[str]:
     qs = "/".join(f"{round(100 * q)} %" for q in cfg["quantiles"])
     return [
         f"Quantiles {qs} of the per-pattern values, pooled over all scans (valid patterns).",
-        f"Indexed: PyEBSDIndex solution with >= {cfg['min_nmatch']} matched bands; "
-        "'any solution': phase >= 0 (how OIM counts indexed points); 'and agreeing': "
-        f"indexed within {cfg['agree_deg']:g} deg of the original's orientation.",
-        "CI ratio: PyEBSDIndex confidence metric cm, decoded / original (the paper: EDAX OIM "
-        "CI). IQ ratio (pq): PyEBSDIndex mean Radon peak height (closest to EDAX IQ); "
-        "IQ ratio (kikuchipy): Krieger Lassen image quality. Ratios with an original "
-        "value of 0 are left out.",
+        f"Indexed: a PyEBSDIndex solution with >= {cfg['min_nmatch']} of the "
+        f"{cfg['hough']['nBands']} detected bands matched - what OIM users mean by an indexed "
+        "point, a solution that is not noise (white-noise discs get solutions from 3 - 4 "
+        "matched bands, never 5). Indexed and agreeing: also within "
+        f"{cfg['agree_deg']:g} deg of the original's orientation.",
+        "CI ratio (cm): PyEBSDIndex's confidence metric cm (the fraction of agreeing "
+        "triplet votes, the open analogue of EDAX OIM's CI), decoded / original. IQ ratio "
+        "(pq): PyEBSDIndex's pattern quality pq, the mean Radon (Hough) peak height, the "
+        "open analogue of EDAX's IQ. Ratios with an original value of 0 are left out.",
         "Misorientation: m-3m angle between decoded and original orientation (orix), "
         "patterns indexed in both.",
         f"Sharpness: F = fftshift({part}), M = max|F|, count(F > M / {s['divisor']:g}) / (H W), "
-        + ("on the 16-bit UP2 intensity scale (p + 1, off-screen mid-grey)."
-           if s["intensity"] == "up2" else "on the masked zero-mean [-1, 1] pattern."),
+        + ("on the 16-bit UP2 intensity scale (p + 1)" if s["intensity"] == "up2"
+           else "on the zero-mean [-1, 1] pattern")
+        + ", inside the largest square on the detector screen (no edge of the screen in it: "
+        "on the full frame a featureless disc scored 0.82). It counts noise as sharpness "
+        "(a white-noise disc scores ~1.1 x a real pattern), so a denoising decoder scores "
+        "below 1 whatever its bands.",
+        "Controls: a blank disc (every screen pixel the scan's mean) and the scan's mean "
+        "pattern, measured like decoded patterns at "
+        f"{cfg['controls']['patterns']} random points per scan; a model's numbers say "
+        "something about bands only where they are far above these.",
+        "Krieger-Lassen IQ (kikuchipy) ratios are in table1.csv only: a flat disc scores "
+        "0.997 and blurring raises it, so it measures smoothness, not bands.",
         "Hough: " + "; ".join(f"{k} -> {v}" for k, v in PAPER_HOUGH_MAPPING.items())
         + f" (used: {json.dumps(cfg['hough'])}).",
-        "Paper rows: Calvat et al. 2025, Table 1 (480 x 480 patterns binned to 120 x 120, "
-        "EDAX OIM 8 indexing); ours: this workflow's scans and indexer.",
+        "Paper rows: Calvat et al. 2025 (npj Comput. Mater., doi:10.1038/s41524-025-01770-8), "
+        "Table 1 (480 x 480 patterns binned to 120 x 120, EDAX OIM 8 indexing); ours: this "
+        "workflow's scans and indexer.",
     ]
 
 
-def table1_markdown(frame: pd.DataFrame, settings: Mapping[str, Any] | None = None) -> str:
-    """Table 1 as Markdown: an "ours" and a "paper" line per model, notes below."""
-    headers = ["Loss", "d", "", "Indexed", "Indexed (any solution)", "Indexed and agreeing",
-               *[h for _, h, _ in TABLE_COLUMNS]]
-    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+_HEADERS = ["Loss", "d", "Source", "Indexed", "Indexed and agreeing", *[h for _, h, _ in TABLE_COLUMNS]]
+
+
+def _table_lines(frame: pd.DataFrame) -> list[list[str]]:
+    """The rendered rows of Table 1: per model an "ours" and a "paper" line."""
+    out = []
     for _, row in frame.iterrows():
-        ours = [str(row["Loss"]), str(row["d"]), "ours", _fmt_pct(row["Indexed"]),
-                _fmt_pct(row["Indexed (any solution)"]), _fmt_pct(row["Indexed and agreeing"]),
-                *[str(row.get(h, "")) if isinstance(row.get(h, ""), str) else ""
-                  for _, h, _ in TABLE_COLUMNS]]
-        lines.append("| " + " | ".join(ours) + " |")
-        if row["variant"] != "original":
-            paper = ["", "", "paper", str(row.get("Paper indexed", "")), "", "",
-                     *[str(row.get(f"Paper {h}", "")) if p else "" for _, h, p in TABLE_COLUMNS]]
-            lines.append("| " + " | ".join(paper) + " |")
+        variant = str(row["variant"])
+        source = ("reference" if variant == "original" else "control"
+                  if variant.startswith("control_") else "ours")
+        cells = [str(row["Loss"]), str(row["d"]), source, _fmt_pct(row["Indexed"]),
+                 _fmt_pct(row.get("Indexed and agreeing", "")),
+                 *[str(row.get(h, "")) if isinstance(row.get(h, ""), str) else ""
+                   for _, h, _ in TABLE_COLUMNS]]
+        out.append(cells)
+        if source == "ours":
+            out.append(["", "", "paper", str(row.get("Paper indexed", "")), "",
+                        *[str(row.get(f"Paper {h}", "")) if p else "" for _, h, p in TABLE_COLUMNS]])
+    return out
+
+
+def _original_lines(frame: pd.DataFrame) -> tuple[list[str], list[str]] | None:
+    """Header and cells of the originals' absolute-values line, if the frame has them."""
+    labels = [label for _, label, _ in ORIGINAL_FIELDS if f"Original {label}" in frame.columns]
+    ref = frame[frame["variant"] == "original"]
+    if not labels or ref.empty:
+        return None
+    row = ref.iloc[0]
+    return labels, [str(row[f"Original {label}"]) for label in labels]
+
+
+def table1_markdown(frame: pd.DataFrame, settings: Mapping[str, Any] | None = None) -> str:
+    """Table 1 as Markdown: the original, the controls, an "ours" and a "paper" line per
+    model; the originals' absolute values and the notes below."""
+    lines = ["| " + " | ".join(_HEADERS) + " |", "|" + "---|" * len(_HEADERS)]
+    lines += ["| " + " | ".join(cells) + " |" for cells in _table_lines(frame)]
+    original = _original_lines(frame)
+    if original:
+        labels, cells = original
+        lines += ["", "Originals (preprocessed patterns), absolute values - what the ratios divide by:",
+                  "", "| " + " | ".join(labels) + " |", "|" + "---|" * len(labels),
+                  "| " + " | ".join(cells) + " |"]
     notes = "\n".join(f"- {n}" for n in table1_notes(settings))
     return "# Table 1: reconstruction quality seen by Hough indexing\n\n" + "\n".join(lines) \
         + "\n\n" + notes + "\n"
@@ -218,31 +288,28 @@ def _fmt_pct(value: Any) -> str:
 
 def table1_html(frame: pd.DataFrame, settings: Mapping[str, Any] | None = None) -> str:
     """Table 1 as a self-contained HTML page (for the Snakemake report)."""
-    headers = ["Loss", "d", "", "Indexed", "Indexed (any solution)", "Indexed and agreeing",
-               *[h for _, h, _ in TABLE_COLUMNS]]
     body = []
-    for _, row in frame.iterrows():
-        cells = [row["Loss"], row["d"], "ours", _fmt_pct(row["Indexed"]),
-                 _fmt_pct(row["Indexed (any solution)"]), _fmt_pct(row["Indexed and agreeing"]),
-                 *[row.get(h, "") if isinstance(row.get(h, ""), str) else ""
-                   for _, h, _ in TABLE_COLUMNS]]
-        body.append("<tr class='ours'>" + "".join(f"<td>{html.escape(str(c))}</td>"
-                                                  for c in cells) + "</tr>")
-        if row["variant"] != "original":
-            cells = ["", "", "paper", row.get("Paper indexed", ""), "", "",
-                     *[row.get(f"Paper {h}", "") if p else "" for _, h, p in TABLE_COLUMNS]]
-            body.append("<tr class='paper'>" + "".join(f"<td>{html.escape(str(c))}</td>"
-                                                       for c in cells) + "</tr>")
+    for cells in _table_lines(frame):
+        kind = {"paper": "paper", "control": "control", "reference": "reference"}.get(cells[2], "ours")
+        body.append(f"<tr class='{kind}'>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
+    original = _original_lines(frame)
+    extra = ""
+    if original:
+        labels, cells = original
+        extra = ("<p>Originals (preprocessed patterns), absolute values - what the ratios divide by:</p>"
+                 "<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in labels) + "</tr><tr>"
+                 + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr></table>")
     notes = "".join(f"<li>{html.escape(n)}</li>" for n in table1_notes(settings))
     return (
         "<!DOCTYPE html><html><head><meta charset='utf-8'><title>Table 1</title><style>"
         "body{font-family:sans-serif;font-size:13px}table{border-collapse:collapse}"
         "td,th{border:1px solid #bbb;padding:3px 8px;text-align:center}"
         "tr.paper td{color:#666;font-style:italic;border-bottom:2px solid #888}"
+        "tr.control td{background:#fbf3e6}tr.reference td{background:#eef4fb}"
         "th{background:#eee}</style></head><body>"
         "<h3>Table 1: reconstruction quality seen by Hough indexing (ours vs the paper)</h3>"
-        "<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in headers) + "</tr>"
-        + "".join(body) + f"</table><ul>{notes}</ul></body></html>\n"
+        "<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in _HEADERS) + "</tr>"
+        + "".join(body) + f"</table>{extra}<ul>{notes}</ul></body></html>\n"
     )
 
 
@@ -479,11 +546,18 @@ def trends_markdown(verdicts: Sequence[Mapping[str, Any]],
 
 def run_table_rule(metric_paths: Mapping[str, Sequence[str]], variants: Mapping[str, Any],
                    settings: Mapping[str, Any] | None, out_csv: str, out_md: str,
-                   out_html: str, out_trends: str | None = None) -> pd.DataFrame:
-    """What rule ``evaluate_table1`` runs: pool the per-pattern metrics into Table 1 and,
-    with ``out_trends``, state from it whether the paper's trends hold."""
+                   out_html: str, out_trends: str | None = None,
+                   control_paths: Sequence[str] = (), original_paths: Sequence[str] = ()) -> pd.DataFrame:
+    """What rule ``evaluate_table1`` runs: pool the per-pattern metrics into Table 1 (with
+    the quality controls of every scan and the originals' absolute values) and, with
+    ``out_trends``, state from it whether the paper's trends hold."""
     metrics = {name: [read_metrics(p)[0] for p in paths] for name, paths in metric_paths.items()}
-    frame = table1(metrics, variants, settings)
+    controls: dict[str, list[dict[str, np.ndarray]]] = {}
+    for path in control_paths:
+        for name, arrays in read_controls(path)[0].items():
+            controls.setdefault(name, []).append(arrays)
+    originals = [read_index(p)[0] for p in original_paths]
+    frame = table1(metrics, variants, settings, controls=controls, originals=originals or None)
     with atomic_path(out_csv) as tmp:
         frame.to_csv(tmp, index=False)
     write_text(out_md, table1_markdown(frame, settings))

@@ -24,10 +24,12 @@ move every weight by ~lr whatever the gradient's size, which at fan-ins of 2,500
 16,000 (Glorot weights ~0.01) is a ~10 % coherent change of every layer's gain,
 compounding through the encoder into jumps of the latent mean and log-variance
 (KL -> inf, then NaN). Two settings keep the paper's optimiser (lr, betas, batch,
-epochs) and make it train: ``lr_warmup_steps`` (a linear learning-rate warm-up from 0,
-:func:`learning_rate`) and ``grad_clip_norm`` (the global gradient norm clipped before
-each Adam step, so a loss spike cannot make a 3-lr step and inflate Adam's second
-moments). Both are in the fingerprint of a checkpoint.
+epochs) and make it train: ``lr_fan_in_ref`` (the paper's rate for layers of up to that
+many inputs, proportionally less for wider ones: :func:`layer_rate_groups`),
+``lr_warmup_steps`` (a linear learning-rate warm-up from 0, :func:`learning_rate`) and
+``grad_clip_norm`` (the global gradient norm clipped before each Adam step, so a loss
+spike cannot make a 3-lr step and inflate Adam's second moments). All three are in the
+fingerprint of a checkpoint.
 
 Determinism and resume
 ----------------------
@@ -70,6 +72,7 @@ from latentebsd.models import (
     augment,
     build_from_training,
     effective_width,
+    fan_in,
     kl_divergence,
     l2_scale,
     masked_l2,
@@ -127,6 +130,39 @@ def learning_rate(step: int, peak: float, warmup_steps: int) -> float:
     if warmup_steps <= 0:
         return float(peak)
     return float(peak) * min(1.0, (int(step) + 1) / float(warmup_steps))
+
+
+def layer_rate_groups(model: torch.nn.Module, fan_in_ref: float | None) -> list[dict[str, Any]]:
+    """Adam parameter groups with a learning-rate factor per layer (``lr_scale``):
+    ``min(1, fan_in_ref / fan-in)`` of the layer (:func:`latentebsd.models.fan_in`), its
+    bias with it; ``fan_in_ref = None``: one group, factor 1 (the paper's optimiser).
+
+    Why: Adam moves every weight by about the learning rate whatever its gradient, so
+    one step changes a layer's output by ~lr x fan-in of its scale when the steps of its
+    weights agree in sign - as they do early in training. Layers of up to ~2,600 inputs
+    (Table 2 at d <= 32: 9 x 9 x 32) train at the paper's 1e-3; the wider layers of
+    d = 128 / 256 (10,368 / 20,736 inputs) jumped by ~10 - 20 x their scale and the run
+    diverged (H200, batch 256: d = 256 non-finite at step 82 even with a 100-step
+    warm-up and clipping; ``benchmarks/paper_lr.py``). Scaling a layer's rate by 1 /
+    fan-in beyond a reference width is the muP rule for Adam (Yang et al. 2022,
+    "Tensor Programs V"): every layer then changes its output by the same relative
+    amount per step, at every d.
+    """
+    if fan_in_ref is None:
+        return [{"params": [p for p in model.parameters() if p.requires_grad], "lr_scale": 1.0}]
+    by_scale: dict[float, list[torch.nn.Parameter]] = {}
+    owned: set[int] = set()
+    for m in model.modules():
+        if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d, torch.nn.Linear)):
+            scale = min(1.0, float(fan_in_ref) / fan_in(m))
+            for p in m.parameters(recurse=False):
+                if p.requires_grad and id(p) not in owned:
+                    owned.add(id(p))
+                    by_scale.setdefault(scale, []).append(p)
+    rest = [p for p in model.parameters() if p.requires_grad and id(p) not in owned]
+    if rest:
+        by_scale.setdefault(1.0, []).extend(rest)
+    return [{"params": params, "lr_scale": scale} for scale, params in sorted(by_scale.items())]
 
 
 def clip_gradients(model: torch.nn.Module, max_norm: float | None) -> torch.Tensor | None:
@@ -463,7 +499,8 @@ def _setup(dataset_path: str | os.PathLike | SampleArrays, variant: dict[str, An
     memory_format = torch.channels_last if cfg["channels_last"] else torch.preserve_format
     model = model.to(device=device, memory_format=memory_format)
     optimizer = torch.optim.Adam(
-        model.parameters(), lr=float(cfg["learning_rate"]), betas=tuple(float(b) for b in cfg["adam_betas"])
+        layer_rate_groups(model, cfg["lr_fan_in_ref"]), lr=float(cfg["learning_rate"]),
+        betas=tuple(float(b) for b in cfg["adam_betas"]),
     )
     return _Session(
         variant=variant, beta=beta, cfg=cfg, device=device, model=model, optimizer=optimizer,
@@ -534,7 +571,7 @@ def _train_step(s: _Session, idx: torch.Tensor, beta: float, lr: float) -> torch
     if norm is not None:
         s.grad_norms.append(norm.detach())
     for group in s.optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr * group["lr_scale"]
     s.optimizer.step()
     return torch.stack([terms[m].detach().float() for m in METRICS])
 

@@ -56,6 +56,7 @@ from pathlib import Path
 
 from packaging.markers import default_environment
 from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 
 PROJECT = "latentebsd"
@@ -88,8 +89,21 @@ def installed_closure(project: str = PROJECT, extras: Sequence[str] = (),
         Naming a required distribution that is not installed here (its version cannot
         be pinned from this environment; give ``--requirements`` instead).
     """
+    return _walk(project, extras, python_version)[0]
+
+
+def required_specifiers(project: str = PROJECT, extras: Sequence[str] = (),
+                        python_version: str | None = None) -> dict[str, list[SpecifierSet]]:
+    """``{canonical name: [version ranges]}``: what the distributions of the closure of
+    ``project`` ask of each other (``snakemake`` asks ``packaging<26,>=24``)."""
+    return _walk(project, extras, python_version)[1]
+
+
+def _walk(project: str, extras: Sequence[str],
+          python_version: str | None) -> tuple[dict[str, str], dict[str, list[SpecifierSet]]]:
     env = target_environment(python_version or platform.python_version())
     found: dict[str, str] = {}
+    wanted_by: dict[str, list[SpecifierSet]] = {}
     todo: list[tuple[str, frozenset[str]]] = [(project, frozenset(extras))]
     seen: set[tuple[str, frozenset[str]]] = set()
     while todo:
@@ -106,13 +120,12 @@ def installed_closure(project: str = PROJECT, extras: Sequence[str] = (),
         found[key] = dist.version
         for line in dist.requires or []:
             req = Requirement(line)
-            if req.marker is None:
-                todo.append((req.name, frozenset(req.extras)))
-                continue
             # an extra's requirement counts when that extra is wanted
-            if any(req.marker.evaluate({**env, "extra": e}) for e in (wanted or {""})):
+            if req.marker is None or any(req.marker.evaluate({**env, "extra": e})
+                                         for e in (wanted or {""})):
                 todo.append((req.name, frozenset(req.extras)))
-    return found
+                wanted_by.setdefault(canonicalize_name(req.name), []).append(req.specifier)
+    return found, wanted_by
 
 
 def read_pins(path: str | Path) -> dict[str, str]:
@@ -137,24 +150,43 @@ def read_pins(path: str | Path) -> dict[str, str]:
     return pins
 
 
-def read_names(path: str | Path) -> set[str]:
-    """Canonical distribution names of a ``pip list --format=freeze`` / ``pip freeze``
-    file (``name==version``, ``name @ url``; comments and options ignored)."""
-    names = set()
+def read_node(path: str | Path) -> dict[str, str | None]:
+    """``{canonical name: version}`` of a node's ``pip list --format=freeze`` / ``pip
+    freeze`` file (``name==version``; ``name @ url`` has no version: ``None``; comments
+    and options ignored)."""
+    node: dict[str, str | None] = {}
     for raw in Path(path).read_text().splitlines():
         line = raw.split("#", 1)[0].strip()
-        if line and not line.startswith("-"):
-            names.add(canonicalize_name(re.split(r"[=<>!~ @;\[]", line, maxsplit=1)[0]))
-    return names
+        if not line or line.startswith("-"):
+            continue
+        name, _, rest = line.partition("==")
+        name = re.split(r"[<>!~ @;\[]", name, maxsplit=1)[0]
+        node[canonicalize_name(name)] = rest.split(";")[0].strip() or None if rest else None
+    return node
 
 
-def to_pack(needed: dict[str, str], have: Iterable[str] = (),
+def to_pack(needed: dict[str, str], have: dict[str, str | None] | Iterable[str] = (),
+            wanted_by: dict[str, list[SpecifierSet]] | None = None,
             project: str = PROJECT) -> dict[str, str]:
-    """What the wheelhouse must hold: ``needed`` minus the node's distributions
-    (``have``: names), :data:`NODE_PROVIDED` and the project itself (built separately)."""
-    have_keys = {canonicalize_name(h) for h in have}
+    """What the wheelhouse must hold: ``needed`` minus what the node has in a version
+    the closure accepts (``have``: name -> version, or names alone; ``wanted_by``: the
+    ranges of :func:`required_specifiers`), minus :data:`NODE_PROVIDED` and the project
+    itself (built separately). A node distribution outside a range is packed, so that
+    pip can replace it (the H200 image's ``packaging`` 26.3 against Snakemake's
+    ``packaging<26``)."""
+    node = dict(have) if isinstance(have, dict) else dict.fromkeys(have)
+    node = {canonicalize_name(k): v for k, v in node.items()}
+    wanted_by = wanted_by or {}
+
+    def accepted(name: str) -> bool:
+        if name not in node:
+            return False
+        version = node[name]
+        return version is None or all(spec.contains(version, prereleases=True)
+                                      for spec in wanted_by.get(name, []))
+
     return {name: version for name, version in sorted(needed.items())
-            if name not in have_keys and not NODE_PROVIDED.match(name)
+            if not accepted(name) and not NODE_PROVIDED.match(name)
             and name != canonicalize_name(project)}
 
 
@@ -175,7 +207,7 @@ def _pip(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "pip", *args], capture_output=True, text=True)
 
 
-def build(out: str | Path, python_version: str, have: Iterable[str] = (),
+def build(out: str | Path, python_version: str, have: dict[str, str | None] | Iterable[str] = (),
           requirements: str | Path | None = None, extras: Sequence[str] = (),
           arch: str | None = None, source: str | Path | None = None) -> dict[str, object]:
     """Fill ``out`` with the wheels of what a node lacks (module docstring).
@@ -194,9 +226,10 @@ def build(out: str | Path, python_version: str, have: Iterable[str] = (),
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    needed = read_pins(requirements) if requirements else installed_closure(PROJECT, extras,
-                                                                              python_version)
-    packed = to_pack(needed, have)
+    needed, wanted_by = _walk(PROJECT, extras, python_version)
+    if requirements:
+        needed = read_pins(requirements)
+    packed = to_pack(needed, have, wanted_by)
     wanted = [f"{name}=={version}" for name, version in packed.items()]
     target = ["--only-binary=:all:", "--no-deps", "--implementation", "cp",
               "--python-version", python_version, *(a for tag in platform_tags(arch)
@@ -245,7 +278,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help="pinned name==version lines to pack instead of this environment's closure")
     ap.add_argument("--extra", action="append", default=[], help="project extras, e.g. slurm")
     args = ap.parse_args(argv)
-    have = read_names(args.have) if args.have else set()
+    have = read_node(args.have) if args.have else {}
     summary = build(args.out, args.python_version, have, args.requirements, args.extra, args.arch)
     print(f"{args.out}: {len(summary['packed'])} dependencies "
           f"({len(summary['built_from_source'])} built from source) + {summary['project_wheel']}")

@@ -1,7 +1,7 @@
 """Per-pattern decoded-vs-original metrics: ``results/evaluation/metrics/{variant}/{scan}.h5``.
 
-One gzip-compressed dataset per metric (``valid``, ``indexed_original``, ``indexed``,
-``indexed_any`` and :data:`METRICS`, NaN where undefined) plus the map ``row`` / ``col``
+One gzip-compressed dataset per metric (``valid``, ``indexed_original``, ``indexed`` and
+:data:`METRICS`, NaN where undefined) plus the map ``row`` / ``col``
 of every pattern; attrs ``variant``, ``scan``, ``min_nmatch``, ``sharpness`` (and
 ``first_row`` / ``shard_n_rows`` in a shard's file).
 """
@@ -43,7 +43,7 @@ def read_metrics(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[s
     if not path.is_file():
         raise FileNotFoundError(f"{path}: metrics file not found")
     with h5py.File(path, "r") as f:
-        missing = [k for k in ("valid", "indexed", "indexed_any", *METRICS) if k not in f]
+        missing = [k for k in ("valid", "indexed", *METRICS) if k not in f]
         if missing:
             raise ValueError(f"{path}: not a metrics file (missing {missing})")
         return {k: f[k][()] for k in f}, dict(f.attrs)
