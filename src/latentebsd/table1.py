@@ -147,6 +147,7 @@ def table1(metrics_by_variant: Mapping[str, Sequence[Mapping[str, np.ndarray]]],
         original_indexed = [np.asarray(m["indexed_original"])[np.asarray(m["valid"], bool)]
                             for m in first]
     frame = pd.DataFrame(rows)
+    frame["wrong_phase_n"] = [_wrong_phase(metrics_by_variant[v]) for v in frame["variant"]]
     if original_indexed:
         ref = np.concatenate([np.asarray(v, bool) for v in original_indexed])
         reference = {"variant": "original", "Loss": "Original (preprocessed)", "d": "",
@@ -156,13 +157,23 @@ def table1(metrics_by_variant: Mapping[str, Sequence[Mapping[str, np.ndarray]]],
     return frame
 
 
+def _wrong_phase(per_scan: Sequence[Mapping[str, np.ndarray]]) -> int:
+    """Valid decoded patterns indexed as another phase than their original (metrics
+    files written before phases were recorded: 0)."""
+    return int(sum(np.count_nonzero(np.asarray(m["wrong_phase"], bool)
+                                    & np.asarray(m["valid"], bool))
+                   for m in per_scan if "wrong_phase" in m))
+
+
 def _percent(flags: np.ndarray) -> float:
     flags = np.asarray(flags, bool)
     return round(100.0 * flags.mean(), 1) if flags.size else float("nan")
 
 
-def table1_notes(settings: Mapping[str, Any] | None = None) -> list[str]:
-    """The definitions a Table 1 rendering states under the table."""
+def table1_notes(settings: Mapping[str, Any] | None = None,
+                 frame: pd.DataFrame | None = None) -> list[str]:
+    """The definitions a Table 1 rendering states under the table (with ``frame``, also
+    how many decoded patterns each variant indexed as the wrong phase)."""
     cfg = config.section("evaluation") if settings is None else settings
     s = cfg["sharpness"]
     part = "Re(FFT2(p))" if s["part"] == "real" else "|FFT2(p)|"
@@ -176,8 +187,10 @@ def table1_notes(settings: Mapping[str, Any] | None = None) -> list[str]:
         "CI). IQ ratio (pq): PyEBSDIndex mean Radon peak height (closest to EDAX IQ); "
         "IQ ratio (kikuchipy): Krieger Lassen image quality. Ratios with an original "
         "value of 0 are left out.",
-        "Misorientation: m-3m angle between decoded and original orientation (orix), "
-        "patterns indexed in both.",
+        "Misorientation: angle between decoded and original orientation in the symmetry "
+        "(Laue group) of the scan's phase (orix), patterns indexed in both as the same "
+        "phase; a decoded pattern indexed as another phase than its original has none and "
+        "counts as not agreeing (table1.csv: wrong_phase_n)." + _wrong_phase_note(frame),
         f"Sharpness: F = fftshift({part}), M = max|F|, count(F > M / {s['divisor']:g}) / (H W), "
         + ("on the 16-bit UP2 intensity scale (p + 1, off-screen mid-grey)."
            if s["intensity"] == "up2" else "on the masked zero-mean [-1, 1] pattern."),
@@ -186,6 +199,15 @@ def table1_notes(settings: Mapping[str, Any] | None = None) -> list[str]:
         "Paper rows: Calvat et al. 2025, Table 1 (480 x 480 patterns binned to 120 x 120, "
         "EDAX OIM 8 indexing); ours: this workflow's scans and indexer.",
     ]
+
+
+def _wrong_phase_note(frame: pd.DataFrame | None) -> str:
+    if frame is None or "wrong_phase_n" not in frame:
+        return ""
+    counts = [(r["variant"], int(r["wrong_phase_n"])) for _, r in frame.iterrows()
+              if r["variant"] != "original" and pd.notna(r["wrong_phase_n"])]
+    wrong = [f"{v} {n}" for v, n in counts if n]
+    return " Decoded patterns indexed as the wrong phase: " + ", ".join(wrong) + "." if wrong else ""
 
 
 def table1_markdown(frame: pd.DataFrame, settings: Mapping[str, Any] | None = None) -> str:
@@ -203,7 +225,7 @@ def table1_markdown(frame: pd.DataFrame, settings: Mapping[str, Any] | None = No
             paper = ["", "", "paper", str(row.get("Paper indexed", "")), "", "",
                      *[str(row.get(f"Paper {h}", "")) if p else "" for _, h, p in TABLE_COLUMNS]]
             lines.append("| " + " | ".join(paper) + " |")
-    notes = "\n".join(f"- {n}" for n in table1_notes(settings))
+    notes = "\n".join(f"- {n}" for n in table1_notes(settings, frame))
     return "# Table 1: reconstruction quality seen by Hough indexing\n\n" + "\n".join(lines) \
         + "\n\n" + notes + "\n"
 
@@ -233,7 +255,7 @@ def table1_html(frame: pd.DataFrame, settings: Mapping[str, Any] | None = None) 
                      *[row.get(f"Paper {h}", "") if p else "" for _, h, p in TABLE_COLUMNS]]
             body.append("<tr class='paper'>" + "".join(f"<td>{html.escape(str(c))}</td>"
                                                        for c in cells) + "</tr>")
-    notes = "".join(f"<li>{html.escape(n)}</li>" for n in table1_notes(settings))
+    notes = "".join(f"<li>{html.escape(n)}</li>" for n in table1_notes(settings, frame))
     return (
         "<!DOCTYPE html><html><head><meta charset='utf-8'><title>Table 1</title><style>"
         "body{font-family:sans-serif;font-size:13px}table{border-collapse:collapse}"
