@@ -169,7 +169,8 @@ def test_hcp_titanium_within_1_deg(titanium):
 def test_two_phase_scan_phase_map_and_orientations(duplex):
     truth_phase = duplex["truth"]["phase_id"]
     agree = float(np.mean(duplex["maps"]["phase_id"] == truth_phase))
-    print(f"two-phase: {100 * within(duplex['angle']):.1f} % within 1 deg, phase map "
+    print(f"two-phase: {100 * within(duplex['angle']):.1f} % within 1 deg (median "
+          f"{np.nanmedian(duplex['angle']):.3f} deg), phase map "
           f"{100 * agree:.1f} % right, fractions {np.bincount(truth_phase.ravel()) / truth_phase.size}")
     assert 0 < truth_phase.mean() < 1  # both phases present
     grains = duplex["truth"]["grain_id"]
