@@ -12,6 +12,7 @@ rule index_scan:
         ang="results/index/{source}/{scan}.ang",
     params:
         settings=config["evaluation"],
+        phases=lambda wc: P.phases[wc.scan],
     wildcard_constraints:
         scan=P.whole_scans,
     log:

@@ -15,4 +15,5 @@ if "snakemake" in globals():
             source=snakemake.wildcards.source,  # noqa: F821
             threads=snakemake.threads,  # noqa: F821
             rows=snakemake.params.get("rows"),  # noqa: F821
+            phases=snakemake.params.phases,  # noqa: F821
         )

@@ -14,4 +14,6 @@ if "snakemake" in globals():
             settings=snakemake.params.settings,  # noqa: F821
             seed=snakemake.params.seed,  # noqa: F821
             grading=spec.get("grading"),
+            materials=spec.get("materials"),
+            fractions=spec.get("fractions"),
         )

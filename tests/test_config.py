@@ -91,13 +91,14 @@ def test_user_scan_needs_exactly_one_source(default_config):
     with pytest.raises(ConfigError, match=r"scans\.mine: give exactly one of"):
         validate_config(default_config)
     # without pc: the file's (checked at preprocessing, tests/test_user_scans.py)
-    default_config["scans"]["mine"] = {"path": "x.up2"}
+    default_config["scans"]["mine"] = {"path": "x.up2", "phases": ["FCC"]}
     validate_config(default_config)
     assert "sample_tilt" not in default_config["scans"]["mine"]  # no default over the file's
 
 
 def test_per_scan_binning_and_background_keys(default_config):
-    default_config["scans"]["mine"] = {"path": "x.h5", "binning": 1, "background": "static"}
+    default_config["scans"]["mine"] = {"path": "x.h5", "binning": 1, "background": "static",
+                                       "phases": ["FCC"]}
     validate_config(default_config)
     assert default_config["preprocess"]["background"] == "mean"  # the paper's default
     bad = copy.deepcopy(default_config)

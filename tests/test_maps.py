@@ -294,7 +294,7 @@ def test_the_plan_of_a_config():
     config = validate_config({
         "scans": {"w": {"simulate": {"microstructure": "wrought", "map_shape": [4, 5]}},
                   "a": {"simulate": {"microstructure": "am", "map_shape": [4, 5]}},
-                  "real": {"path": "x.up2", "pc": [0.5, 0.5, 0.6]}},
+                  "real": {"path": "x.up2", "pc": [0.5, 0.5, 0.6], "phases": ["FCC"]}},
         "models": {"variants": {"vae64": {"loss": "vae", "latent_dim": 64}, "vae16": {"loss": "vae", "latent_dim": 16},
                                 "betavae15": {"loss": "beta_vae", "latent_dim": 128, "beta": 15}}},
         "maps": {"top_k": 2, "beta_variants": ["vae128", "betavae15"]},

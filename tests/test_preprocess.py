@@ -250,7 +250,8 @@ def test_per_scan_binning_overrides_and_is_named(tmp_path, tiny_scan):
     """``scans.<name>.binning`` wins over ``preprocess.binning``, and its error names it."""
     from latentebsd.preprocess import run_preprocess_rule
 
-    scan_cfg = {"path": str(tiny_scan["path"]), "pc": [0.5, 0.45, 0.6], "binning": 3}
+    scan_cfg = {"path": str(tiny_scan["path"]), "pc": [0.5, 0.45, 0.6], "sample_tilt": 70,
+                "camera_tilt": 0, "binning": 3}
     out = run_preprocess_rule("mine", str(tiny_scan["path"]), None, str(tmp_path / "a.h5"),
                               scan_cfg, settings(binning=2))
     with h5py.File(out) as f:

@@ -223,9 +223,10 @@ def test_edax_h5ebsd_placeholder_pc_is_an_error_and_the_config_pc_wins(tmp_path,
     assert run["attrs"]["background"] == "mean"
 
 
-def test_edax_up1_needs_nav_shape_and_step_then_runs(tmp_path):
-    """UP1 stores neither the map shape nor the step: each missing key is named; with
-    nav_shape, step_um and pc in the config the shipped 3 x 3 file runs end to end."""
+def test_edax_up1_needs_nav_shape_step_and_tilts_then_runs(tmp_path):
+    """UP1 stores neither the map shape, the step nor the tilts: each missing key is
+    named; with nav_shape, step_um, pc and both tilts in the config the shipped 3 x 3
+    file runs end to end."""
     path = shipped("edax_binary/edax_binary.up1")
     with pytest.raises(PatternFileError, match=r"store no map shape: set nav_shape"):
         run_preprocess_rule("up1", str(path), None, str(tmp_path / "x.h5"),
@@ -234,8 +235,18 @@ def test_edax_up1_needs_nav_shape_and_step_then_runs(tmp_path):
         run_preprocess_rule("up1", str(path), None, str(tmp_path / "x.h5"),
                             {"path": str(path), "pc": NI_PC, "nav_shape": [3, 3]},
                             section("preprocess", {"binning": 1}))
-    run = run_scan(tmp_path, "up1", path, {"pc": NI_PC, "nav_shape": [3, 3], "step_um": 1.5},
-                   binning=2)
+    cfg = {"path": str(path), "pc": NI_PC, "nav_shape": [3, 3], "step_um": 1.5}
+    with pytest.raises(PatternFileError, match=r"config key scans\.up1\.sample_tilt: .* stores "
+                                               r"no sample tilt and the config gives none"):
+        run_preprocess_rule("up1", str(path), None, str(tmp_path / "x.h5"), cfg,
+                            section("preprocess", {"binning": 1}))
+    with pytest.raises(PatternFileError, match=r"config key scans\.up1\.camera_tilt: .*"
+                                               r"\(edax_binary\) stores no camera tilt"):
+        run_preprocess_rule("up1", str(path), None, str(tmp_path / "x.h5"),
+                            {**cfg, "sample_tilt": 70}, section("preprocess", {"binning": 1}))
+    assert not (tmp_path / "x.h5").exists()
+    run = run_scan(tmp_path, "up1", path, {"pc": NI_PC, "nav_shape": [3, 3], "step_um": 1.5,
+                                           "sample_tilt": 70, "camera_tilt": 0}, binning=2)
     check_pipeline(run, (3, 3), (30, 30), 1.5)
     assert (run["geometry"].sample_tilt, run["geometry"].camera_tilt) == (70.0, 0.0)
 
@@ -294,21 +305,27 @@ def test_oxford_h5oina_pc_converted_to_bruker(tmp_path):
 
 def test_oxford_ebsp_stores_no_geometry(tmp_path, caplog):
     """Oxford's .ebsp holds patterns and beam positions only: the step comes from the
-    file, the PC must come from the config (named when missing), the tilts fall back to
-    70 / 0 (logged as such), and static is a clear error."""
+    file, the PC and both tilts must come from the config (each named when missing), and
+    static is a clear error."""
     path = shipped("oxford_binary/patterns.ebsp")
     with pytest.raises(PatternFileError, match=r"config key scans\.ebsp\.pc: .*\(oxford_binary\)"):
         run_preprocess_rule("ebsp", str(path), None, str(tmp_path / "x.h5"),
                             {"path": str(path)}, section("preprocess", {"binning": 1}))
     with pytest.raises(PatternFileError, match=r"config key preprocess\.background: static, but"):
         run_preprocess_rule("ebsp", str(path), None, str(tmp_path / "x.h5"),
-                            {"path": str(path), "pc": NI_PC},
+                            {"path": str(path), "pc": NI_PC, "sample_tilt": 70, "camera_tilt": 0},
                             section("preprocess", {"binning": 1, "background": "static"}))
+    with pytest.raises(PatternFileError, match=r"config key scans\.ebsp\.camera_tilt: .*"
+                                               r"\(oxford_binary\) stores no camera tilt"):
+        run_preprocess_rule("ebsp", str(path), None, str(tmp_path / "x.h5"),
+                            {"path": str(path), "pc": NI_PC, "sample_tilt": 70},
+                            section("preprocess", {"binning": 1}))
     with caplog.at_level(logging.INFO, logger="latentebsd.preprocess"):
-        run = run_scan(tmp_path, "ebsp", path, {"pc": NI_PC}, binning=1)
+        run = run_scan(tmp_path, "ebsp", path, {"pc": NI_PC, "sample_tilt": 70,
+                                                "camera_tilt": 0}, binning=1)
     check_pipeline(run, (3, 3), (60, 60), 1.5)
     assert (run["geometry"].sample_tilt, run["geometry"].camera_tilt) == (70.0, 0.0)
-    assert "sample tilt 70 from default (neither config nor file)" in caplog.text
+    assert "sample tilt 70 from config; camera tilt 0 from config" in caplog.text
 
 
 # -- EMsoft ----------------------------------------------------------------------------
@@ -323,7 +340,12 @@ def test_emsoft_single_pattern_pc_from_the_name_list(tmp_path):
                                                r"scans\.emsoft\.step_um"):
         run_preprocess_rule("emsoft", str(path), None, str(tmp_path / "x.h5"),
                             {"path": str(path)}, section("preprocess", {"binning": 8}))
-    run = run_scan(tmp_path, "emsoft", path, {"step_um": 1.0, "background": "none"}, binning=8)
+    with pytest.raises(PatternFileError, match=r"config key scans\.emsoft\.sample_tilt: .*"
+                                               r"\(emsoft_ebsd\) stores no sample tilt"):
+        run_preprocess_rule("emsoft", str(path), None, str(tmp_path / "x.h5"),
+                            {"path": str(path), "step_um": 1.0}, section("preprocess", {"binning": 8}))
+    run = run_scan(tmp_path, "emsoft", path, {"step_um": 1.0, "background": "none",
+                                              "sample_tilt": 70}, binning=8)
     check_pipeline(run, (1, 1), (60, 80), 1.0)
     assert run["attrs"]["background"] == "none"
     g = run["geometry"]
@@ -374,7 +396,7 @@ def test_emsoft_dummy_of_blank_10_pixel_patterns_is_refused(tmp_path):
     reader = PatternReader(path)
     assert reader.map_shape == (1, 10) and reader.pattern_shape == (10, 10)
     np.testing.assert_allclose(reader.stored_geometry["pc"], file_pc(path)[0])
-    cfg = {"path": str(path), "step_um": 1.0, "background": "none"}
+    cfg = {"path": str(path), "step_um": 1.0, "background": "none", "sample_tilt": 70}
     with pytest.raises(PatternFileError, match=r"10 constant \(blank or all-zero\) pattern\(s\)"):
         run_preprocess_rule("tiny", str(path), None, str(tmp_path / "tiny.h5"), cfg,
                             section("preprocess", {"binning": 1}))
@@ -393,10 +415,10 @@ def test_single_pattern_h5ebsd_without_a_map_is_refused():
         PatternReader(path)
 
 
-def test_the_plan_stops_before_anything_runs_when_the_pc_is_missing(tmp_path):
+def test_the_plan_stops_before_anything_runs_when_the_pc_or_a_tilt_is_missing(tmp_path):
     """The DAG is not even built for a user's scan whose file and config both lack the
-    pattern centre, or whose file has no static background that the config asks for:
-    the same errors, naming the key, as rule preprocess."""
+    pattern centre or the camera tilt, or whose file has no static background that the
+    config asks for: the same errors, naming the key, as rule preprocess."""
     import yaml
 
     from conftest import REPO
@@ -405,13 +427,19 @@ def test_the_plan_stops_before_anything_runs_when_the_pc_is_missing(tmp_path):
 
     base = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     nordif, ebsp = shipped("nordif/Pattern.dat"), shipped("oxford_binary/patterns.ebsp")
+    tilts = {"sample_tilt": 70, "camera_tilt": 0}
     for scans, message in (
-            ({"mine": {"path": str(nordif)}}, r"config key scans\.mine\.pc: .* stores no pattern centre"),
-            ({"mine": {"path": str(ebsp), "pc": NI_PC, "background": "static"}},
+            ({"mine": {"path": str(nordif), "phases": ["FCC"]}},
+             r"config key scans\.mine\.pc: .* stores no pattern centre"),
+            ({"mine": {"path": str(ebsp), "pc": NI_PC, "phases": ["FCC"], "sample_tilt": 70}},
+             r"config key scans\.mine\.camera_tilt: .* stores no camera tilt"),
+            ({"mine": {"path": str(ebsp), "pc": NI_PC, "background": "static", **tilts,
+                       "phases": ["FCC"]}},
              r"config key scans\.mine\.background: static, but .* stores no static background")):
         config = validate_config({**base, "scans": scans})
         with pytest.raises(PatternFileError, match=message):
             make_plan(config)
     config = validate_config({**base, "scans": {"mine": {"path": str(nordif), "pc": NI_PC,
-                                                          "background": "static"}}})
+                                                          "background": "static",
+                                                          "phases": ["FCC"]}}})
     assert make_plan(config).scans == ["mine"]

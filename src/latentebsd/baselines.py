@@ -65,9 +65,18 @@ def _chunks(scan: PreprocessedScan, chunk_size: int, at_least: int,
         yield start, (x[scan.valid[start:stop]] if valid_only else x)
 
 
+def fitted_components(k: int, n_valid: int) -> int:
+    """How many components a scan of ``n_valid`` valid patterns can give: ``k``, or
+    ``n_valid`` on a scan with fewer patterns (a tiny map)."""
+    if n_valid < 1:
+        raise ValueError("no valid pattern to fit a baseline to")
+    return min(int(k), int(n_valid))
+
+
 def fit_baseline(scan: PreprocessedScan, method: str, k: int, seed: int,
                  chunk_size: int) -> tuple[Any, float]:
-    """A fitted ``IncrementalPCA`` / ``MiniBatchNMF`` of the scan's valid patterns, and
+    """A fitted ``IncrementalPCA`` / ``MiniBatchNMF`` of the scan's valid patterns (k
+    components, or as many as it has valid patterns: :func:`fitted_components`), and
     the shift added to the pixels before (NMF: 1, to make them non-negative)."""
     # scikit-learn costs ~1 s to import, and latentebsd.plan (read at every Snakemake
     # start) imports this module for the baseline names only
@@ -75,10 +84,7 @@ def fit_baseline(scan: PreprocessedScan, method: str, k: int, seed: int,
 
     if method not in METHODS:
         raise ValueError(f"config key benchmark.baselines: expected {METHODS}, got {method!r}")
-    n_valid = int(scan.valid.sum())
-    if n_valid < k:
-        raise ValueError(f"{scan.path}: {n_valid} valid patterns cannot give {k} components "
-                         f"(config key benchmark.components)")
+    k = fitted_components(k, int(scan.valid.sum()))
     if method == "pca":
         model, shift, passes = IncrementalPCA(n_components=k), 0.0, 1
     else:
@@ -96,16 +102,30 @@ def baseline_scan(preprocessed_path: str | os.PathLike, cube_path: str | os.Path
                   chunk_size: int = 4096, scan_name: str = "") -> dict[str, Any]:
     """Fit a baseline to one preprocessed scan and write its component scores as a cube.
 
+    A scan with fewer valid patterns than ``k`` (a tiny map) gets as many components as
+    it has patterns, under the configured name (``pca16`` with 9 components on a 3 x 3
+    map); the cube's ``latent_dim`` is the number fitted, its attribute
+    ``requested_components`` the configured ``k``, and the log says so.
+
     Returns
     -------
     dict
-        ``method``, ``k``, the variant name and (PCA) ``explained_variance_ratio``.
+        ``method``, ``k`` (fitted), ``requested``, the variant name and (PCA)
+        ``explained_variance_ratio``.
     """
     name = baseline_name(method, k)
+    requested = int(k)
     with PreprocessedScan(preprocessed_path) as scan:
+        n_valid = int(scan.valid.sum())
+        k = fitted_components(requested, n_valid)
+        if k < requested:
+            log.warning("%s / %s: %d valid patterns give only %d of the %d components "
+                        "(config key benchmark.components): the cube holds %d", scan_name,
+                        name, n_valid, k, requested, k)
         model, shift = fit_baseline(scan, method, k, seed, chunk_size)
         g = scan.geometry
         attrs = {"scan": scan_name, "variant": name, "latent_dim": k, "step_um": g.step_um,
+                 "requested_components": requested,
                  "n_rows": g.n_rows, "n_cols": g.n_cols, "data_reduction_factor": float("nan"),
                  "baseline": method, "model_variant": json.dumps({"loss": method, "latent_dim": k}),
                  "source_patterns": str(Path(preprocessed_path).resolve()),
@@ -119,7 +139,7 @@ def baseline_scan(preprocessed_path: str | os.PathLike, cube_path: str | os.Path
                 valid = scan.valid[start:start + len(x)].reshape(rows, g.n_cols)
                 scores[~valid.ravel()] = 0.0
                 writer.write(r0, scores.reshape(rows, g.n_cols, k).transpose(2, 0, 1), None, valid)
-    info = {"method": method, "k": k, "variant": name}
+    info = {"method": method, "k": k, "requested": requested, "variant": name}
     if method == "pca":
         info["explained_variance_ratio"] = float(model.explained_variance_ratio_.sum())
     log.info("%s / %s: %s", scan_name, name, info)

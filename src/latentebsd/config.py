@@ -25,6 +25,8 @@ from typing import Any
 import jsonschema
 import yaml
 
+from latentebsd.phases import PhaseError, check_entries
+
 #: The schema ships inside the package (``latentebsd/schema.yaml``, in the repository a
 #: link to ``config/schema.yaml``), so that a non-editable install - a wheel on a
 #: cluster node - validates configs in every job without the repository beside it.
@@ -195,6 +197,36 @@ def _check_evaluation(evaluation: Mapping[str, Any]) -> None:
               f"and col0 < col1, got {region}")
 
 
+def _check_scan_phases(name: str, scan: Mapping[str, Any]) -> None:
+    """A user's scan that is indexed names its phases; a simulated one takes its
+    materials' (and fractions match them). CIF files and reflectors are checked when
+    the plan is made (:func:`latentebsd.plan.check_user_scans`)."""
+    key = f"scans.{name}.phases"
+    if "simulate" in scan:
+        if "phases" in scan:
+            _fail(key, f"scan {name} is simulated: its phases are those of "
+                  f"scans.{name}.simulate.materials; remove phases")
+        spec = scan["simulate"]
+        fractions = spec.get("fractions")
+        n = len(spec.get("materials", ["nickel"]))
+        if fractions is not None and (len(fractions) != n or sum(fractions) <= 0):
+            _fail(f"scans.{name}.simulate.fractions", f"expected one probability per "
+                  f"material ({n}), not all zero, got {fractions}")
+        return
+    if "phases" not in scan:
+        if scan.get("role", "both") == "both":
+            _fail(key, f"required for your own scan {name}: the crystal phases it is "
+                  "indexed with, e.g. phases: [BCC] (a ferritic steel), [FCC] (nickel, "
+                  "austenite, aluminium), [{type: HCP, name: Ti, lattice: [2.951, 2.951, "
+                  "4.686, 90, 90, 120]}], [BCC, FCC] (a duplex steel) or "
+                  "[{name: ferrite, cif: data/fe.cif}]")
+        return
+    try:
+        check_entries(scan["phases"], key)
+    except PhaseError as err:
+        raise ConfigError(str(err)) from None
+
+
 _CHECKS = {"simulation": _check_simulation, "training": _check_training, "maps": _check_maps,
            "evaluation": _check_evaluation}
 
@@ -207,6 +239,7 @@ def _check_cross_references(config: dict) -> None:
                   "or 'path' (your own pattern file)")
         # A user's scan without pc takes the file's (checked when it is preprocessed:
         # latentebsd.preprocess.geometry_from_config)
+        _check_scan_phases(name, scan)
         background = scan.get("background", config.get("preprocess", {}).get("background"))
         if "simulate" in scan and background == "static":
             key = (f"scans.{name}.background" if "background" in scan

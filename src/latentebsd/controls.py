@@ -35,6 +35,7 @@ from latentebsd.io.index import INDEX_DTYPE, read_index
 from latentebsd.io.patterns import UP2_RANGE, from_uint16, to_uint16
 from latentebsd.io.preprocessed import PreprocessedScan
 from latentebsd.metrics import pattern_metrics
+from latentebsd.phases import phases_of
 from latentebsd.shards import rows_per_block
 
 log = logging.getLogger(__name__)
@@ -86,7 +87,7 @@ def quality_controls(preprocessed_path: str | os.PathLike, original_index_path: 
         Control name -> per-point metric arrays.
     """
     cfg = config.section("evaluation") if settings is None else settings
-    original, _, _ = read_index(original_index_path)
+    original, _, index_attrs = read_index(original_index_path)
     with PreprocessedScan(preprocessed_path) as scan:
         if len(original["phase"]) != scan.n_patterns:
             raise ValueError(f"{original_index_path}: {len(original['phase'])} patterns, "
@@ -95,7 +96,8 @@ def quality_controls(preprocessed_path: str | os.PathLike, original_index_path: 
         patterns = control_patterns(scan, cfg["chunk_size"])
         points = sample_points(scan.valid, cfg["controls"]["patterns"], seed)
     window = screen_window(mask)
-    indexer = build_indexer(geometry, patternmask=mask, **cfg["hough"])
+    phases = phases_of(index_attrs)  # the scan's phases, as its original was indexed
+    indexer = build_indexer(geometry, phase_list=phases, patternmask=mask, **cfg["hough"])
     reference = {k: np.asarray(v)[points] for k, v in original.items()
                  if np.ndim(v) >= 1 and len(v) == geometry.n_patterns}
     metrics, quality = {}, {}
@@ -107,7 +109,7 @@ def quality_controls(preprocessed_path: str | os.PathLike, original_index_path: 
         q = {k: np.full(len(points), v[0]) for k, v in pattern_quality(stack[:1], window,
                                                                        cfg["sharpness"]).items()}
         decoded = {**{f: result[f] for f in INDEX_DTYPE.names}, **q}
-        metrics[name] = pattern_metrics(reference, decoded, cfg["min_nmatch"])
+        metrics[name] = pattern_metrics(reference, decoded, cfg["min_nmatch"], phases)
         quality[name] = {"pq_median": float(np.median(result["pq"])),
                          "cm_median": float(np.median(result["cm"])),
                          "sharpness": float(q["sharpness"][0]), "iq_kp": float(q["iq_kp"][0])}

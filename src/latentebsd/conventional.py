@@ -2,19 +2,28 @@
 
 Computed from the Hough indexing of the preprocessed patterns
 (:func:`latentebsd.index.index_scan`), written to :mod:`latentebsd.io.conventional`,
-drawn as Fig 2 (IPF map) and a panel of IQ, GROD, KAM and sharpness:
+drawn as Fig 2 (IPF map) and a panel of IQ, GROD, KAM and sharpness (and, for a scan
+of several phases, the phase map). Every orientation map follows the scan's phases
+(the ``phases`` its index file records, :mod:`latentebsd.phases`): each point's
+misorientations use its own phase's Laue group, and two points of different phases
+are never compared.
 
-- IPF map: orix ``IPFColorKeyTSL`` (m-3m) along a sample direction (x by default);
-  points not indexed are black.
+- Phase map: the phase of each indexed point (-1: not indexed).
+- IPF map: orix ``IPFColorKeyTSL`` of each phase's Laue group along a sample direction
+  (x by default), one colour key per Laue group; points not indexed are black.
 - IQ: PyEBSDIndex ``pq`` (mean Radon peak height, the analogue of EDAX IQ); the
   kikuchipy Krieger Lassen IQ is stored too.
-- KAM (:func:`kernel_average_misorientation`): mean m-3m misorientation to the 4 edge
-  (or 8) neighbours, leaving out neighbours above a threshold (boundaries) and points
-  not indexed.
+- KAM (:func:`kernel_average_misorientation`): mean misorientation to the 4 edge
+  (or 8) neighbours of the same phase, leaving out neighbours above a threshold
+  (boundaries) and points not indexed.
 - Grains (:func:`segment_grains`): connected components of the indexed points, two
-  edge neighbours joined when their misorientation is below a tolerance (as MTEX's
-  ``calcGrains`` does); GROD (:func:`grain_reference_orientation_deviation`): the
-  misorientation of each point to its grain's mean orientation (symmetry-aware mean).
+  edge neighbours joined when they are of one phase and their misorientation is below
+  a tolerance (as MTEX's ``calcGrains`` does); GROD
+  (:func:`grain_reference_orientation_deviation`): the misorientation of each point to
+  its grain's mean orientation (symmetry-aware mean, in the grain's phase).
+- Orientation boundaries: the largest misorientation to the 4 edge neighbours; a
+  neighbour of another phase counts :data:`PHASE_BOUNDARY_DEG` (a phase boundary, more
+  than any misorientation).
 - Sharpness: the FFT sharpness of the preprocessed pattern (PAPER.md definition).
 
 Figures carry colour bars (IPF maps: the colour key) and a micrometre scale bar.
@@ -36,18 +45,43 @@ from latentebsd.geometry import ScanGeometry
 from latentebsd.grid import neighbour_pairs
 from latentebsd.io.conventional import write_conventional
 from latentebsd.io.index import is_indexed, read_index
-from latentebsd.orientations import align_to, ipf_colors, pair_angles, quaternions
+from latentebsd.orientations import align_to, ipf_colors, phase_pair_angles, quaternions
+from latentebsd.phases import PhaseSpec, laue_groups, phases_of, summary
 from latentebsd.plotting import (add_ipf_key, panel_size, pyplot, robust_limits, save_figure,
                                  show_map)
 
 log = logging.getLogger(__name__)
 
+#: Orientation-boundary value (deg) of a neighbour of another phase: no misorientation
+#: exists between two phases, and this is more than any (at most 180 deg).
+PHASE_BOUNDARY_DEG = 180.0
+
 
 # --------------------------------------------------------------------------------------
 # Orientation maps
 # --------------------------------------------------------------------------------------
+def _phase_map(phase_map: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray:
+    if phase_map is None:
+        return np.zeros(shape, int)
+    out = np.asarray(phase_map).astype(int)
+    if out.shape != tuple(shape):
+        raise ValueError(f"phase map {out.shape} does not match the map {tuple(shape)}")
+    return out
+
+
+def _neighbour_angles(q: np.ndarray, phase: np.ndarray, a: tuple, b: tuple,
+                      symmetries: Any) -> np.ndarray:
+    """Misorientation (deg) of each neighbour pair ``(a, b)`` (slices) in its phase's
+    symmetry; NaN across phases."""
+    shape = q[a].shape[:2]
+    return phase_pair_angles(q[a].reshape(-1, 4), q[b].reshape(-1, 4), phase[a].ravel(),
+                             phase[b].ravel(), symmetries).reshape(shape)
+
+
 def kernel_average_misorientation(orientations_map: Any, threshold_deg: float = 5.0,
-                                  neighbours: int = 4, mask: np.ndarray | None = None) -> np.ndarray:
+                                  neighbours: int = 4, mask: np.ndarray | None = None,
+                                  phase_map: np.ndarray | None = None,
+                                  symmetries: Any = None) -> np.ndarray:
     """Kernel average misorientation: mean misorientation to the nearest neighbours.
 
     Parameters
@@ -60,12 +94,17 @@ def kernel_average_misorientation(orientations_map: Any, threshold_deg: float = 
         4 (edge neighbours, all one step away) or 8 (edges and corners).
     mask
         ``(n_rows, n_cols)`` bool, True where the orientation is valid (indexed).
+    phase_map
+        ``(n_rows, n_cols)`` phase of each point (index into ``symmetries``); ``None``:
+        one phase. Neighbours of another phase are left out.
+    symmetries
+        orix ``Symmetry`` of each phase (``None``: m-3m).
 
     Returns
     -------
     numpy.ndarray
         ``(n_rows, n_cols)`` KAM in degrees; NaN where the point is masked or has no
-        neighbour within the threshold.
+        neighbour of its phase within the threshold.
     """
     q = quaternions(orientations_map)
     if q.ndim != 3 or q.shape[-1] != 4:
@@ -74,10 +113,11 @@ def kernel_average_misorientation(orientations_map: Any, threshold_deg: float = 
     ok = np.ones(shape, bool) if mask is None else np.asarray(mask, bool)
     if ok.shape != shape:
         raise ValueError(f"mask {ok.shape} does not match the map {shape}")
+    phase = _phase_map(phase_map, shape)
     total = np.zeros(shape)
     count = np.zeros(shape, np.int32)
     for a, b in neighbour_pairs(neighbours):
-        angle = pair_angles(q[a].reshape(-1, 4), q[b].reshape(-1, 4)).reshape(q[a].shape[:2])
+        angle = _neighbour_angles(q, phase, a, b, symmetries)
         use = (angle <= threshold_deg) & ok[a] & ok[b]
         for s in (a, b):  # the pair counts for both points
             total[s] += np.where(use, angle, 0.0)
@@ -88,17 +128,22 @@ def kernel_average_misorientation(orientations_map: Any, threshold_deg: float = 
     return kam
 
 
-def orientation_boundary(orientations_map: Any, mask: np.ndarray | None = None) -> np.ndarray:
-    """Largest m-3m misorientation (deg) of each point to its 4 edge neighbours: an
-    orientation-boundary map that shows grain and twin boundaries (and sub-grain
-    boundaries, by their angle). NaN where the point is masked or has no indexed
+def orientation_boundary(orientations_map: Any, mask: np.ndarray | None = None,
+                         phase_map: np.ndarray | None = None, symmetries: Any = None) -> np.ndarray:
+    """Largest misorientation (deg, in each phase's symmetry; ``phase_map`` and
+    ``symmetries`` as :func:`kernel_average_misorientation`) of each point to its 4 edge
+    neighbours: an orientation-boundary map that shows grain and twin boundaries (and
+    sub-grain boundaries, by their angle); a neighbour of another phase counts
+    :data:`PHASE_BOUNDARY_DEG`. NaN where the point is masked or has no indexed
     neighbour."""
     q = quaternions(orientations_map)
     shape = q.shape[:2]
     ok = np.ones(shape, bool) if mask is None else np.asarray(mask, bool)
+    phase = _phase_map(phase_map, shape)
     out = np.full(shape, -np.inf)
     for a, b in neighbour_pairs(4):
-        angle = pair_angles(q[a].reshape(-1, 4), q[b].reshape(-1, 4)).reshape(q[a].shape[:2])
+        angle = _neighbour_angles(q, phase, a, b, symmetries)
+        angle = np.where(phase[a] != phase[b], PHASE_BOUNDARY_DEG, angle)
         angle = np.where(ok[a] & ok[b], angle, -np.inf)
         for s in (a, b):
             out[s] = np.maximum(out[s], angle)
@@ -106,7 +151,8 @@ def orientation_boundary(orientations_map: Any, mask: np.ndarray | None = None) 
 
 
 def segment_grains(orientations_map: Any, tolerance_deg: float = 5.0,
-                   mask: np.ndarray | None = None, min_size: int = 1) -> np.ndarray:
+                   mask: np.ndarray | None = None, min_size: int = 1,
+                   phase_map: np.ndarray | None = None, symmetries: Any = None) -> np.ndarray:
     """Grain labels: edge-connected regions without a boundary above ``tolerance_deg``.
 
     Parameters
@@ -114,12 +160,14 @@ def segment_grains(orientations_map: Any, tolerance_deg: float = 5.0,
     orientations_map
         ``(n_rows, n_cols)`` orientations (orix ``Orientation`` or quaternions).
     tolerance_deg
-        Two edge neighbours belong to the same grain when their m-3m misorientation
-        is below this.
+        Two edge neighbours belong to the same grain when they are of one phase and
+        their misorientation (in its symmetry) is below this.
     mask
         Points to segment (indexed); the others get label -1.
     min_size
         Grains with fewer points are dropped (label -1).
+    phase_map, symmetries
+        As :func:`kernel_average_misorientation` (``None``: one phase, m-3m).
 
     Returns
     -------
@@ -132,9 +180,10 @@ def segment_grains(orientations_map: Any, tolerance_deg: float = 5.0,
     ok = np.ones(shape, bool) if mask is None else np.asarray(mask, bool)
     n = shape[0] * shape[1]
     index = np.arange(n).reshape(shape)
+    phase = _phase_map(phase_map, shape)
     src, dst = [], []
     for a, b in neighbour_pairs(4):
-        angle = pair_angles(q[a].reshape(-1, 4), q[b].reshape(-1, 4)).reshape(q[a].shape[:2])
+        angle = _neighbour_angles(q, phase, a, b, symmetries)
         join = (angle < tolerance_deg) & ok[a] & ok[b]
         src.append(index[a][join])
         dst.append(index[b][join])
@@ -156,11 +205,14 @@ def segment_grains(orientations_map: Any, tolerance_deg: float = 5.0,
 
 
 def grain_mean_orientations(orientations_map: Any, labels: np.ndarray,
-                            iterations: int = 2) -> np.ndarray:
+                            iterations: int = 2, phase_map: np.ndarray | None = None,
+                            symmetries: Any = None) -> np.ndarray:
     """Symmetry-aware mean quaternion of every grain, ``(G, 4)``.
 
-    Each point is replaced by its m-3m equivalent closest to the grain's reference (its
-    first point, then the previous mean) before the quaternions are averaged.
+    Each point is replaced by its equivalent (in its phase's symmetry; ``phase_map``
+    and ``symmetries`` as :func:`kernel_average_misorientation`) closest to the
+    grain's reference (its first point, then the previous mean) before the quaternions
+    are averaged. A grain is of one phase (:func:`segment_grains`).
     """
     q = quaternions(orientations_map).reshape(-1, 4)
     lab = np.asarray(labels).ravel()
@@ -171,29 +223,40 @@ def grain_mean_orientations(orientations_map: Any, labels: np.ndarray,
     if n_grains == 0:
         return np.zeros((0, 4))
     qi, li = q[inside], lab[inside]
+    pi = _phase_map(phase_map, np.shape(labels)).ravel()[inside]
+    syms = list(symmetries) if symmetries is not None else [None]
     _, first = np.unique(li, return_index=True)
     mean = qi[first].copy()
     for _ in range(max(1, iterations)):
-        aligned = align_to(qi, mean[li])
+        aligned = np.empty_like(qi)
+        for k, sym in enumerate(syms):
+            sel = pi == k
+            aligned[sel] = align_to(qi[sel], mean[li[sel]], sym)
         total = np.zeros((n_grains, 4))
         np.add.at(total, li, aligned)
         mean = total / np.linalg.norm(total, axis=1, keepdims=True)
     return mean
 
 
-def grain_reference_orientation_deviation(orientations_map: Any, labels: np.ndarray) -> np.ndarray:
-    """GROD: misorientation (deg) of each point to its grain's mean orientation.
+def grain_reference_orientation_deviation(orientations_map: Any, labels: np.ndarray,
+                                          phase_map: np.ndarray | None = None,
+                                          symmetries: Any = None) -> np.ndarray:
+    """GROD: misorientation (deg) of each point to its grain's mean orientation, in the
+    grain's phase (``phase_map``, ``symmetries`` as :func:`kernel_average_misorientation`).
 
     Returns an ``(n_rows, n_cols)`` map, NaN outside grains (label -1).
     """
     q = quaternions(orientations_map)
     shape = q.shape[:-1]
     lab = np.asarray(labels).ravel()
-    mean = grain_mean_orientations(q, labels)
+    phase = _phase_map(phase_map, np.shape(labels)).ravel()
+    mean = grain_mean_orientations(q, labels, phase_map=phase.reshape(np.shape(labels)),
+                                   symmetries=symmetries)
     grod = np.full(lab.shape, np.nan)
     inside = lab >= 0
     if inside.any():
-        grod[inside] = pair_angles(q.reshape(-1, 4)[inside], mean[lab[inside]])
+        grod[inside] = phase_pair_angles(q.reshape(-1, 4)[inside], mean[lab[inside]],
+                                         phase[inside], phase[inside], symmetries)
     return grod.reshape(shape)
 
 
@@ -201,10 +264,12 @@ def grain_reference_orientation_deviation(orientations_map: Any, labels: np.ndar
 # All maps of one scan
 # --------------------------------------------------------------------------------------
 def conventional_maps(arrays: Mapping[str, np.ndarray], geometry: ScanGeometry,
-                      settings: Mapping[str, Any] | None = None) -> dict[str, np.ndarray]:
-    """IPF colours, IQ (pq and Krieger Lassen), CI, fit, KAM, grains, GROD, sharpness and
-    the orientation-boundary map of one indexed scan (keys
-    :data:`latentebsd.io.conventional.MAP_KEYS`).
+                      settings: Mapping[str, Any] | None = None,
+                      phases: list[PhaseSpec] | None = None) -> dict[str, np.ndarray]:
+    """IPF colours, IQ (pq and Krieger Lassen), CI, fit, KAM, grains, GROD, sharpness,
+    the orientation-boundary map and the phase map of one indexed scan (keys
+    :data:`latentebsd.io.conventional.MAP_KEYS`), each orientation map in the
+    symmetry of each point's phase.
 
     Parameters
     ----------
@@ -215,6 +280,9 @@ def conventional_maps(arrays: Mapping[str, np.ndarray], geometry: ScanGeometry,
     settings
         The validated ``evaluation`` section (``kam``, ``grains``, ``ipf_direction``,
         ``min_nmatch``; ``None``: the schema's defaults).
+    phases
+        The scan's phases, which ``arrays["phase"]`` indexes (``None``: FCC nickel;
+        :func:`latentebsd.phases.phases_of` of the index file's attributes).
 
     Returns
     -------
@@ -224,63 +292,106 @@ def conventional_maps(arrays: Mapping[str, np.ndarray], geometry: ScanGeometry,
     """
     cfg = config.section("evaluation") if settings is None else settings
     shape = geometry.map_shape
-    indexed = is_indexed(arrays, cfg["min_nmatch"]) & np.asarray(arrays["valid"], bool)
+    syms = laue_groups(phases) if phases else None
+    n_phases = len(phases) if phases else 1
+    phase = np.asarray(arrays["phase"]).astype(int)
+    indexed = (is_indexed(arrays, cfg["min_nmatch"]) & np.asarray(arrays["valid"], bool)
+               & (phase < n_phases))
+    phase = np.where(indexed, phase, -1)
     q = np.array(arrays["quat"], dtype=np.float64).reshape(-1, 4)
     q[~indexed] = [1.0, 0.0, 0.0, 0.0]
     omap = q.reshape(*shape, 4)
     ok = indexed.reshape(shape)
-    labels = segment_grains(omap, cfg["grains"]["tolerance_deg"], ok, cfg["grains"]["min_size"])
+    pmap = phase.reshape(shape)
+    labels = segment_grains(omap, cfg["grains"]["tolerance_deg"], ok, cfg["grains"]["min_size"],
+                            pmap, syms)
 
     def masked(key: str) -> np.ndarray:
         return np.where(np.asarray(arrays["valid"], bool), np.asarray(arrays[key], float),
                         np.nan).reshape(shape)
 
     return {
-        "ipf_rgb": ipf_colors(q, indexed, cfg["ipf_direction"]).reshape(*shape, 3),
+        "ipf_rgb": ipf_colors(q, indexed, cfg["ipf_direction"], phase, syms).reshape(*shape, 3),
         "iq_pq": masked("pq"),
         "iq_kp": masked("iq_kp"),
         "kam_deg": kernel_average_misorientation(omap, cfg["kam"]["threshold_deg"],
-                                                 cfg["kam"]["neighbours"], ok),
+                                                 cfg["kam"]["neighbours"], ok, pmap, syms),
         "grain_id": labels,
-        "grod_deg": grain_reference_orientation_deviation(omap, labels),
+        "grod_deg": grain_reference_orientation_deviation(omap, labels, pmap, syms),
         "sharpness": masked("sharpness"),
         "ci": masked("cm"),
         "fit": masked("fit"),
-        "boundary_deg": orientation_boundary(omap, ok),
+        "boundary_deg": orientation_boundary(omap, ok, pmap, syms),
         "indexed": ok,
         "valid": np.asarray(arrays["valid"], bool).reshape(shape),
+        "phase_id": pmap.astype(np.int32),
     }
 
 
 # --------------------------------------------------------------------------------------
 # Figures
 # --------------------------------------------------------------------------------------
+#: Colours of phases 0, 1, ... in phase maps (not indexed: black).
+PHASE_COLOURS = ((0.89, 0.10, 0.11), (0.22, 0.49, 0.72), (0.30, 0.69, 0.29),
+                 (0.60, 0.31, 0.64), (1.00, 0.50, 0.00), (0.65, 0.34, 0.16))
+
+
+def phase_rgb(phase_id: np.ndarray) -> np.ndarray:
+    """``(..., 3)`` colours of a phase map (:data:`PHASE_COLOURS`; -1 black)."""
+    p = np.asarray(phase_id).astype(int)
+    colours = np.array(PHASE_COLOURS)
+    rgb = colours[np.maximum(p, 0) % len(colours)]
+    return np.where((p >= 0)[..., None], rgb, 0.0)
+
+
+def _phase_legend(ax: Any, phases: list[PhaseSpec], phase_id: np.ndarray) -> None:
+    from matplotlib.patches import Patch
+
+    total = max(int(np.size(phase_id)), 1)
+    handles = [Patch(color=PHASE_COLOURS[k % len(PHASE_COLOURS)],
+                     label=f"{s.name} {100 * np.count_nonzero(phase_id == k) / total:.1f} %")
+               for k, s in enumerate(phases)]
+    handles.append(Patch(color="black", label=f"not indexed "
+                         f"{100 * np.count_nonzero(phase_id < 0) / total:.1f} %"))
+    ax.legend(handles=handles, fontsize=6, loc="upper left", bbox_to_anchor=(1.0, 1.0),
+              frameon=False)
+
+
 def plot_ipf(maps: Mapping[str, np.ndarray], geometry: ScanGeometry, path: str | os.PathLike,
-             title: str, direction: str = "x", dpi: int = 150) -> None:
-    """Fig 2: the IPF map of one scan, with its colour key and a scale bar."""
+             title: str, direction: str = "x", dpi: int = 150,
+             phases: list[PhaseSpec] | None = None) -> None:
+    """Fig 2: the IPF map of one scan, with its colour key (one per Laue group of
+    ``phases``) and a scale bar."""
     plt = pyplot()
     w, h = panel_size(geometry.map_shape, 5.0)
     fig, ax = plt.subplots(figsize=(w * 1.3, h + 0.5))
     fig.subplots_adjust(left=0.02, right=0.75, top=0.9, bottom=0.03)
     show_map(ax, maps["ipf_rgb"], geometry.step_um, title)
-    add_ipf_key(fig, ax, direction)
+    add_ipf_key(fig, ax, direction, phases)
     save_figure(fig, path, dpi, tight=True)
 
 
 def plot_conventional(maps: Mapping[str, np.ndarray], geometry: ScanGeometry,
                       path: str | os.PathLike, title: str, settings: Mapping[str, Any],
-                      dpi: int = 150) -> None:
-    """All conventional maps of one scan side by side: IPF, IQ, GROD, KAM, sharpness."""
+                      dpi: int = 150, phases: list[PhaseSpec] | None = None) -> None:
+    """All conventional maps of one scan side by side: IPF, (for several ``phases``) the
+    phase map, IQ, GROD, KAM, sharpness."""
     plt = pyplot()
     panels = conventional_panels(maps, settings)
+    several = bool(phases) and len(phases) > 1
+    n = len(panels) + 1 + several
     w, h = panel_size(geometry.map_shape)
-    fig, axes = plt.subplots(1, len(panels) + 1, figsize=((w + 0.6) * (len(panels) + 1), h + 0.6))
+    fig, axes = plt.subplots(1, n, figsize=((w + 0.6) * n, h + 0.6))
     show_map(axes[0], maps["ipf_rgb"], geometry.step_um, f"IPF-{settings['ipf_direction'].upper()}")
-    for ax, (data, name, cmap, limits, label) in zip(axes[1:], panels):
+    if several:
+        show_map(axes[1], phase_rgb(maps["phase_id"]), geometry.step_um, "Phase")
+    for ax, (data, name, cmap, limits, label) in zip(axes[1 + several:], panels):
         show_map(ax, data, geometry.step_um, name, cmap, limits, label)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    add_ipf_key(fig, axes[0], settings["ipf_direction"])
+    add_ipf_key(fig, axes[0], settings["ipf_direction"], phases)
+    if several:
+        _phase_legend(axes[1], phases, maps["phase_id"])
     save_figure(fig, path, dpi, tight=True)
 
 
@@ -305,19 +416,27 @@ def run_conventional_rule(index_path: str, out_h5: str, out_ipf: str, out_panel:
     """What rule ``conventional_maps`` runs for one scan (``settings``: the validated
     ``evaluation`` section)."""
     cfg = config.section("evaluation") if settings is None else settings
-    arrays, geometry, _ = read_index(index_path)
-    maps = conventional_maps(arrays, geometry, cfg)
+    arrays, geometry, attrs = read_index(index_path)
+    phases = phases_of(attrs)
+    maps = conventional_maps(arrays, geometry, cfg, phases)
     n_grains = int(maps["grain_id"].max()) + 1
     write_conventional(out_h5, maps, geometry, {
         "scan": scan, "n_grains": n_grains, "kam": str(cfg["kam"]), "grains": str(cfg["grains"]),
         "ipf_direction": cfg["ipf_direction"], "iq": "PyEBSDIndex pq",
+        "phases": attrs.get("phases", ""),
     })
+    names = summary(phases)
     plot_ipf(maps, geometry, out_ipf, f"{scan}: IPF-{cfg['ipf_direction'].upper()} "
-             f"(preprocessed patterns, {100 * maps['indexed'].mean():.1f} % indexed)",
-             cfg["ipf_direction"], cfg["dpi"])
+             f"(preprocessed patterns, {100 * maps['indexed'].mean():.1f} % indexed; {names})",
+             cfg["ipf_direction"], cfg["dpi"], phases)
     plot_conventional(maps, geometry, out_panel, f"{scan}: conventional EBSD maps "
-                      f"({n_grains} grains at {cfg['grains']['tolerance_deg']:g} deg)", cfg,
-                      cfg["dpi"])
+                      f"({names}; {n_grains} grains at {cfg['grains']['tolerance_deg']:g} deg"
+                      + ("; KAM and GROD within each phase" if len(phases) > 1 else "") + ")",
+                      cfg, cfg["dpi"], phases)
+    if len(phases) > 1:
+        log.info("%s: phases %s", scan, "; ".join(
+            f"{s.name} {np.count_nonzero(maps['phase_id'] == k)} points"
+            for k, s in enumerate(phases)))
     log.info("%s: %d grains, median KAM %.3f deg, median GROD %.3f deg", scan, n_grains,
              np.nanmedian(maps["kam_deg"]) if np.isfinite(maps["kam_deg"]).any() else np.nan,
              np.nanmedian(maps["grod_deg"]) if np.isfinite(maps["grod_deg"]).any() else np.nan)

@@ -29,6 +29,7 @@ from latentebsd.io.index import is_indexed, read_index
 from latentebsd.io.preprocessed import PreprocessedScan
 from latentebsd.maps import sample_valid_indices
 from latentebsd.orientations import ipf_colors
+from latentebsd.phases import laue_groups, phases_of
 from latentebsd.plotting import (add_ipf_key, add_scale_bar, colormap, map_extent, masked,
                                  panel_size, pyplot, robust_limits, save_figure, show_map)
 from latentebsd.variants import loss_label
@@ -396,10 +397,13 @@ def plot_decoded_maps(index_paths: Mapping[str, str], labels: Mapping[str, str],
     names = list(index_paths)
     data = {}
     geometry = None
+    phases = None
     for name in names:
-        arrays, geometry, _ = read_index(index_paths[name])
+        arrays, geometry, attrs = read_index(index_paths[name])
+        phases = phases if phases is not None else phases_of(attrs)  # the original's
         ok = is_indexed(arrays, settings["min_nmatch"]) & arrays["valid"].astype(bool)
-        data[name] = (ipf_colors(arrays["quat"], ok, settings["ipf_direction"]),
+        data[name] = (ipf_colors(arrays["quat"], ok, settings["ipf_direction"], arrays["phase"],
+                                 laue_groups(phases)),
                       np.where(arrays["valid"], arrays["pq"], np.nan), ok)
     assert geometry is not None
     shape = geometry.map_shape
@@ -415,7 +419,7 @@ def plot_decoded_maps(index_paths: Mapping[str, str], labels: Mapping[str, str],
                  "pq", colorbar=j == len(names) - 1)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    add_ipf_key(fig, axes[0, -1], settings["ipf_direction"])
+    add_ipf_key(fig, axes[0, -1], settings["ipf_direction"], phases)
     save_figure(fig, path, int(settings["dpi"]), tight=True)
 
 

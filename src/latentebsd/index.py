@@ -1,7 +1,8 @@
 """Stage ``index_scan``: Hough-index a scan's patterns with PyEBSDIndex and measure their quality.
 
 The preprocessed patterns and every model's decoded ones are indexed the same way
-(CPU numba path, FCC Ni, one PC per pattern, the screen mask as ``patternmask``); the
+(CPU numba path, the scan's phases - :mod:`latentebsd.phases`, FCC Ni by default - one
+PC per pattern, the screen mask as ``patternmask``); the
 same pass measures kikuchipy's Krieger Lassen image quality and the FFT sharpness of
 each pattern, inside the screen's inscribed square (:func:`screen_window`). Output: :mod:`latentebsd.io.index` (``.h5`` + ``.ang``). A sharded scan's
 blocks are indexed by ``index_shard`` jobs and joined by :func:`gather_index`.
@@ -53,6 +54,8 @@ from latentebsd.io.index import (INDEX_DTYPE, QUALITY_FIELDS, as_result, is_inde
                                  write_ang, write_index)
 from latentebsd.io.patterns import UP2_RANGE, PatternReader, from_uint16
 from latentebsd.io.preprocessed import PreprocessedScan, read_screen
+from latentebsd.phases import (NICKEL, PhaseSpec, band_indexer, phase_from_config, phases_of,
+                               spec_from_dict, to_json)
 from latentebsd.shards import (check_covers, concatenate, first_rows, h5_first_row, row_range,
                                rows_per_block)
 
@@ -96,8 +99,22 @@ def pc_tsl(pc_bruker: np.ndarray, pattern_shape: Sequence[int]) -> np.ndarray:
     return out[0] if pc.ndim == 1 else out
 
 
+def resolve_phases(phases: Sequence[PhaseSpec | str | Mapping[str, Any]] | None,
+                   key: str = "phases") -> list[PhaseSpec]:
+    """:class:`PhaseSpec` objects of ``phases`` (specs or config entries, e.g. ``"BCC"``);
+    ``None``: FCC nickel (:data:`latentebsd.phases.NICKEL`)."""
+    if phases is None:
+        return [NICKEL]
+    specs = [p if isinstance(p, PhaseSpec) else phase_from_config(p, f"{key}.{i}")
+             for i, p in enumerate(phases)]
+    if not specs:
+        raise ValueError(f"{key}: no phase to index with")
+    return specs
+
+
 def build_indexer(geometry: ScanGeometry, pattern_shape: Sequence[int] | None = None,
-                  phase_list: Sequence[str] = ("FCC",), **hough: Any):
+                  phase_list: Sequence[PhaseSpec | str | Mapping[str, Any]] | None = None,
+                  **hough: Any):
     """A PyEBSDIndex ``EBSDIndexer`` for this scan's geometry.
 
     Parameters
@@ -109,7 +126,9 @@ def build_indexer(geometry: ScanGeometry, pattern_shape: Sequence[int] | None = 
         ``(h, w)`` of the patterns to index, if not ``geometry.pattern_shape`` (e.g.
         after binning; PC fractions do not change).
     phase_list
-        PyEBSDIndex phase names (``"FCC"``, ``"BCC"``).
+        The scan's phases (:class:`~latentebsd.phases.PhaseSpec` or config entries such
+        as ``"BCC"``; :func:`resolve_phases`); ``None``: FCC nickel. PyEBSDIndex's
+        ``phase`` of a result indexes this list.
     **hough
         ``EBSDIndexer`` arguments: the ``evaluation.hough`` settings (the schema's
         defaults for those not given; :data:`PAPER_HOUGH_MAPPING`) and any other
@@ -128,7 +147,8 @@ def build_indexer(geometry: ScanGeometry, pattern_shape: Sequence[int] | None = 
             raise ValueError(f"build_indexer: {key!r} comes from the geometry; do not pass it")
     params = {**config.section("evaluation")["hough"], **hough}
     return EBSDIndexer(
-        phaselist=list(phase_list), vendor="EDAX", PC=pc_tsl(geometry.mean_pc(), shape),
+        phaselist=[band_indexer(p) for p in resolve_phases(phase_list)], vendor="EDAX",
+        PC=pc_tsl(geometry.mean_pc(), shape),
         sampleTilt=geometry.sample_tilt, camElev=geometry.camera_tilt, patDim=shape,
         **params,
     )
@@ -367,7 +387,9 @@ def iter_pattern_chunks(path: str | os.PathLike, geometry: ScanGeometry, chunk_s
 def index_scan(pattern_path: str | os.PathLike, preprocessed_path: str | os.PathLike,
                out_h5: str | os.PathLike, out_ang: str | os.PathLike | None,
                settings: Mapping[str, Any] | None = None, source: str = "",
-               progress: bool = True, rows: tuple[int, int] | None = None) -> dict[str, np.ndarray]:
+               progress: bool = True, rows: tuple[int, int] | None = None,
+               phases: Sequence[PhaseSpec | str | Mapping[str, Any]] | None = None,
+               ) -> dict[str, np.ndarray]:
     """Hough-index a scan's patterns and measure their quality, streaming through it.
 
     Parameters
@@ -390,6 +412,10 @@ def index_scan(pattern_path: str | os.PathLike, preprocessed_path: str | os.Path
         Map rows ``(first_row, stop_row)`` to index (a shard, :mod:`latentebsd.shards`);
         the output then holds only those rows, with attrs ``first_row`` and
         ``shard_n_rows``. ``None``: the whole map.
+    phases
+        The scan's phases (:func:`resolve_phases`; ``None``: FCC nickel), recorded as
+        attribute ``phases`` (:func:`latentebsd.phases.to_json`) for every stage
+        downstream.
 
     Returns
     -------
@@ -397,11 +423,12 @@ def index_scan(pattern_path: str | os.PathLike, preprocessed_path: str | os.Path
         The arrays written to ``out_h5``.
     """
     cfg = config.section("evaluation") if settings is None else settings
+    specs = resolve_phases(phases)
     geometry, mask, valid = read_screen(preprocessed_path)
     first_row, stop_row = row_range(rows, geometry.n_rows)
     out_geometry = geometry.row_block(first_row, stop_row)
     offset, n = first_row * geometry.n_cols, out_geometry.n_patterns
-    indexer = build_indexer(geometry, patternmask=mask, **cfg["hough"])
+    indexer = build_indexer(geometry, phase_list=specs, patternmask=mask, **cfg["hough"])
     result = np.zeros(n, INDEX_DTYPE)
     quality = {key: np.full(n, np.nan) for key in QUALITY_FIELDS}
     sharp = cfg["sharpness"]
@@ -433,25 +460,35 @@ def index_scan(pattern_path: str | os.PathLike, preprocessed_path: str | os.Path
         "hough": json.dumps(cfg["hough"]), "min_nmatch": cfg["min_nmatch"],
         "sharpness": json.dumps(sharp), "n_indexed": int(indexed.sum()),
         "quality_window": json.dumps([rows_w.start, rows_w.stop, cols_w.start, cols_w.stop]),
+        "phases": to_json(specs),
     }
     if rows is not None:
         attrs.update(first_row=first_row, shard_n_rows=stop_row - first_row)
     write_index(out_h5, arrays, out_geometry, attrs)
     if out_ang is not None:
-        write_ang(out_ang, result, out_geometry, indexed)
+        write_ang(out_ang, result, out_geometry, indexed, specs)
     log.info("%s: %d / %d patterns indexed (nmatch >= %d)", pattern_path, indexed.sum(), n,
              cfg["min_nmatch"])
+    if len(specs) > 1:
+        log.info("phases: %s", "; ".join(
+            f"{s.name} {np.count_nonzero(indexed & (result['phase'] == i))}"
+            for i, s in enumerate(specs)))
     return arrays
 
 
 def run_index_rule(pattern_path: str, preprocessed_path: str, out_h5: str, out_ang: str | None,
                    settings: Mapping[str, Any] | None, source: str, threads: int = 1,
-                   rows: tuple[int, int] | None = None) -> None:
-    """What rules ``index_scan`` and ``index_shard`` (``rows`` given, no ``.ang``) run."""
+                   rows: tuple[int, int] | None = None,
+                   phases: Sequence[Mapping[str, Any]] | None = None) -> None:
+    """What rules ``index_scan`` and ``index_shard`` (``rows`` given, no ``.ang``) run;
+    ``phases``: the scan's resolved phases (dicts of :meth:`PhaseSpec.to_dict`, as
+    ``latentebsd.plan.scan_phases`` gives them; ``None``: FCC nickel)."""
     import numba  # comes with PyEBSDIndex; its threads follow the job's
 
     numba.set_num_threads(max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS)))
-    index_scan(pattern_path, preprocessed_path, out_h5, out_ang, settings, source, rows=rows)
+    specs = None if phases is None else [spec_from_dict(p) for p in phases]
+    index_scan(pattern_path, preprocessed_path, out_h5, out_ang, settings, source, rows=rows,
+               phases=specs)
 
 
 def gather_index(shard_paths: Sequence[str | os.PathLike], preprocessed_path: str | os.PathLike,
@@ -465,6 +502,6 @@ def gather_index(shard_paths: Sequence[str | os.PathLike], preprocessed_path: st
     attrs["n_indexed"] = int(np.count_nonzero(arrays["indexed"]))
     write_index(out_h5, arrays, geometry, attrs)
     if out_ang is not None:
-        write_ang(out_ang, as_result(arrays), geometry, arrays["indexed"])
+        write_ang(out_ang, as_result(arrays), geometry, arrays["indexed"], phases_of(attrs))
     log.info("gathered %d index shards into %s", len(shards), out_h5)
     return arrays

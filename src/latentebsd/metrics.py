@@ -16,9 +16,12 @@ Both index files (:mod:`latentebsd.io.index`) of one scan -> one metrics file
   value is <= 1e-12 (e.g. ``cm`` of a pattern that was not indexed) the ratio is
   undefined (NaN). A decoded pattern that is not indexed has ``cm`` = 0 and so a CI
   ratio of 0.
-- Misorientation: orix's m-3m symmetry-reduced angle between the decoded and the
-  original orientation, for patterns indexed in both
-  (:func:`latentebsd.orientations.pair_angles`, in chunks).
+- Misorientation: orix's symmetry-reduced angle between the decoded and the original
+  orientation, in the Laue group of their phase (the scan's phases, which the
+  original's index file records; :mod:`latentebsd.phases`), for patterns indexed in
+  both as the same phase (:func:`latentebsd.orientations.phase_pair_angles`, in
+  chunks). ``wrong_phase``: indexed in both, as different phases - no misorientation
+  exists, and Table 1 counts such a pattern as not agreeing.
 
 A sharded scan's blocks run as ``metrics_shard`` jobs, joined by :func:`gather_metrics`.
 """
@@ -37,7 +40,8 @@ from latentebsd import config
 from latentebsd.io.index import is_indexed, read_index
 from latentebsd.io.metrics import read_metrics, write_metrics
 from latentebsd.io.preprocessed import read_screen
-from latentebsd.orientations import pair_angles
+from latentebsd.orientations import phase_pair_angles
+from latentebsd.phases import PhaseSpec, laue_groups, phases_of
 from latentebsd.shards import check_covers, concatenate, first_rows, h5_first_row
 
 log = logging.getLogger(__name__)
@@ -52,7 +56,8 @@ def _ratio(num: np.ndarray, den: np.ndarray, eps: float = 1e-12) -> np.ndarray:
 
 
 def pattern_metrics(original: Mapping[str, np.ndarray], decoded: Mapping[str, np.ndarray],
-                    min_nmatch: int | None = None) -> dict[str, np.ndarray]:
+                    min_nmatch: int | None = None, phases: Sequence[PhaseSpec] | None = None,
+                    ) -> dict[str, np.ndarray]:
     """Decoded vs original, pattern by pattern (see the module docstring).
 
     Parameters
@@ -63,11 +68,14 @@ def pattern_metrics(original: Mapping[str, np.ndarray], decoded: Mapping[str, np
     min_nmatch
         Bands a solution needs to count as indexed (``None``: ``evaluation.min_nmatch``'s
         default).
+    phases
+        The scan's phases, which the ``phase`` fields index (``None``: FCC nickel).
 
     Returns
     -------
     dict
-        ``(n,)`` arrays: ``valid``, ``indexed_original``, ``indexed`` (decoded), and
+        ``(n,)`` arrays: ``valid``, ``indexed_original``, ``indexed`` (decoded),
+        ``wrong_phase`` (indexed in both as different phases) and
         :data:`METRICS` (NaN where undefined).
     """
     if min_nmatch is None:
@@ -79,12 +87,16 @@ def pattern_metrics(original: Mapping[str, np.ndarray], decoded: Mapping[str, np
     idx_o = is_indexed(original, min_nmatch)
     idx_d = is_indexed(decoded, min_nmatch)
     both = idx_o & idx_d
+    p_o, p_d = np.asarray(original["phase"]), np.asarray(decoded["phase"])
     mis = np.full(n, np.nan)
-    mis[both] = pair_angles(np.asarray(original["quat"])[both], np.asarray(decoded["quat"])[both])
+    mis[both] = phase_pair_angles(np.asarray(original["quat"])[both],
+                                  np.asarray(decoded["quat"])[both], p_o[both], p_d[both],
+                                  laue_groups(phases) if phases else None)
     return {
         "valid": valid,
         "indexed_original": idx_o,
         "indexed": idx_d,
+        "wrong_phase": both & (p_o != p_d),
         "ci_ratio": _ratio(decoded["cm"], original["cm"]),
         "iq_pq_ratio": _ratio(decoded["pq"], original["pq"]),
         "iq_kp_ratio": _ratio(decoded["iq_kp"], original["iq_kp"]),
@@ -99,12 +111,13 @@ def run_metrics_rule(original_path: str, decoded_path: str, out_path: str,
     """What rules ``evaluate_metrics`` and ``metrics_shard`` (``rows`` given) run: one
     scan (or shard) x variant; ``settings`` is the validated ``evaluation`` section."""
     cfg = config.section("evaluation") if settings is None else settings
-    original, geometry, _ = read_index(original_path, rows)
+    original, geometry, attrs = read_index(original_path, rows)
     decoded, geometry_d, _ = read_index(decoded_path, rows)
     if geometry_d.map_shape != geometry.map_shape:
         raise ValueError(f"{decoded_path}: map {geometry_d.map_shape} differs from "
                          f"{original_path}'s {geometry.map_shape}")
-    metrics = pattern_metrics(original, decoded, cfg["min_nmatch"])
+    phases = phases_of(attrs)
+    metrics = pattern_metrics(original, decoded, cfg["min_nmatch"], phases)
     attrs = {"variant": variant, "scan": scan, "min_nmatch": cfg["min_nmatch"],
              "sharpness": json.dumps(cfg["sharpness"])}
     if rows is not None:
@@ -114,6 +127,9 @@ def run_metrics_rule(original_path: str, decoded_path: str, out_path: str,
     log.info("%s / %s: %.1f %% indexed, median misorientation %.3f deg", variant, scan,
              100 * metrics["indexed"][v].mean() if v.any() else float("nan"),
              np.nanmedian(metrics["misorientation_deg"][v]) if v.any() else float("nan"))
+    if metrics["wrong_phase"][v].any():
+        log.info("%s / %s: %d decoded patterns indexed as another phase than their original "
+                 "(counted as not agreeing)", variant, scan, int(metrics["wrong_phase"][v].sum()))
 
 
 def gather_metrics(shard_paths: Sequence[str | os.PathLike], preprocessed_path: str | os.PathLike,

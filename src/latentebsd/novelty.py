@@ -14,6 +14,11 @@ maps carry new information. For each map of each latent cube:
 
 Output per scan: a CSV of every map of every cube, and a figure of the most novel maps
 of one variant beside IQ, KAM, GROD, sharpness and the orientation boundaries.
+
+A map too small for spatial cross-validation (fewer than :data:`MIN_FOLD_POINTS` scored
+points in each of two folds, e.g. a 3 x 3 map with the default 2 x 2 folds and guard)
+gets no R^2 and no novelty (NaN in the CSV, maps ordered by structure alone); the log
+and the figure's title say so and why (:func:`cross_validation_skipped`).
 """
 
 from __future__ import annotations
@@ -36,6 +41,22 @@ log = logging.getLogger(__name__)
 
 #: Ridge penalty on the standardised regressors (keeps collinear descriptors stable).
 RIDGE_ALPHA = 1e-3
+#: Fewest scored points in each of at least two spatial folds for a cross-validated R^2.
+MIN_FOLD_POINTS = 10
+
+
+def cross_validation_skipped(fold: np.ndarray, map_shape: tuple[int, int],
+                             settings: Mapping[str, Any]) -> str | None:
+    """Why a cross-validated R^2 cannot be computed on these scored points (their
+    ``fold``), or ``None`` when it can: at least two folds of
+    :data:`MIN_FOLD_POINTS` points or more."""
+    counts = np.bincount(np.asarray(fold)[np.asarray(fold) >= 0].astype(int))
+    if np.count_nonzero(counts >= MIN_FOLD_POINTS) >= 2:
+        return None
+    return (f"R² not computed: {len(fold)} scored points in {np.count_nonzero(counts)} spatial "
+            f"folds of the {map_shape[0]} x {map_shape[1]} map (benchmark.fold_grid "
+            f"{list(settings['fold_grid'])}, guard {settings['guard']}); cross-validation "
+            f"needs {MIN_FOLD_POINTS} in each of two folds")
 
 
 def conventional_regressors(conventional: Mapping[str, np.ndarray], idx: np.ndarray) -> np.ndarray:
@@ -88,18 +109,28 @@ def explained_r2(y: np.ndarray, x: np.ndarray, grain: np.ndarray, fold: np.ndarr
 def novelty_scan(cubes: Mapping[str, str | os.PathLike], rankings: Mapping[str, str | os.PathLike],
                  conventional_path: str | os.PathLike, settings: Mapping[str, Any], scan: str,
                  memory_mb: float = 512, seed: int = 0) -> pd.DataFrame:
-    """Every map of every cube: structure, R^2 explained by conventional EBSD, novelty."""
+    """Every map of every cube: structure, R^2 explained by conventional EBSD, novelty.
+
+    The table's ``attrs["skipped"]`` holds :func:`cross_validation_skipped`'s reason
+    when the map is too small for R^2 (then NaN, and the maps ordered by structure)."""
     conventional, geometry = read_conventional(conventional_path)
     folds = spatial_folds(geometry.map_shape, settings["fold_grid"], settings["guard"])
     idx = sample_pixels(folds, conventional["valid"], settings["max_pixels"], seed)
     x = conventional_regressors(conventional, idx)
     grain = conventional["grain_id"].ravel()[idx]
     fold = folds.ravel()[idx]
+    skipped = cross_validation_skipped(fold, geometry.map_shape, settings)
+    if skipped:
+        log.warning("%s: %s; novelty left empty (NaN), maps ordered by spatial structure",
+                    scan, skipped)
     frames = []
     for variant, cube in cubes.items():
         ranking = pd.read_csv(rankings[variant]).set_index("feature")
         r2 = []
         for ids, (group,) in iter_feature_groups(cube, budget_bytes(memory_mb, 4.0)):
+            if skipped:
+                r2.append(np.full(len(group), np.nan))
+                continue
             r2.append(explained_r2(group.reshape(len(group), -1)[:, idx].T.astype(np.float64), x,
                                    grain, fold))
         r2 = np.concatenate(r2)
@@ -109,12 +140,17 @@ def novelty_scan(cubes: Mapping[str, str | os.PathLike], rankings: Mapping[str, 
                               "reliability": rank["reliability"].to_numpy(),
                               "structure": rank["score"].to_numpy(), "r2_conventional": r2})
         frame["novelty"] = frame["structure"] * (1.0 - frame["r2_conventional"].clip(0.0, 1.0))
-        frame = frame.sort_values(["novelty", "feature"], ascending=[False, True], kind="stable")
+        frame = frame.sort_values(["novelty", "structure", "feature"], ascending=[False, False, True],
+                                  kind="stable", na_position="last")
         frame.insert(3, "novelty_rank", np.arange(1, len(frame) + 1))
         frames.append(frame)
-        log.info("%s / %s: top novel features %s (R^2 %s)", scan, variant,
-                 frame["feature"].head(3).tolist(), np.round(frame["r2_conventional"].head(3), 2).tolist())
-    return pd.concat(frames, ignore_index=True)
+        if not skipped:
+            log.info("%s / %s: top novel features %s (R^2 %s)", scan, variant,
+                     frame["feature"].head(3).tolist(),
+                     np.round(frame["r2_conventional"].head(3), 2).tolist())
+    table = pd.concat(frames, ignore_index=True)
+    table.attrs["skipped"] = skipped
+    return table
 
 
 def plot_novel_maps(table: pd.DataFrame, cube: str | os.PathLike, conventional_path: str | os.PathLike,
@@ -150,8 +186,12 @@ def run_novelty_rule(cubes: Mapping[str, str], rankings: Mapping[str, str], conv
     table = novelty_scan(cubes, rankings, conventional, settings, scan, memory_mb, seed)
     with atomic_path(out_csv) as tmp:
         table.to_csv(tmp, index=False, float_format="%.6g")
+    skipped = table.attrs.get("skipped")
+    title = (f"{scan}: the {int(settings['novelty_top'])} latent maps of {panel_variant} that the "
+             "conventional maps explain least (structure x (1 - R²)), beside them"
+             if not skipped else
+             f"{scan}: the {int(settings['novelty_top'])} most structured latent maps of "
+             f"{panel_variant}, beside the conventional maps\n{skipped}")
     plot_novel_maps(table, cubes[panel_variant], conventional, panel_variant,
-                    int(settings["novelty_top"]), out_png,
-                    f"{scan}: the {int(settings['novelty_top'])} latent maps of {panel_variant} that the "
-                    "conventional maps explain least (structure x (1 - R²)), beside them")
+                    int(settings["novelty_top"]), out_png, title)
     return table

@@ -19,6 +19,7 @@ import numpy as np
 from latentebsd.baselines import baseline_variants
 from latentebsd.config import child_seed
 from latentebsd.io.patterns import PatternReader
+from latentebsd.phases import SIMULATED_MATERIALS, phases_from_config
 from latentebsd.preprocess import choose_background, geometry_from_config, scan_settings
 from latentebsd.shards import aligned_shard_rows, stage_block_rows
 
@@ -68,6 +69,9 @@ class Plan:
         Variants whose latent KAM / GROD are mapped and benchmarked.
     combined_variant
         The variant benchmarked together with the conventional maps.
+    phases
+        Mapped scan -> its phases (dicts of :meth:`latentebsd.phases.PhaseSpec.to_dict`,
+        :func:`scan_phases`), what its index jobs index with.
     """
 
     scans: list[str]
@@ -88,6 +92,7 @@ class Plan:
     cube_sources: list[str]
     analogue_variants: list[str]
     combined_variant: str
+    phases: dict[str, list[dict[str, Any]]]
 
 
 def make_plan(config: Mapping[str, Any]) -> Plan:
@@ -120,19 +125,39 @@ def make_plan(config: Mapping[str, Any]) -> Plan:
         cube_sources=[*variants, *baselines],
         analogue_variants=list(bench["analogue_variants"] or [panel]),
         combined_variant=bench["combined_variant"] or panel,
+        phases={s: scan_phases(config, s) for s in mapped},
     )
 
 
-def check_user_scans(config: Mapping[str, Any]) -> None:
-    """Stop before anything runs when a user's scan lacks what its preprocessing needs.
+def scan_phases(config: Mapping[str, Any], name: str) -> list[dict[str, Any]]:
+    """The phases scan ``name`` is indexed with, resolved (:mod:`latentebsd.phases`):
+    a simulated scan's materials', a user's ``scans.<name>.phases`` (FCC nickel for a
+    training-only scan that names none: it is never indexed)."""
+    scan = config["scans"][name]
+    if "simulate" in scan:
+        specs = [SIMULATED_MATERIALS[m] for m in scan["simulate"].get("materials", ["nickel"])]
+    elif "phases" in scan:
+        specs = phases_from_config(scan["phases"], f"scans.{name}.phases")
+    else:
+        specs = [SIMULATED_MATERIALS["nickel"]]
+    return [s.to_dict() for s in specs]
 
-    For every ``scans.<name>.path`` that exists: the geometry the config and the file
-    give together (:func:`latentebsd.preprocess.geometry_from_config`: pattern centre,
-    step) and, for ``background: static``, the file's static background - the same
-    checks, with the same errors naming the config key, that rule ``preprocess`` makes
-    later. Files not there yet are checked when they are preprocessed.
+
+def check_user_scans(config: Mapping[str, Any]) -> None:
+    """Stop before anything runs when a user's scan lacks what its preprocessing and
+    indexing need.
+
+    For every user's scan: its phases (:func:`scan_phases`: CIF files read, reflectors
+    found). For every ``scans.<name>.path`` that exists: the geometry the config and
+    the file give together (:func:`latentebsd.preprocess.geometry_from_config`: pattern
+    centre, tilts, step) and, for ``background: static``, the file's static background -
+    the same checks, with the same errors naming the config key, that rule
+    ``preprocess`` makes later. Files not there yet are checked when they are
+    preprocessed.
     """
     for name, scan in config["scans"].items():
+        if "path" in scan and "phases" in scan:
+            scan_phases(config, name)
         if "path" not in scan or not Path(scan["path"]).is_file():
             continue
         reader = PatternReader(scan["path"], nav_shape=scan.get("nav_shape"))

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from latentebsd.io.atomic import atomic_path
+from latentebsd.phases import NICKEL, PhaseSpec, orix_phase
 
 
 def pyplot() -> Any:
@@ -149,43 +150,82 @@ def panel_size(shape: tuple[int, int], width: float = 3.0) -> tuple[float, float
     return width, max(1.2, width * rows / cols * 0.85)
 
 
-def ipf_key_image(direction: str = "x", size: int = 160) -> np.ndarray:
-    """The m-3m IPF colour key as an RGBA image of the standard triangle.
+def ipf_key(direction: str = "x", size: int = 160, phase: PhaseSpec | None = None,
+            ) -> tuple[np.ndarray, list[tuple[str, float, float]]]:
+    """The IPF colour key of ``phase``'s Laue group (default FCC Ni, m-3m) as an RGBA
+    image of its fundamental sector, and the sector's corners as ``(label, x, y)``
+    (fractions of the image width and height from the bottom left; Miller indices of
+    the direction, four-index for hexagonal phases).
 
-    Stereographic projection (from -z) of the sector [001]-[101]-[111], coloured by
-    orix's ``IPFColorKeyTSL``; transparent outside the sector. (orix's own key plot
-    costs ~20 s of compilation in every fresh process.)
+    Stereographic projection (from -z) of the sector, coloured by orix's
+    ``IPFColorKeyTSL``; transparent outside it. (orix's own key plot costs ~20 s of
+    compilation in every fresh process.)
     """
     from orix.plot import IPFColorKeyTSL
-    from orix.quaternion import symmetry
-    from orix.vector import Vector3d
+    from orix.vector import Miller, Vector3d
 
+    spec = NICKEL if phase is None else phase
+    sym = spec.laue_group()
     vec = {"x": Vector3d.xvector(), "y": Vector3d.yvector(), "z": Vector3d.zvector()}[direction]
-    key = IPFColorKeyTSL(symmetry.Oh, direction=vec).direction_color_key
-    x_max = np.sqrt(0.5) / (1 + np.sqrt(0.5))  # [101]
-    y_max = np.sqrt(1 / 3) / (1 + np.sqrt(1 / 3))  # [111]
-    h = int(round(size * y_max / x_max))
-    X, Y = np.meshgrid(np.linspace(0, x_max, size), np.linspace(y_max, 0, h))
+    key = IPFColorKeyTSL(sym, direction=vec).direction_color_key
+    sector = sym.fundamental_sector
+
+    def project(xyz: np.ndarray) -> np.ndarray:
+        xyz = np.asarray(xyz, dtype=np.float64).reshape(-1, 3)
+        return xyz[:, :2] / (1 + xyz[:, 2:3])
+
+    outline = np.concatenate([project(sector.edges.data), project(sector.vertices.data)]) \
+        if sector.edges.size else np.array([[-1.0, -1.0], [1.0, 1.0]])
+    (x0, y0), (x1, y1) = outline.min(axis=0), outline.max(axis=0)
+    h = max(8, int(round(size * (y1 - y0) / max(x1 - x0, 1e-9))))
+    X, Y = np.meshgrid(np.linspace(x0, x1, size), np.linspace(y1, y0, h))
     r2 = X ** 2 + Y ** 2
     xyz = np.stack([2 * X / (1 + r2), 2 * Y / (1 + r2), (1 - r2) / (1 + r2)], -1).reshape(-1, 3)
     v = Vector3d(xyz)
-    inside = np.asarray(v <= symmetry.Oh.fundamental_sector).reshape(-1)
+    inside = np.asarray(v <= sector).reshape(-1) & (r2.reshape(-1) <= 1 + 1e-9)
     rgba = np.zeros((len(xyz), 4))
     rgba[inside, :3] = key.direction2color(v[inside])
     rgba[inside, 3] = 1.0
-    return rgba.reshape(h, size, 4)
+    labels = []
+    if sector.vertices.size:
+        phase_obj = orix_phase(spec)
+        miller = Miller(xyz=sector.vertices.data, phase=phase_obj)
+        miller.coordinate_format = "UVTW" if phase_obj.is_hexagonal else "uvw"
+        uvw = miller.round(6).coordinates
+        for xy, idx in zip(project(sector.vertices.data), np.atleast_2d(uvw)):
+            text = "".join(f"{int(round(c))}" if c >= 0 else f"-{int(round(-c))}" for c in idx)
+            labels.append((text, (xy[0] - x0) / max(x1 - x0, 1e-9),
+                           (xy[1] - y0) / max(y1 - y0, 1e-9)))
+    return rgba.reshape(h, size, 4), labels
 
 
-def add_ipf_key(fig: Any, ax: Any, direction: str) -> None:
-    """Put the IPF colour key (standard triangle, labelled) beside ``ax``."""
+def ipf_key_image(direction: str = "x", size: int = 160, phase: PhaseSpec | None = None) -> np.ndarray:
+    """The IPF colour key image of :func:`ipf_key` (default FCC Ni: the m-3m standard
+    triangle [001]-[101]-[111])."""
+    return ipf_key(direction, size, phase)[0]
+
+
+def add_ipf_key(fig: Any, ax: Any, direction: str,
+                phases: Sequence[PhaseSpec] | None = None) -> None:
+    """Put the IPF colour key (fundamental sector, corners labelled) beside ``ax``: one
+    per Laue group of ``phases`` (default FCC Ni), titled with the phases it colours."""
+    specs = list(phases or [NICKEL])
+    groups: dict[str, list[PhaseSpec]] = {}
+    for spec in specs:
+        groups.setdefault(spec.laue_group().name, []).append(spec)
     box = ax.get_position()
     width = min(0.12, box.width * 0.45)
-    inset = fig.add_axes([box.x1 + 0.01, box.y0 + 0.05 * box.height, width, box.height * 0.5])
-    image = ipf_key_image(direction)
-    h, w = image.shape[:2]
-    inset.imshow(image, extent=(0, w, 0, h))
-    for text, (x, y, ha) in {"001": (0, -0.12 * h, "center"), "101": (w, -0.12 * h, "center"),
-                             "111": (0.87 * w, 1.02 * h, "center")}.items():
-        inset.text(x, y, text, fontsize=6, ha=ha, va="bottom" if y > 0 else "top")
-    inset.set_axis_off()
-    inset.set_title(f"IPF-{direction.upper()}", fontsize=7, pad=8)
+    n = len(groups)
+    height = box.height * (0.5 if n == 1 else 0.8 / n)
+    for k, members in enumerate(groups.values()):
+        y = box.y0 + 0.05 * box.height + (n - 1 - k) * box.height * 0.9 / max(n, 1)
+        inset = fig.add_axes([box.x1 + 0.01, y, width, height])
+        image, labels = ipf_key(direction, phase=members[0])
+        h, w = image.shape[:2]
+        inset.imshow(image, extent=(0, w, 0, h))
+        for text, fx, fy in labels:
+            inset.text(fx * w, fy * h + (0.02 * h if fy > 0.5 else -0.12 * h), text, fontsize=6,
+                       ha="center", va="bottom" if fy > 0.5 else "top")
+        inset.set_axis_off()
+        names = "" if len(specs) == 1 else " " + ", ".join(m.name for m in members)
+        inset.set_title(f"IPF-{direction.upper()}{names}", fontsize=7, pad=8)

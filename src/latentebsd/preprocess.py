@@ -199,10 +199,12 @@ def scan_background(reader: PatternReader, chunk_size: int, blank_patterns: str 
     return total / valid.sum(), valid
 
 
-def _fallbacks() -> dict[str, float]:
-    """The schema's ``x-fallback`` of every ``scans.<name>`` key that has one."""
-    scan_schema = config.schema()["properties"]["scans"]["additionalProperties"]
-    return {k: v["x-fallback"] for k, v in scan_schema["properties"].items() if "x-fallback" in v}
+#: What each tilt is, for the error that names it when neither config nor file gives it.
+TILT_MEANING = {
+    "sample_tilt": "the sample tilt in degrees (70 on most EBSD setups, but not all)",
+    "camera_tilt": "the detector tilt in degrees (OIM's camera elevation, kikuchipy's "
+                   "detector tilt; 0 on some detectors, 5-10 on many)",
+}
 
 
 def _check_pc(scan_name: str, pc: np.ndarray, where: str, n_patterns: int) -> np.ndarray:
@@ -228,15 +230,16 @@ def geometry_from_config(scan_name: str, scan_cfg: dict, reader: PatternReader) 
     sample and detector tilts and the step come from ``scans.<name>`` when the config
     sets them (a config value always wins), else from what the file stores
     (:attr:`PatternReader.stored_geometry`, :attr:`PatternReader.step_um`; a file's PC
-    is already in Bruker convention), else - for the tilts only - from the schema's
-    ``x-fallback`` (70 and 0 degrees). Where each value came from is logged.
+    is already in Bruker convention). Where each value came from is logged. No value
+    is guessed: a tilt off by a few degrees turns every orientation by about as much,
+    and nothing downstream would notice.
 
     Raises
     ------
     PatternFileError
-        Naming ``scans.<name>.pc`` (or ``.step_um``) when neither the config nor the
-        file has it, or when the file's PC is a placeholder that indexing cannot use
-        (PCz = 0).
+        Naming ``scans.<name>.pc`` (or ``.step_um``, ``.sample_tilt``,
+        ``.camera_tilt``) when neither the config nor the file has it, or when the
+        file's PC is a placeholder that indexing cannot use (PCz = 0).
     """
     stored, fmt = reader.stored_geometry, reader.file_format or "unknown format"
     in_file = f"the file ({fmt})"
@@ -269,7 +272,6 @@ def geometry_from_config(scan_name: str, scan_cfg: dict, reader: PatternReader) 
     pc = _check_pc(scan_name, pc, "the config" if "pc" in scan_cfg else str(reader.path),
                    reader.n_patterns)
 
-    fallback = _fallbacks()
     tilts = {}
     for key in ("sample_tilt", "camera_tilt"):
         if key in scan_cfg:
@@ -277,7 +279,11 @@ def geometry_from_config(scan_name: str, scan_cfg: dict, reader: PatternReader) 
         elif key in stored:
             tilts[key], origin[key] = float(stored[key]), in_file
         else:
-            tilts[key], origin[key] = float(fallback[key]), "default (neither config nor file)"
+            raise PatternFileError(
+                f"config key scans.{scan_name}.{key}: {reader.path} ({fmt}) stores no "
+                f"{key.replace('_', ' ')} and the config gives none; set "
+                f"scans.{scan_name}.{key} to {TILT_MEANING[key]}. A wrong value turns "
+                f"every orientation by about as much, without any other sign")
 
     log.info("scan %s geometry: %s", scan_name, "; ".join([
         f"step {step:g} um from {origin['step_um']}",

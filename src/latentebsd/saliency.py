@@ -72,7 +72,12 @@ def choose_features(ranking: pd.DataFrame, novelty: pd.DataFrame, variant: str, 
     chosen: list[tuple[int, str]] = []
     for f in ranking["feature"].astype(int).head(n):
         chosen.append((f, "top ranked"))
-    for f in novelty[novelty["variant"] == variant]["feature"].astype(int):
+    rows = novelty[novelty["variant"] == variant]
+    if "novelty" in rows and not np.isfinite(rows["novelty"].to_numpy(float)).any():
+        log.warning("%s: no novelty computed (map too small, see the novelty log): no 'most "
+                    "novel' features, only the top-ranked", variant)
+        rows = rows.iloc[:0]
+    for f in rows["feature"].astype(int):
         if len([c for c in chosen if c[1] == "most novel"]) >= n:
             break
         if f not in [c[0] for c in chosen]:
@@ -111,13 +116,19 @@ def run_saliency_rule(preprocessed: str, weights: str, cube: str, ranking_csv: s
             pats = np.where(mask, source.read_at(idx), 0.0)
             out.append(occlusion_maps(encode, pats, [f], patch, stride)[0])
             means.append(pats.mean(axis=0))
+    points = min(int(settings["saliency_points"]), int(valid.sum()))
+    if points < int(settings["saliency_points"]):
+        log.warning("%s: only %d valid points, fewer than benchmark.saliency_points = %d: each "
+                    "occlusion map averages all of them", scan, points, int(settings["saliency_points"]))
     write_saliency(out_h5, {"occlusion": np.stack(out), "mean_pattern": np.stack(means),
                             "features": np.asarray(features), "mask": mask},
                    {"scan": scan, "variant": variant, "patch": patch, "stride": stride,
-                    "why": [why for _, why in chosen], "points": int(settings["saliency_points"])})
+                    "why": [why for _, why in chosen], "points": points})
     plot_saliency(np.stack(out), np.stack(means), mask, chosen, out_png,
                   f"{scan}: occlusion maps of {variant} features (patch {patch} px, the "
-                  f"{int(settings['saliency_points'])} points where each feature is highest)", dpi)
+                  f"{points} points where each feature is highest"
+                  + ("" if points == int(settings["saliency_points"]) else
+                     f": all the map has, of {int(settings['saliency_points'])} asked") + ")", dpi)
     log.info("%s / %s: occlusion maps of %s", scan, variant, chosen)
     return chosen
 

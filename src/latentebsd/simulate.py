@@ -2,7 +2,11 @@
 
 Patterns are projected from kikuchipy's shipped 20 kV nickel master pattern (FCC, as
 the Ni-based Inconel 718 of the paper; nothing is downloaded) with
-:meth:`kikuchipy.signals.EBSDMasterPattern.get_patterns`, one detector PC per pattern
+:meth:`kikuchipy.signals.EBSDMasterPattern.get_patterns`, or - for the other materials a
+scan may be made of (``materials``: ferrite, austenite, titanium; one phase or several,
+:data:`latentebsd.phases.SIMULATED_MATERIALS`) - from a 20 kV kinematical master pattern
+that kikuchipy's ``KikuchiPatternSimulator`` computes from the crystal structure
+(:func:`kinematical_master_pattern`), one detector PC per pattern
 (the PC drifts across the map as on a real SEM), then dressed up as raw, not
 background-corrected detector images: a smooth non-uniform background, the circular
 phosphor screen, Poisson shot noise and camera read noise, and one fixed gain
@@ -34,6 +38,13 @@ misorientation and the scratch damage (rotation, density, blur, contrast loss); 
 orientation gradients and twins are not graded. :data:`GRADED` names the physical
 parameter of each class; the ground truth records the level and strength per point.
 
+Phases: with several materials, every grain (twins and particles with it) is of one
+of them, drawn with ``fractions`` from a generator of its own (seeded by the scan's
+seed), so a one-material scan's patterns do not change; the ground truth records the
+phase of every point (``phase_id``, an index into ``materials``). Annealing twins are
+Sigma3 (FCC) lamellae: give a BCC or HCP scan ``twin_fraction: 0``, or its "twins" are
+lamellae 60 deg about a <111>-like crystal axis.
+
 Orientation convention: quaternions are orix's (an :class:`orix.quaternion.Orientation`
 maps sample-frame vectors into the crystal frame), exactly the rotations passed to
 kikuchipy. PyEBSDIndex (vendor ``EDAX``/``KIKUCHIPY``) returns the same convention,
@@ -62,8 +73,18 @@ from latentebsd import config
 from latentebsd.geometry import ScanGeometry
 from latentebsd.io.patterns import write_up2
 from latentebsd.io.truth import write_truth
+from latentebsd.phases import SIMULATED_MATERIALS, PhaseSpec, orix_phase, structure_factors
 
 MICROSTRUCTURES = ("wrought", "am", "polycrystal")
+#: The default material of a simulated scan (the embedded default's).
+DEFAULT_MATERIALS = ("nickel",)
+#: Salt of the generator that draws the phase of each grain (several materials).
+PHASE_SALT = 7_070_707
+#: Kinematical master patterns: smallest d-spacing of the reflectors (Angstrom), the
+#: weakest reflector kept (fraction of the largest |F|), stereographic half size.
+KINEMATICAL_MIN_DSPACING = 0.7
+KINEMATICAL_MIN_F = 0.05
+KINEMATICAL_HALF_SIZE = 250
 
 #: Graded class -> (settings block, key, index into a [low, high] pair or None, label):
 #: the physical parameter a class's strength is reported in (its value at strength 1).
@@ -110,6 +131,8 @@ class Truth:
     strength_level, strength
         Graded-strength band of the point (0 = weakest) and its strength factor
         (1 where the scan is not graded).
+    phase_id
+        Phase of the point: an index into the scan's ``materials`` (0 for one).
     """
 
     grain_id: np.ndarray
@@ -127,6 +150,7 @@ class Truth:
     contrast_factor: np.ndarray
     strength_level: np.ndarray
     strength: np.ndarray
+    phase_id: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((0, 0), np.int8))
 
     @classmethod
     def empty(cls, shape: tuple[int, int]) -> "Truth":
@@ -142,6 +166,7 @@ class Truth:
             pattern_blur_px=np.zeros(shape, np.float32),
             contrast_factor=np.ones(shape, np.float32),
             strength_level=np.zeros(shape, np.int16), strength=np.ones(shape, np.float32),
+            phase_id=np.zeros(shape, np.int8),
         )
 
 
@@ -522,6 +547,60 @@ def _master_pattern() -> tuple[Any, float, float]:
     return mp, float(data.mean()), float(data.std())
 
 
+@lru_cache(maxsize=4)
+def kinematical_master_pattern(material: str) -> tuple[Any, float, float]:
+    """A 20 kV kinematical master pattern (upper hemisphere, Lambert, float32) of a
+    simulated material, with its mean and std.
+
+    kikuchipy's ``KikuchiPatternSimulator`` from the reflectors down to
+    :data:`KINEMATICAL_MIN_DSPACING` whose kinematical ``|F|`` is at least
+    :data:`KINEMATICAL_MIN_F` of the largest; the structure factors come from
+    :func:`latentebsd.phases.structure_factors` (diffsims' own
+    ``calculate_structure_factor`` is wrong for hexagonal phases: see
+    :mod:`latentebsd.phases`). Computed in memory (seconds; ~40 s of numba compilation
+    in a fresh cache), never downloaded.
+    """
+    from diffsims.crystallography import ReciprocalLatticeVector
+
+    spec = _material(material)
+    phase = orix_phase(spec)
+    ref = ReciprocalLatticeVector.from_min_dspacing(phase, KINEMATICAL_MIN_DSPACING)
+    hkl = np.rint(ref.hkl).astype(int)
+    families: dict[tuple[int, ...], float] = {}
+    f = np.empty(len(hkl))
+    for i, h in enumerate(hkl):
+        # one structure factor per plane: symmetry-equivalent planes share |F| anyway,
+        # and F of (-h) is F(h)* (no anomalous scattering)
+        key = tuple(int(v) for v in h)
+        if key not in families:
+            families[key] = float(structure_factors(spec, np.array([h]))[0])
+        f[i] = families[key]
+    keep = f >= KINEMATICAL_MIN_F * f.max()
+    ref = ref[keep]
+    ref._structure_factor = f[keep].astype(np.complex128)  # see the docstring
+    ref.calculate_theta(20e3)
+    simulator = kp.simulations.KikuchiPatternSimulator(ref)
+    mp = simulator.calculate_master_pattern(half_size=KINEMATICAL_HALF_SIZE, hemisphere="upper")
+    mp = mp.as_lambert(show_progressbar=False)
+    mp.change_dtype("float32")
+    data = np.asarray(mp.data, dtype=np.float64)
+    return mp, float(data.mean()), float(data.std())
+
+
+def _material(name: str) -> PhaseSpec:
+    if name not in SIMULATED_MATERIALS:
+        raise ValueError(f"materials: {name!r} is not one of {list(SIMULATED_MATERIALS)}")
+    return SIMULATED_MATERIALS[name]
+
+
+def master_pattern(material: str) -> tuple[Any, float, float]:
+    """The master pattern a material's patterns are projected from, with its mean and
+    std: kikuchipy's dynamical Ni pattern for ``nickel``, else
+    :func:`kinematical_master_pattern`."""
+    _material(material)
+    return _master_pattern() if material == "nickel" else kinematical_master_pattern(material)
+
+
 def screen_mask(pattern_shape: tuple[int, int], screen_radius: float) -> np.ndarray:
     """Pixels on the circular phosphor screen (radius as a fraction of half the width)."""
     h, w = pattern_shape
@@ -552,8 +631,9 @@ def background(pcs: np.ndarray, settings: dict[str, Any]) -> np.ndarray:
 
 
 def project_patterns(quaternions: np.ndarray, pcs: np.ndarray,
-                     settings: dict[str, Any]) -> np.ndarray:
-    """Noise-free Kikuchi signal, zero mean / unit std over the master pattern.
+                     settings: dict[str, Any], material: str = "nickel") -> np.ndarray:
+    """Noise-free Kikuchi signal, zero mean / unit std over the material's master pattern
+    (:func:`master_pattern`).
 
     Parameters
     ----------
@@ -563,13 +643,15 @@ def project_patterns(quaternions: np.ndarray, pcs: np.ndarray,
         ``(n, 3)`` Bruker PCs.
     settings
         Validated ``simulation`` settings (pattern shape, tilts).
+    material
+        One of :data:`latentebsd.phases.SIMULATED_MATERIALS`.
 
     Returns
     -------
     numpy.ndarray
         ``(n, h, w)`` float32.
     """
-    mp, mean, std = _master_pattern()
+    mp, mean, std = master_pattern(material)
     pcs = np.asarray(pcs, dtype=np.float64).reshape(-1, 3)
     quaternions = np.asarray(quaternions, dtype=np.float64).reshape(-1, 4)
     # One PC for the chunk takes kikuchipy's 3x faster fixed-PC path
@@ -583,8 +665,10 @@ def project_patterns(quaternions: np.ndarray, pcs: np.ndarray,
 
 
 def render_chunk(truth: Truth, geometry: ScanGeometry, settings: dict[str, Any],
-                 start: int, stop: int, noise_key: int) -> np.ndarray:
-    """16-bit raw patterns ``start:stop`` (row-major) of the simulated scan.
+                 start: int, stop: int, noise_key: int,
+                 materials: tuple[str, ...] = DEFAULT_MATERIALS) -> np.ndarray:
+    """16-bit raw patterns ``start:stop`` (row-major) of the simulated scan, each from
+    the master pattern of its phase (``truth.phase_id`` indexes ``materials``).
 
     Noise of pattern ``i`` comes from ``default_rng([noise_key, i])``, so the output
     does not depend on ``chunk_size``.
@@ -595,7 +679,17 @@ def render_chunk(truth: Truth, geometry: ScanGeometry, settings: dict[str, Any],
     pw = truth.particle_weight.ravel()[idx]
     part = np.flatnonzero(pw > 0)
     qp = truth.particle_quaternion.reshape(-1, 4)[idx[part]]
-    k = project_patterns(np.concatenate([q, qp]), np.concatenate([pcs, pcs[part]]), settings)
+    qs, pc_all = np.concatenate([q, qp]), np.concatenate([pcs, pcs[part]])
+    if len(materials) == 1:
+        k = project_patterns(qs, pc_all, settings, materials[0])
+    else:
+        phase = truth.phase_id.ravel()[idx]
+        phase = np.concatenate([phase, phase[part]])
+        k = np.empty((len(qs), *settings["pattern_shape"]), np.float32)
+        for m, material in enumerate(materials):
+            sel = np.flatnonzero(phase == m)
+            if sel.size:
+                k[sel] = project_patterns(qs[sel], pc_all[sel], settings, material)
     kikuchi, k_part = k[: len(idx)], k[len(idx):]
     if part.size:
         w = pw[part][:, None, None]
@@ -640,10 +734,46 @@ def _check_map_shape(map_shape: Any) -> tuple[int, int]:
     return n_rows, n_cols
 
 
+def assign_phases(truth: Truth, n_materials: int, fractions: Any, seed: int) -> None:
+    """Draw the phase of every grain (``truth.grain_id``) with probabilities
+    ``fractions`` (``None``: equal), from a generator of its own
+    (``default_rng([seed, PHASE_SALT])``), into ``truth.phase_id``; one material: all 0."""
+    shape = truth.grain_id.shape
+    if n_materials == 1:
+        truth.phase_id = np.zeros(shape, np.int8)
+        return
+    p = np.full(n_materials, 1.0 / n_materials) if fractions is None else \
+        np.asarray(fractions, dtype=np.float64)
+    if p.shape != (n_materials,) or np.any(p < 0) or p.sum() <= 0:
+        raise ValueError(f"fractions: expected {n_materials} non-negative numbers, got {fractions!r}")
+    rng = np.random.default_rng([int(seed), PHASE_SALT])
+    grains = np.unique(truth.grain_id)
+    of_grain = rng.choice(n_materials, size=len(grains), p=p / p.sum())
+    truth.phase_id = of_grain[np.searchsorted(grains, truth.grain_id)].astype(np.int8)
+
+
+def check_materials(materials: Any) -> tuple[str, ...]:
+    """``materials`` as a tuple of known, distinct names (default ``("nickel",)``)."""
+    names = DEFAULT_MATERIALS if materials is None else tuple(str(m) for m in materials)
+    for name in names:
+        _material(name)
+    if not names or len(set(names)) != len(names):
+        raise ValueError(f"materials: expected distinct names of {list(SIMULATED_MATERIALS)}, "
+                         f"got {materials!r}")
+    return names
+
+
+def simulated_phases(materials: Any = None) -> list[PhaseSpec]:
+    """The phases a simulated scan of ``materials`` is indexed with (its ground truth's
+    ``phase_id`` indexes them)."""
+    return [SIMULATED_MATERIALS[m] for m in check_materials(materials)]
+
+
 def simulate_scan(up2_path: str | os.PathLike, truth_path: str | os.PathLike,
                   microstructure: str, map_shape: tuple[int, int],
                   settings: Mapping[str, Any] | None, seed: int, *,
-                  grading: Mapping[str, Any] | None = None, progress: bool = True) -> None:
+                  grading: Mapping[str, Any] | None = None, progress: bool = True,
+                  materials: Any = None, fractions: Any = None) -> None:
     """Simulate one EBSD scan: a UP2 pattern file plus an HDF5 ground-truth file.
 
     Parameters
@@ -658,9 +788,11 @@ def simulate_scan(up2_path: str | os.PathLike, truth_path: str | os.PathLike,
         ``dislocation_density``, ``cell_wall_mask``, ``particle_mask``,
         ``scratch_mask``, ``domain_id``, ``grain_boundary_mask`` and the extras
         ``particle_quaternion``, ``particle_weight``, ``pattern_blur_px``,
-        ``contrast_factor``, ``strength_level``, ``strength`` (see :class:`Truth`); file
-        attrs ``microstructure``, ``seed``, ``settings`` (JSON of the resolved settings)
-        and ``grading`` (JSON: the level factors and :func:`graded_parameters`).
+        ``contrast_factor``, ``strength_level``, ``strength``, ``phase_id`` (see
+        :class:`Truth`); file attrs ``microstructure``, ``seed``, ``settings`` (JSON of
+        the resolved settings), ``grading`` (JSON: the level factors and
+        :func:`graded_parameters`), ``phases`` (JSON, :func:`latentebsd.phases.to_json`)
+        and ``master_pattern``.
     microstructure
         ``"wrought"`` (equiaxed grains, annealing twins, scratches), ``"am"``
         (columnar grains, gradients, rotation domains, dislocation cells, particles) or
@@ -732,12 +864,18 @@ def simulate_scan(up2_path: str | os.PathLike, truth_path: str | os.PathLike,
         graded.
     progress
         Show a tqdm progress bar.
+    materials
+        Names of :data:`latentebsd.phases.SIMULATED_MATERIALS` (default ``nickel``);
+        several make a multi-phase scan (module docstring).
+    fractions
+        Probability of each material per grain (default equal).
 
     Raises
     ------
     ValueError
-        Unknown microstructure, bad map shape or seed.
+        Unknown microstructure or material, bad map shape, seed or fractions.
     """
+    names = check_materials(materials)
     micro = _check_microstructure(microstructure)
     shape = _check_map_shape(map_shape)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
@@ -745,6 +883,7 @@ def simulate_scan(up2_path: str | os.PathLike, truth_path: str | os.PathLike,
     cfg = config.section("simulation") if settings is None else settings
     rng = np.random.default_rng(int(seed))
     truth = generate_microstructure(micro, shape, cfg, rng, grading)
+    assign_phases(truth, len(names), fractions, int(seed))
     geometry = scan_geometry(shape, cfg)
     noise_key = int(rng.integers(2 ** 62))
     n = geometry.n_patterns
@@ -754,7 +893,7 @@ def simulate_scan(up2_path: str | os.PathLike, truth_path: str | os.PathLike,
         with tqdm(total=n, unit="pat", desc=f"simulate {micro}", disable=not progress) as bar:
             for start in range(0, n, chunk):
                 stop = min(start + chunk, n)
-                yield render_chunk(truth, geometry, cfg, start, stop, noise_key)
+                yield render_chunk(truth, geometry, cfg, start, stop, noise_key, names)
                 bar.update(stop - start)
 
     write_up2(up2_path, chunks(), shape, tuple(cfg["pattern_shape"]), cfg["step_um"])
@@ -762,4 +901,9 @@ def simulate_scan(up2_path: str | os.PathLike, truth_path: str | os.PathLike,
                 geometry, micro, int(seed), cfg,
                 {"levels": grading_levels(grading).round(6).tolist(),
                  "axis": (grading or {}).get("axis", "columns"),
-                 "classes": graded_parameters(micro, cfg, grading)})
+                 "classes": graded_parameters(micro, cfg, grading)},
+                phases=simulated_phases(names),
+                master_pattern="; ".join(
+                    "kikuchipy nickel_ebsd_master_pattern_small, 20 kV" if m == "nickel"
+                    else f"{m}: kinematical (kikuchipy KikuchiPatternSimulator), 20 kV"
+                    for m in names))

@@ -159,7 +159,8 @@ def table1(metrics_by_variant: Mapping[str, Sequence[Mapping[str, np.ndarray]]],
         key = variant_key(var)
         row: dict[str, Any] = {"variant": name, "Loss": loss_label(var), "d": key[1],
                                "loss": key[0], "beta": key[2],
-                               **_pooled_row(per_scan, qs, cfg["agree_deg"])}
+                               **_pooled_row(per_scan, qs, cfg["agree_deg"]),
+                               "wrong_phase_n": _wrong_phase(per_scan)}
         paper = PAPER_TABLE1.get(key, {})
         row["Paper indexed"] = paper.get("indexed", "")
         for _, header, paper_key in TABLE_COLUMNS:
@@ -186,13 +187,23 @@ def table1(metrics_by_variant: Mapping[str, Sequence[Mapping[str, np.ndarray]]],
     return pd.DataFrame(head + control_rows + rows)
 
 
+def _wrong_phase(per_scan: Sequence[Mapping[str, np.ndarray]]) -> int:
+    """Valid decoded patterns indexed as another phase than their original (metrics
+    files written before phases were recorded: 0)."""
+    return int(sum(np.count_nonzero(np.asarray(m["wrong_phase"], bool)
+                                    & np.asarray(m["valid"], bool))
+                   for m in per_scan if "wrong_phase" in m))
+
+
 def _percent(flags: np.ndarray) -> float:
     flags = np.asarray(flags, bool)
     return round(100.0 * flags.mean(), 1) if flags.size else float("nan")
 
 
-def table1_notes(settings: Mapping[str, Any] | None = None) -> list[str]:
-    """The definitions a Table 1 rendering states under the table."""
+def table1_notes(settings: Mapping[str, Any] | None = None,
+                 frame: pd.DataFrame | None = None) -> list[str]:
+    """The definitions a Table 1 rendering states under the table (with ``frame``, also
+    how many decoded patterns each variant indexed as the wrong phase)."""
     cfg = config.section("evaluation") if settings is None else settings
     s = cfg["sharpness"]
     part = "Re(FFT2(p))" if s["part"] == "real" else "|FFT2(p)|"
@@ -208,8 +219,10 @@ def table1_notes(settings: Mapping[str, Any] | None = None) -> list[str]:
         "triplet votes, the open analogue of EDAX OIM's CI), decoded / original. IQ ratio "
         "(pq): PyEBSDIndex's pattern quality pq, the mean Radon (Hough) peak height, the "
         "open analogue of EDAX's IQ. Ratios with an original value of 0 are left out.",
-        "Misorientation: m-3m angle between decoded and original orientation (orix), "
-        "patterns indexed in both.",
+        "Misorientation: angle between decoded and original orientation in the symmetry "
+        "(Laue group) of the scan's phase (orix), patterns indexed in both as the same "
+        "phase; a decoded pattern indexed as another phase than its original has none and "
+        "counts as not agreeing (table1.csv: wrong_phase_n)." + _wrong_phase_note(frame),
         f"Sharpness: F = fftshift({part}), M = max|F|, count(F > M / {s['divisor']:g}) / (H W), "
         + ("on the 16-bit UP2 intensity scale (p + 1)" if s["intensity"] == "up2"
            else "on the zero-mean [-1, 1] pattern")
@@ -229,6 +242,15 @@ def table1_notes(settings: Mapping[str, Any] | None = None) -> list[str]:
         "Table 1 (480 x 480 patterns binned to 120 x 120, EDAX OIM 8 indexing); ours: this "
         "workflow's scans and indexer.",
     ]
+
+
+def _wrong_phase_note(frame: pd.DataFrame | None) -> str:
+    if frame is None or "wrong_phase_n" not in frame:
+        return ""
+    counts = [(r["variant"], int(r["wrong_phase_n"])) for _, r in frame.iterrows()
+              if r["variant"] != "original" and pd.notna(r["wrong_phase_n"])]
+    wrong = [f"{v} {n}" for v, n in counts if n]
+    return " Decoded patterns indexed as the wrong phase: " + ", ".join(wrong) + "." if wrong else ""
 
 
 _HEADERS = ["Loss", "d", "Source", "Indexed", "Indexed and agreeing", *[h for _, h, _ in TABLE_COLUMNS]]
@@ -273,7 +295,7 @@ def table1_markdown(frame: pd.DataFrame, settings: Mapping[str, Any] | None = No
         lines += ["", "Originals (preprocessed patterns), absolute values - what the ratios divide by:",
                   "", "| " + " | ".join(labels) + " |", "|" + "---|" * len(labels),
                   "| " + " | ".join(cells) + " |"]
-    notes = "\n".join(f"- {n}" for n in table1_notes(settings))
+    notes = "\n".join(f"- {n}" for n in table1_notes(settings, frame))
     return "# Table 1: reconstruction quality seen by Hough indexing\n\n" + "\n".join(lines) \
         + "\n\n" + notes + "\n"
 
@@ -299,7 +321,7 @@ def table1_html(frame: pd.DataFrame, settings: Mapping[str, Any] | None = None) 
         extra = ("<p>Originals (preprocessed patterns), absolute values - what the ratios divide by:</p>"
                  "<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in labels) + "</tr><tr>"
                  + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr></table>")
-    notes = "".join(f"<li>{html.escape(n)}</li>" for n in table1_notes(settings))
+    notes = "".join(f"<li>{html.escape(n)}</li>" for n in table1_notes(settings, frame))
     return (
         "<!DOCTYPE html><html><head><meta charset='utf-8'><title>Table 1</title><style>"
         "body{font-family:sans-serif;font-size:13px}table{border-collapse:collapse}"

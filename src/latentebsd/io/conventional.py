@@ -2,8 +2,10 @@
 
 One gzip-compressed ``(n_rows, n_cols)`` dataset per map of :data:`MAP_KEYS`
 (``ipf_rgb``: ``(n_rows, n_cols, 3)``; ``ci`` = PyEBSDIndex ``cm``, ``fit`` in deg,
-``boundary_deg`` = largest misorientation to the 4 neighbours), group ``geometry`` and
-attrs ``scan``, ``n_grains``, ``kam``, ``grains``, ``ipf_direction``, ``iq``.
+``boundary_deg`` = largest misorientation to the 4 neighbours, ``phase_id`` = index
+into the scan's phases, -1 not indexed), group ``geometry`` and attrs ``scan``,
+``n_grains``, ``kam``, ``grains``, ``ipf_direction``, ``iq``, ``phases`` (JSON,
+:func:`latentebsd.phases.to_json`).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from latentebsd.geometry import ScanGeometry
 from latentebsd.io.atomic import atomic_path
 
 MAP_KEYS = ("ipf_rgb", "iq_pq", "iq_kp", "kam_deg", "grain_id", "grod_deg", "sharpness",
-            "ci", "fit", "boundary_deg", "indexed", "valid")
+            "ci", "fit", "boundary_deg", "indexed", "valid", "phase_id")
 #: The scalar per-point descriptors of conventional EBSD (what the detection benchmark
 #: and the novelty analysis set the latent maps against).
 DESCRIPTORS = ("iq_pq", "iq_kp", "ci", "fit", "kam_deg", "grod_deg", "sharpness", "boundary_deg")

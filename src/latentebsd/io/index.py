@@ -8,9 +8,12 @@ kikuchipy's Krieger Lassen image quality; ``sharpness``), ``valid`` and ``indexe
 ``hough`` (JSON), ``min_nmatch``, ``sharpness`` (JSON), ``n_indexed``; a shard's file
 (``index_shard``) also ``first_row`` and ``shard_n_rows``.
 
-``.ang``: EDAX's text format (orix writes it) that OIM and MTEX open: Euler angles,
-x, y, IQ (PyEBSDIndex ``pq``), CI (``cm``), phase, detector signal (0), fit; points
-not indexed as orix writes them (Euler 4 pi, CI -1, fit 180).
+``.ang``: EDAX's text format (orix writes it) that OIM and MTEX open: a header with
+every phase of the scan (name, symmetry, lattice constants; :mod:`latentebsd.phases`),
+then Euler angles, x, y, IQ (PyEBSDIndex ``pq``), CI (``cm``), phase, detector signal
+(0), fit; points not indexed as orix writes them (Euler 4 pi, CI -1, fit 180). The
+file's phase ids are orix's: 1..n in the reverse order of the list (what OIM 7.2
+expects), which orix reads back to the same phases.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import numpy as np
 
 from latentebsd.geometry import ScanGeometry
 from latentebsd.io.atomic import atomic_path
+from latentebsd.phases import NICKEL, PhaseSpec, orix_phase, orix_phase_list
 
 #: Per-pattern fields PyEBSDIndex returns (``latentebsd.index.index_patterns``).
 INDEX_DTYPE = np.dtype([
@@ -40,7 +44,7 @@ INDEX_DTYPE = np.dtype([
 QUALITY_FIELDS = ("iq_kp", "sharpness")
 _REQUIRED = (*INDEX_DTYPE.names, *QUALITY_FIELDS, "valid", "indexed")
 #: Lattice parameter of Ni (Angstrom), written to .ang headers.
-NICKEL_LATTICE_A = 3.524
+NICKEL_LATTICE_A = NICKEL.lattice[0]
 
 
 def is_indexed(result: Mapping[str, np.ndarray] | np.ndarray, min_nmatch: int = 3) -> np.ndarray:
@@ -108,16 +112,12 @@ def as_result(arrays: Mapping[str, np.ndarray]) -> np.ndarray:
 
 def nickel_phase(name: str = "Ni"):
     """orix ``Phase`` of FCC nickel (space group Fm-3m, point group m-3m)."""
-    from diffpy.structure import Lattice, Structure
-    from orix.crystal_map import Phase
-
-    a = NICKEL_LATTICE_A
-    return Phase(name=name, space_group=225,
-                 structure=Structure(lattice=Lattice(a, a, a, 90, 90, 90)))
+    return orix_phase(PhaseSpec(name, NICKEL.space_group, NICKEL.lattice))
 
 
 def crystal_map(result: np.ndarray, geometry: ScanGeometry, indexed: np.ndarray | None = None,
-                extra_props: dict[str, np.ndarray] | None = None):
+                extra_props: dict[str, np.ndarray] | None = None,
+                phases: list[PhaseSpec] | None = None):
     """An orix ``CrystalMap`` of a whole scan's indexing result.
 
     Parameters
@@ -131,6 +131,8 @@ def crystal_map(result: np.ndarray, geometry: ScanGeometry, indexed: np.ndarray 
         others get phase ``-1`` (orix's ``not_indexed``; ``.ang``: CI -1, fit 180).
     extra_props
         More per-point properties (``(n,)`` arrays) to carry in the map.
+    phases
+        The scan's phases; ``result["phase"]`` indexes them (``None``: FCC nickel).
 
     Returns
     -------
@@ -139,7 +141,7 @@ def crystal_map(result: np.ndarray, geometry: ScanGeometry, indexed: np.ndarray 
         plus ``extra_props``.
     """
     # orix's crystal-map module loads numba code at import (seconds): imported here
-    from orix.crystal_map import CrystalMap, PhaseList
+    from orix.crystal_map import CrystalMap
     from orix.quaternion import Rotation
 
     n = geometry.n_patterns
@@ -155,18 +157,22 @@ def crystal_map(result: np.ndarray, geometry: ScanGeometry, indexed: np.ndarray 
         if value.shape != (n,):
             raise ValueError(f"property {key!r} has shape {value.shape}, expected ({n},)")
         props[key] = value
+    specs = phases or [NICKEL]
+    phase = np.asarray(result["phase"])
+    ok &= (phase >= 0) & (phase < len(specs))
     q = np.array(result["quat"], dtype=np.float64)
     q[~ok] = [1.0, 0.0, 0.0, 0.0]
     return CrystalMap(
-        rotations=Rotation(q), phase_id=np.where(ok, 0, -1), x=cols * geometry.step_um,
-        y=rows * geometry.step_um, phase_list=PhaseList({0: nickel_phase()}),
+        rotations=Rotation(q), phase_id=np.where(ok, phase, -1), x=cols * geometry.step_um,
+        y=rows * geometry.step_um, phase_list=orix_phase_list(specs),
         prop=props, scan_unit="um",
     )
 
 
 def write_ang(path: str | os.PathLike, result: np.ndarray, geometry: ScanGeometry,
-              indexed: np.ndarray | None = None) -> None:
-    """Write an indexing result as an EDAX ``.ang`` file (orix), atomically."""
+              indexed: np.ndarray | None = None, phases: list[PhaseSpec] | None = None) -> None:
+    """Write an indexing result as an EDAX ``.ang`` file (orix), atomically, with the
+    scan's ``phases`` (``None``: FCC nickel) in its header and phase column."""
     import orix.io
 
     # orix 0.15 writes a map of one row or column wrongly or not at all (it takes it
@@ -183,7 +189,7 @@ def write_ang(path: str | os.PathLike, result: np.ndarray, geometry: ScanGeometr
         indexed = None if indexed is None else np.asarray(indexed, bool)[source]
         geometry = ScanGeometry(*padded, geometry.step_um, geometry.pattern_shape,
                                 geometry.mean_pc(), geometry.sample_tilt, geometry.camera_tilt)
-    xmap = crystal_map(result, geometry, indexed)
+    xmap = crystal_map(result, geometry, indexed, phases=phases)
     with atomic_path(path) as tmp:
         # overwrite=True: without it orix asks on stdin when the file exists
         orix.io.save(str(tmp), xmap, overwrite=True, image_quality_prop="iq",

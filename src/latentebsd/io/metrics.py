@@ -1,7 +1,7 @@
 """Per-pattern decoded-vs-original metrics: ``results/evaluation/metrics/{variant}/{scan}.h5``.
 
-One gzip-compressed dataset per metric (``valid``, ``indexed_original``, ``indexed`` and
-:data:`METRICS`, NaN where undefined) plus the map ``row`` / ``col``
+One gzip-compressed dataset per metric (``valid``, ``indexed_original``, ``indexed``,
+``wrong_phase`` and :data:`METRICS`, NaN where undefined) plus the map ``row`` / ``col``
 of every pattern; attrs ``variant``, ``scan``, ``min_nmatch``, ``sharpness`` (and
 ``first_row`` / ``shard_n_rows`` in a shard's file).
 """

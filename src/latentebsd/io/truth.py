@@ -5,7 +5,9 @@ Group ``geometry`` (:meth:`ScanGeometry.to_h5`, one Bruker PC per pattern), grou
 field of :class:`latentebsd.simulate.Truth`, file attrs ``microstructure``, ``seed``,
 ``settings`` (JSON of the simulation settings), ``grading`` (JSON: ``levels`` = the
 strength factor of each level, ``axis``, ``classes`` = class -> ``{parameter, values}``,
-the physical value of each graded class per level) and ``master_pattern``.
+the physical value of each graded class per level), ``phases`` (JSON of the scan's
+phases, :func:`latentebsd.phases.to_json`; ``phase_id`` indexes them) and
+``master_pattern``.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import numpy as np
 
 from latentebsd.geometry import ScanGeometry
 from latentebsd.io.atomic import atomic_path
+from latentebsd.phases import NICKEL, PhaseSpec, phases_of, to_json
 
 _UNITS = {"dislocation_density": "arbitrary", "pattern_blur_px": "pixels of the simulated pattern",
           "strength": "factor on the configured heterogeneity (1 = as configured)"}
@@ -27,8 +30,11 @@ _UNITS = {"dislocation_density": "arbitrary", "pattern_blur_px": "pixels of the 
 
 def write_truth(path: str | os.PathLike, truth: Mapping[str, np.ndarray], geometry: ScanGeometry,
                 microstructure: str, seed: int, settings: Mapping[str, Any],
-                grading: Mapping[str, Any] | None = None) -> None:
-    """Write the ground truth (field name -> array, in order) and geometry, atomically."""
+                grading: Mapping[str, Any] | None = None,
+                phases: list[PhaseSpec] | None = None,
+                master_pattern: str = "kikuchipy nickel_ebsd_master_pattern_small, 20 kV") -> None:
+    """Write the ground truth (field name -> array, in order) and geometry, atomically
+    (``phases``: the scan's, default FCC nickel)."""
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
         geometry.to_h5(f.create_group("geometry"))
         g = f.create_group("truth")
@@ -43,7 +49,8 @@ def write_truth(path: str | os.PathLike, truth: Mapping[str, np.ndarray], geomet
         f.attrs["seed"] = int(seed)
         f.attrs["settings"] = json.dumps(settings, sort_keys=True)
         f.attrs["grading"] = json.dumps(grading or {"levels": [1.0], "classes": {}})
-        f.attrs["master_pattern"] = "kikuchipy nickel_ebsd_master_pattern_small, 20 kV"
+        f.attrs["master_pattern"] = master_pattern
+        f.attrs["phases"] = to_json(phases or [NICKEL])
 
 
 def read_truth(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], ScanGeometry,
@@ -53,8 +60,10 @@ def read_truth(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], ScanGeom
     Returns
     -------
     truth, geometry, attrs
-        ``truth``: name -> array; ``attrs``: ``microstructure``, ``seed``, ``settings``
-        and ``grading`` (dicts; a file written before grading existed: one level).
+        ``truth``: name -> array; ``attrs``: ``microstructure``, ``seed``, ``settings``,
+        ``grading`` (dicts; a file written before grading existed: one level) and
+        ``phases`` (:class:`~latentebsd.phases.PhaseSpec` list; FCC nickel for a file
+        written before phases were recorded).
     """
     with h5py.File(path, "r") as f:
         truth = {name: f["truth"][name][()] for name in f["truth"]}
@@ -62,7 +71,8 @@ def read_truth(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], ScanGeom
         attrs = {"microstructure": str(f.attrs["microstructure"]),
                  "seed": int(f.attrs["seed"]),
                  "settings": json.loads(f.attrs["settings"]),
-                 "grading": json.loads(f.attrs.get("grading", '{"levels": [1.0], "classes": {}}'))}
+                 "grading": json.loads(f.attrs.get("grading", '{"levels": [1.0], "classes": {}}')),
+                 "phases": phases_of(f.attrs)}
     return truth, geometry, attrs
 
 
