@@ -125,6 +125,12 @@ def test_sharpness_falls_when_a_pattern_is_blurred(scan):
     # (Krieger Lassen IQ is no blur measure: smoothing away noise raises it)
     assert sharpness(np.zeros(SHAPE)) == 0.0
     assert np.isnan(image_quality(np.ones((1, *SHAPE)))[0])
+    # a blank disc after the 16-bit round trip: constant up to float32 rounding, which
+    # kikuchipy normalises to zeros and then divides by (CI's ZeroDivisionError)
+    level = np.float32(from_uint16(to_uint16(np.float32([0.1234567]), *UP2_RANGE))[0])
+    flat = np.full((2, *SHAPE), level, dtype=np.float32)
+    flat[1, 0, 0] = np.nextafter(level, np.float32(1))
+    assert np.isnan(image_quality(flat)).all()
 
 
 def test_paper_sharpness_definition_by_hand():

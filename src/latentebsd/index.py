@@ -331,7 +331,9 @@ def pattern_sharpness(patterns: np.ndarray, settings: Mapping[str, Any]) -> np.n
 def image_quality(patterns: np.ndarray) -> np.ndarray:
     """kikuchipy's Krieger Lassen image quality of each pattern, ``(n,)`` float64.
 
-    Constant patterns (no structure to normalise) get NaN.
+    Constant patterns (no structure to normalise) get NaN: in float32 a constant window's
+    standard deviation can come out as rounding noise (~1e-8) rather than 0, and
+    kikuchipy then divides by a zero spectrum (``ZeroDivisionError`` inside numba).
     """
     # kikuchipy's pattern module takes seconds to import: only indexing needs it
     from kikuchipy.pattern import fft_frequency_vectors, get_image_quality
@@ -343,9 +345,15 @@ def image_quality(patterns: np.ndarray) -> np.ndarray:
     inertia_max = float(np.sum(freq) / (h * w))  # what kikuchipy computes per call
     out = np.full(len(p), np.nan)
     for i, pattern in enumerate(p):
-        if pattern.std() > 0:
+        # float64 spread against the pattern's own scale: rounding noise is not structure
+        scale = max(float(np.abs(pattern).max()), 1e-30)
+        if float(np.ptp(pattern.astype(np.float64))) <= 1e-6 * scale:
+            continue
+        try:
             out[i] = get_image_quality(pattern, normalize=True, frequency_vectors=freq,
                                        inertia_max=inertia_max)
+        except ZeroDivisionError:  # normalised to all zeros: nothing to measure
+            pass
     return out
 
 
