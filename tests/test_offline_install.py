@@ -105,7 +105,7 @@ def test_non_editable_install_from_the_wheelhouse_runs_a_job(tmp_path: Path) -> 
     write_up2(work / "tiny.up2", [band_patterns(12, shape)], grid, shape, 1.0)
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     config["scans"] = {"tiny": {"path": "tiny.up2", "pc": [0.5, 0.5, 0.6], "pc_convention": "bruker",
-                                "sample_tilt": 70.0, "camera_tilt": 0.0}}
+                                "sample_tilt": 70.0, "camera_tilt": 0.0, "phases": ["FCC"]}}
     config.pop("simulation")
     (work / "config" / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     clean_env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH",)}
