@@ -742,9 +742,11 @@ def run(st: Settings, out_dir: Path) -> Report:
                     continue
                 finite = r["first_non_finite_step"] is None
                 report.check(f"paper lr trains {r['model']}",
-                             finite and r["last_quarter_loss"] <= (1 - st.min_fall) * r["first_quarter_loss"],
+                             r["diverged_step"] is None
+                             and r["last_quarter_loss"] <= (1 - st.min_fall) * r["first_quarter_loss"],
                              f"lr {PAPER_LEARNING_RATE:g}, batch {r['batch']}, {r['warmup']}-step warm-up, clip "
-                             f"{r['clip']:g}: {r['steps']} steps, all finite: {finite}, loss "
+                             f"{r['clip']:g}, layer rates above fan-in {r['fan_in_ref']}: {r['steps']} steps, "
+                             f"all finite: {finite}, diverged: {r['diverged_step'] or 'no'}, loss "
                              f"{r['first_quarter_loss']:.5g} -> {r['last_quarter_loss']:.5g}")
         inference(report, train_np, mask, st, device, job_flags, over_budget, elapsed, last_s)
         if compiled:

@@ -99,6 +99,7 @@ def test_cpu_mode_runs_every_case_and_passes(cpu_run: tuple[subprocess.Completed
         (m, r) for m in gcheck.PAPER_LR_MODELS for r in ("paper", "paper + ours")]
     assert all(p["first_non_finite_step"] is None and p["steps"] == st["paper_lr_steps"]
                for p in doc["probes"])
+    assert all(p["diverged_step"] is None for p in doc["probes"] if p["run"] == "paper + ours")
     assert [(p["warmup"], p["clip"]) for p in doc["probes"][:2]] == [(0, None), (2, 1000.0)]
     assert doc["settings"]["training"]["lr_warmup_steps"] == st["lr_warmup"] == 2
 
