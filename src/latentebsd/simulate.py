@@ -12,6 +12,15 @@ background-corrected detector images: a smooth non-uniform background, the circu
 phosphor screen, Poisson shot noise and camera read noise, and one fixed gain
 (counts -> 16-bit grey levels) for the whole scan.
 
+Detector imperfections (``imperfections``, issue 25): a real scan's Hough orientations
+scatter by a few tenths of a degree between neighbours of one grain, an ideal
+simulation's by a few hundredths. The simulator renders each pattern with a true PC
+and camera tilt that differ from the nominal ones the workflow indexes with (per-point
+PC jitter, a PC offset, a smooth PC drift error, a tilt error), may distort the
+patterns radially and softens every band (``band_blur``); ``benchmarks/calibration.py``
+calibrates the defaults against kikuchipy's real Ni map, the ground truth records the
+PC each pattern was rendered with.
+
 Three microstructures are drawn on the scan grid (see :func:`simulate_scan`):
 
 ``wrought``
@@ -653,7 +662,11 @@ IMPERFECTION_KEYS = ("pc_jitter", "pc_offset", "pc_drift_error", "camera_tilt_er
 
 
 def imperfections_of(settings: Mapping[str, Any]) -> dict[str, Any]:
-    """The ``imperfections`` block of validated ``simulation`` settings, checked.
+    """The ``imperfections`` block of ``simulation`` settings, checked, every key filled.
+
+    Validated settings (:func:`latentebsd.config.section`) carry the schema's calibrated
+    defaults; here a key not given is 0 (an ideal detector), so that a hand-made
+    ``{"imperfections": {"pc_jitter": 0.003}}`` is that one imperfection alone.
 
     Raises
     ------
@@ -919,11 +932,13 @@ def simulate_scan(up2_path: str | os.PathLike, truth_path: str | os.PathLike,
         ``dislocation_density``, ``cell_wall_mask``, ``particle_mask``,
         ``scratch_mask``, ``domain_id``, ``grain_boundary_mask`` and the extras
         ``particle_quaternion``, ``particle_weight``, ``pattern_blur_px``,
-        ``contrast_factor``, ``strength_level``, ``strength``, ``phase_id`` (see
-        :class:`Truth`); file attrs ``microstructure``, ``seed``, ``settings`` (JSON of
-        the resolved settings), ``grading`` (JSON: the level factors and
-        :func:`graded_parameters`), ``phases`` (JSON, :func:`latentebsd.phases.to_json`)
-        and ``master_pattern``.
+        ``contrast_factor``, ``strength_level``, ``strength``, ``phase_id``,
+        ``pc_used`` and ``pc_error`` (``(..., 3)``, the PC each pattern was rendered
+        with and its error against ``geometry/pc``; see :class:`Truth`); file attrs
+        ``microstructure``, ``seed``, ``settings`` (JSON of the resolved settings),
+        ``grading`` (JSON: the level factors and :func:`graded_parameters`),
+        ``phases`` (JSON, :func:`latentebsd.phases.to_json`), ``master_pattern`` and
+        ``imperfections`` (JSON of the applied :func:`imperfections_of`).
     microstructure
         ``"wrought"`` (equiaxed grains, annealing twins, scratches), ``"am"``
         (columnar grains, gradients, rotation domains, dislocation cells, particles) or
@@ -964,6 +979,18 @@ def simulate_scan(up2_path: str | os.PathLike, truth_path: str | os.PathLike,
           width), ``scratch_contrast`` (contrast multiplier), ``scratch_rotation_deg``
           (max random lattice rotation per point), ``scratch_density`` (dislocation
           density added in scratches).
+
+        ``imperfections`` block (detector imperfections, issue 25; all 0 = an ideal
+        detector): the geometry written to the truth file - the PC and tilt the
+        workflow indexes with - is the nominal one; each pattern is rendered with the
+        true one. ``pc_jitter`` (std of a per-point Gaussian PC error, Bruker units),
+        ``pc_offset`` [dPCx, dPCy, dPCz] (constant PC error), ``pc_drift_error``
+        (largest PC error of a linear ramp across the map, :func:`pc_errors`),
+        ``camera_tilt_error`` (deg), ``radial_distortion`` (k1, :func:`distort`),
+        ``band_blur`` (Gaussian sigma of every pattern's Kikuchi signal, fraction of
+        the pattern width). They draw from ``default_rng([seed, IMPERFECTION_SALT])``,
+        so they never move the microstructure or the pixel noise.
+        ``benchmarks/calibration.py`` measures each against a real scan.
 
         ``wrought`` block: ``grain_size`` (sqrt of the mean grain area, points),
         ``twin_fraction`` (probability that a grain holds twins), ``twins_per_grain``
