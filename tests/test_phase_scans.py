@@ -38,9 +38,12 @@ from latentebsd.simulate import simulate_scan
 MAP = (12, 12)
 SEED = 11
 #: Grains of ~7 x 7 points, no twins (Sigma3 twins are FCC's), no scratches: every
-#: grain strain-free, one orientation.
+#: grain strain-free, one orientation. An ideal detector: the calibrated imperfections
+#: (PC jitter, band blur; tests/test_imperfections.py) would blur the per-phase
+#: accuracy these tests measure to the tenth of a degree.
 SIMULATION = {"pattern_shape": [120, 120], "chunk_size": 72,
-              "wrought": {"grain_size": 7.0, "twin_fraction": 0.0, "n_scratches": 0}}
+              "wrought": {"grain_size": 7.0, "twin_fraction": 0.0, "n_scratches": 0},
+              "imperfections": {"pc_jitter": 0.0, "band_blur": 0.0}}
 EVALUATION = section("evaluation")
 
 

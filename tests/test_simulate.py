@@ -17,8 +17,11 @@ from latentebsd.io.truth import read_truth
 from latentebsd.simulate import background, generate_microstructure, screen_mask, simulate_scan
 
 MAP = (6, 8)
+# An ideal detector (no imperfections, tests/test_imperfections.py has those): the
+# geometry and orientation conventions are checked to a fraction of a degree
 SMALL = {"pattern_shape": [60, 60], "chunk_size": 10, "pc_drift": 0.05,
-         "wrought": {"grain_size": 4.0, "twin_fraction": 1.0}}
+         "wrought": {"grain_size": 4.0, "twin_fraction": 1.0},
+         "imperfections": {"pc_jitter": 0.0, "band_blur": 0.0}}
 SEED = 7
 
 

@@ -12,6 +12,15 @@ background-corrected detector images: a smooth non-uniform background, the circu
 phosphor screen, Poisson shot noise and camera read noise, and one fixed gain
 (counts -> 16-bit grey levels) for the whole scan.
 
+Detector imperfections (``imperfections``, issue 25): a real scan's Hough orientations
+scatter by a few tenths of a degree between neighbours of one grain, an ideal
+simulation's by a few hundredths. The simulator renders each pattern with a true PC
+and camera tilt that differ from the nominal ones the workflow indexes with (per-point
+PC jitter, a PC offset, a smooth PC drift error, a tilt error), may distort the
+patterns radially and softens every band (``band_blur``); ``benchmarks/calibration.py``
+calibrates the defaults against kikuchipy's real Ni map, the ground truth records the
+PC each pattern was rendered with.
+
 Three microstructures are drawn on the scan grid (see :func:`simulate_scan`):
 
 ``wrought``
@@ -80,6 +89,10 @@ MICROSTRUCTURES = ("wrought", "am", "polycrystal")
 DEFAULT_MATERIALS = ("nickel",)
 #: Salt of the generator that draws the phase of each grain (several materials).
 PHASE_SALT = 7_070_707
+#: Salt of the generator that draws the detector imperfections (PC jitter, drift-error
+#: direction): its own stream, so that imperfections never move the microstructure or
+#: the pixel noise, and zero imperfections give today's patterns byte for byte.
+IMPERFECTION_SALT = 25_252_525
 #: Kinematical master patterns: smallest d-spacing of the reflectors (Angstrom), the
 #: weakest reflector kept (fraction of the largest |F|), stereographic half size.
 KINEMATICAL_MIN_DSPACING = 0.7
@@ -133,6 +146,13 @@ class Truth:
         (1 where the scan is not graded).
     phase_id
         Phase of the point: an index into the scan's ``materials`` (0 for one).
+    pc_used
+        ``(n_rows, n_cols, 3)`` Bruker PC each pattern was rendered with: the nominal PC
+        of the scan geometry (what the indexer is told) plus ``pc_error``.
+    pc_error
+        ``(n_rows, n_cols, 3)`` the simulator's PC error at each point
+        (:func:`pc_errors`: offset + smooth drift error + per-point jitter; zeros
+        without imperfections).
     """
 
     grain_id: np.ndarray
@@ -151,6 +171,8 @@ class Truth:
     strength_level: np.ndarray
     strength: np.ndarray
     phase_id: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((0, 0), np.int8))
+    pc_used: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((0, 0, 3)))
+    pc_error: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((0, 0, 3)))
 
     @classmethod
     def empty(cls, shape: tuple[int, int]) -> "Truth":
@@ -630,8 +652,112 @@ def background(pcs: np.ndarray, settings: dict[str, Any]) -> np.ndarray:
     return bg.astype(np.float32)
 
 
+# --------------------------------------------------------------------------------------
+# Detector imperfections (issue 25)
+# --------------------------------------------------------------------------------------
+#: ``simulation.imperfections`` keys, all zero = an ideal detector (the patterns of
+#: before the imperfections existed).
+IMPERFECTION_KEYS = ("pc_jitter", "pc_offset", "pc_drift_error", "camera_tilt_error",
+                     "radial_distortion", "band_blur")
+
+
+def imperfections_of(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``imperfections`` block of ``simulation`` settings, checked, every key filled.
+
+    Validated settings (:func:`latentebsd.config.section`) carry the schema's calibrated
+    defaults; here a key not given is 0 (an ideal detector), so that a hand-made
+    ``{"imperfections": {"pc_jitter": 0.003}}`` is that one imperfection alone.
+
+    Raises
+    ------
+    ValueError
+        A value of the wrong shape or sign, naming ``simulation.imperfections.<key>``.
+    """
+    given = dict(settings.get("imperfections") or {})
+    out = {"pc_jitter": 0.0, "pc_offset": [0.0, 0.0, 0.0], "pc_drift_error": 0.0,
+           "camera_tilt_error": 0.0, "radial_distortion": 0.0, "band_blur": 0.0}
+    unknown = set(given) - set(out)
+    if unknown:
+        raise ValueError(f"simulation.imperfections: unknown keys {sorted(unknown)}; "
+                         f"expected {list(IMPERFECTION_KEYS)}")
+    out.update(given)
+    offset = np.asarray(out["pc_offset"], dtype=np.float64)
+    if offset.shape != (3,) or not np.isfinite(offset).all():
+        raise ValueError(f"simulation.imperfections.pc_offset: expected [dPCx, dPCy, dPCz], "
+                         f"got {out['pc_offset']!r}")
+    for key in ("pc_jitter", "pc_drift_error", "band_blur"):
+        if not float(out[key]) >= 0:
+            raise ValueError(f"simulation.imperfections.{key}: expected a number >= 0, "
+                             f"got {out[key]!r}")
+    out["pc_offset"] = [float(v) for v in offset]
+    for key in ("pc_jitter", "pc_drift_error", "camera_tilt_error", "radial_distortion",
+                "band_blur"):
+        out[key] = float(out[key])
+    return out
+
+
+def pc_errors(map_shape: tuple[int, int], imperfections: Mapping[str, Any],
+              rng: np.random.Generator) -> np.ndarray:
+    """PC error of every point, ``(n_rows, n_cols, 3)`` in Bruker units: what the
+    simulator adds to the nominal PC the indexer is told.
+
+    Three parts, each zero when its setting is 0 (and then no random number is drawn):
+
+    - ``pc_offset``: one constant [dPCx, dPCy, dPCz] (a miscalibrated PC);
+    - ``pc_drift_error``: a linear ramp across the map in a random direction, a
+      random 3D error direction scaled so the largest error at a map corner is
+      ``pc_drift_error`` (the PC-vs-beam-position model is not exact);
+    - ``pc_jitter``: independent Gaussian per point and component, std ``pc_jitter``
+      (per-point geometry noise: beam position, stage/surface height).
+    """
+    n_rows, n_cols = map_shape
+    err = np.broadcast_to(np.asarray(imperfections["pc_offset"], dtype=np.float64),
+                          (n_rows, n_cols, 3)).copy()
+    drift = imperfections["pc_drift_error"]
+    if drift > 0:
+        theta = rng.uniform(0, 2 * np.pi)
+        direction = rng.normal(size=3)
+        direction /= np.linalg.norm(direction)
+        rows, cols = _grid((n_rows, n_cols))
+        # -1 .. 1 across the map along the random in-plane direction theta
+        u = np.cos(theta) * (cols - (n_cols - 1) / 2) + np.sin(theta) * (rows - (n_rows - 1) / 2)
+        if np.abs(u).max() > 0:
+            u = u / np.abs(u).max()
+        err += drift * u[..., None] * direction
+    jitter = imperfections["pc_jitter"]
+    if jitter > 0:
+        err += rng.normal(0.0, jitter, size=(n_rows, n_cols, 3))
+    return err
+
+
+@lru_cache(maxsize=8)
+def _distortion_coords(pattern_shape: tuple[int, int], k1: float) -> np.ndarray:
+    """Source coordinates of radial lens distortion ``r_src = r (1 + k1 r^2)``, with
+    ``r`` the distance from the pattern centre over half the width (barrel for
+    ``k1 > 0``: the image is squeezed towards the centre)."""
+    h, w = pattern_shape
+    r, c = np.indices((h, w), dtype=np.float64)
+    yc, xc, half = (h - 1) / 2, (w - 1) / 2, w / 2
+    dy, dx = (r - yc) / half, (c - xc) / half
+    scale = 1.0 + k1 * (dy ** 2 + dx ** 2)
+    return np.stack([yc + dy * scale * half, xc + dx * scale * half])
+
+
+def distort(patterns: np.ndarray, k1: float) -> np.ndarray:
+    """Radial (barrel / pincushion) distortion of the camera optics on ``(n, h, w)``
+    patterns (:func:`_distortion_coords`); linear interpolation, edges repeated."""
+    from scipy.ndimage import map_coordinates
+
+    coords = _distortion_coords(tuple(patterns.shape[1:]), float(k1))
+    out = np.empty_like(patterns)
+    for i in range(len(patterns)):
+        out[i] = map_coordinates(patterns[i], coords, order=1, mode="nearest")
+    return out
+
+
 def project_patterns(quaternions: np.ndarray, pcs: np.ndarray,
-                     settings: dict[str, Any], material: str = "nickel") -> np.ndarray:
+                     settings: dict[str, Any], material: str = "nickel",
+                     camera_tilt: float | None = None) -> np.ndarray:
     """Noise-free Kikuchi signal, zero mean / unit std over the material's master pattern
     (:func:`master_pattern`).
 
@@ -645,6 +771,9 @@ def project_patterns(quaternions: np.ndarray, pcs: np.ndarray,
         Validated ``simulation`` settings (pattern shape, tilts).
     material
         One of :data:`latentebsd.phases.SIMULATED_MATERIALS`.
+    camera_tilt
+        Detector tilt to project with (deg), if not ``settings["camera_tilt"]`` (the
+        simulator's true tilt when ``imperfections.camera_tilt_error`` is set).
 
     Returns
     -------
@@ -657,7 +786,8 @@ def project_patterns(quaternions: np.ndarray, pcs: np.ndarray,
     # One PC for the chunk takes kikuchipy's 3x faster fixed-PC path
     pc = pcs[0] if np.all(pcs == pcs[0]) else pcs
     det = EBSDDetector(shape=tuple(settings["pattern_shape"]), pc=pc,
-                       sample_tilt=settings["sample_tilt"], tilt=settings["camera_tilt"])
+                       sample_tilt=settings["sample_tilt"],
+                       tilt=settings["camera_tilt"] if camera_tilt is None else camera_tilt)
     sim = mp.get_patterns(Rotation(quaternions), det, compute=True, dtype_out=np.float32,
                           show_progressbar=False).data
     sim = sim.reshape(len(quaternions), *settings["pattern_shape"])
@@ -671,17 +801,26 @@ def render_chunk(truth: Truth, geometry: ScanGeometry, settings: dict[str, Any],
     the master pattern of its phase (``truth.phase_id`` indexes ``materials``).
 
     Noise of pattern ``i`` comes from ``default_rng([noise_key, i])``, so the output
-    does not depend on ``chunk_size``.
+    does not depend on ``chunk_size``. The detector imperfections
+    (``settings["imperfections"]``, :func:`imperfections_of`) enter here: each pattern is
+    projected with its true PC (``truth.pc_used``, when filled; else the geometry's)
+    and the true camera tilt, warped by the radial distortion and blurred by
+    ``band_blur``; with all of them 0 the computation is the ideal detector's.
     """
+    imp = imperfections_of(settings)
     idx = np.arange(start, stop)
     q = truth.quaternion.reshape(-1, 4)[idx]
     pcs = geometry.pc_of(start, stop)
+    if truth.pc_used.size:
+        # the true PC: the geometry (nominal, what the indexer gets) + the PC error
+        pcs = truth.pc_used.reshape(-1, 3)[idx].copy()
+    tilt = settings["camera_tilt"] + imp["camera_tilt_error"]
     pw = truth.particle_weight.ravel()[idx]
     part = np.flatnonzero(pw > 0)
     qp = truth.particle_quaternion.reshape(-1, 4)[idx[part]]
     qs, pc_all = np.concatenate([q, qp]), np.concatenate([pcs, pcs[part]])
     if len(materials) == 1:
-        k = project_patterns(qs, pc_all, settings, materials[0])
+        k = project_patterns(qs, pc_all, settings, materials[0], tilt)
     else:
         phase = truth.phase_id.ravel()[idx]
         phase = np.concatenate([phase, phase[part]])
@@ -689,12 +828,17 @@ def render_chunk(truth: Truth, geometry: ScanGeometry, settings: dict[str, Any],
         for m, material in enumerate(materials):
             sel = np.flatnonzero(phase == m)
             if sel.size:
-                k[sel] = project_patterns(qs[sel], pc_all[sel], settings, material)
+                k[sel] = project_patterns(qs[sel], pc_all[sel], settings, material, tilt)
     kikuchi, k_part = k[: len(idx)], k[len(idx):]
     if part.size:
         w = pw[part][:, None, None]
         kikuchi[part] = (1 - w) * kikuchi[part] + w * k_part
+    if imp["radial_distortion"] != 0:
+        kikuchi = distort(kikuchi, imp["radial_distortion"])
     blur = truth.pattern_blur_px.ravel()[idx]
+    if imp["band_blur"] > 0:
+        # independent blurs add in quadrature; only here, so 0 leaves blur untouched
+        blur = np.hypot(blur, imp["band_blur"] * settings["pattern_shape"][1])
     for i in np.flatnonzero(blur > 0):
         kikuchi[i] = gaussian_filter(kikuchi[i], float(blur[i]), mode="nearest")
     contrast = settings["kikuchi_contrast"] * truth.contrast_factor.ravel()[idx]
@@ -788,11 +932,13 @@ def simulate_scan(up2_path: str | os.PathLike, truth_path: str | os.PathLike,
         ``dislocation_density``, ``cell_wall_mask``, ``particle_mask``,
         ``scratch_mask``, ``domain_id``, ``grain_boundary_mask`` and the extras
         ``particle_quaternion``, ``particle_weight``, ``pattern_blur_px``,
-        ``contrast_factor``, ``strength_level``, ``strength``, ``phase_id`` (see
-        :class:`Truth`); file attrs ``microstructure``, ``seed``, ``settings`` (JSON of
-        the resolved settings), ``grading`` (JSON: the level factors and
-        :func:`graded_parameters`), ``phases`` (JSON, :func:`latentebsd.phases.to_json`)
-        and ``master_pattern``.
+        ``contrast_factor``, ``strength_level``, ``strength``, ``phase_id``,
+        ``pc_used`` and ``pc_error`` (``(..., 3)``, the PC each pattern was rendered
+        with and its error against ``geometry/pc``; see :class:`Truth`); file attrs
+        ``microstructure``, ``seed``, ``settings`` (JSON of the resolved settings),
+        ``grading`` (JSON: the level factors and :func:`graded_parameters`),
+        ``phases`` (JSON, :func:`latentebsd.phases.to_json`), ``master_pattern`` and
+        ``imperfections`` (JSON of the applied :func:`imperfections_of`).
     microstructure
         ``"wrought"`` (equiaxed grains, annealing twins, scratches), ``"am"``
         (columnar grains, gradients, rotation domains, dislocation cells, particles) or
@@ -833,6 +979,18 @@ def simulate_scan(up2_path: str | os.PathLike, truth_path: str | os.PathLike,
           width), ``scratch_contrast`` (contrast multiplier), ``scratch_rotation_deg``
           (max random lattice rotation per point), ``scratch_density`` (dislocation
           density added in scratches).
+
+        ``imperfections`` block (detector imperfections, issue 25; all 0 = an ideal
+        detector): the geometry written to the truth file - the PC and tilt the
+        workflow indexes with - is the nominal one; each pattern is rendered with the
+        true one. ``pc_jitter`` (std of a per-point Gaussian PC error, Bruker units),
+        ``pc_offset`` [dPCx, dPCy, dPCz] (constant PC error), ``pc_drift_error``
+        (largest PC error of a linear ramp across the map, :func:`pc_errors`),
+        ``camera_tilt_error`` (deg), ``radial_distortion`` (k1, :func:`distort`),
+        ``band_blur`` (Gaussian sigma of every pattern's Kikuchi signal, fraction of
+        the pattern width). They draw from ``default_rng([seed, IMPERFECTION_SALT])``,
+        so they never move the microstructure or the pixel noise.
+        ``benchmarks/calibration.py`` measures each against a real scan.
 
         ``wrought`` block: ``grain_size`` (sqrt of the mean grain area, points),
         ``twin_fraction`` (probability that a grain holds twins), ``twins_per_grain``
@@ -886,6 +1044,11 @@ def simulate_scan(up2_path: str | os.PathLike, truth_path: str | os.PathLike,
     assign_phases(truth, len(names), fractions, int(seed))
     geometry = scan_geometry(shape, cfg)
     noise_key = int(rng.integers(2 ** 62))
+    imperfections = imperfections_of(cfg)
+    # own generator: the microstructure and noise_key above are drawn as without imperfections
+    truth.pc_error = pc_errors(shape, imperfections,
+                               np.random.default_rng([int(seed), IMPERFECTION_SALT]))
+    truth.pc_used = geometry.pc_of(0, geometry.n_patterns).reshape(*shape, 3) + truth.pc_error
     n = geometry.n_patterns
     chunk = cfg["chunk_size"]
 
@@ -902,7 +1065,7 @@ def simulate_scan(up2_path: str | os.PathLike, truth_path: str | os.PathLike,
                 {"levels": grading_levels(grading).round(6).tolist(),
                  "axis": (grading or {}).get("axis", "columns"),
                  "classes": graded_parameters(micro, cfg, grading)},
-                phases=simulated_phases(names),
+                phases=simulated_phases(names), imperfections=imperfections,
                 master_pattern="; ".join(
                     "kikuchipy nickel_ebsd_master_pattern_small, 20 kV" if m == "nickel"
                     else f"{m}: kinematical (kikuchipy KikuchiPatternSimulator), 20 kV"

@@ -25,16 +25,21 @@ from latentebsd.io.atomic import atomic_path
 from latentebsd.phases import NICKEL, PhaseSpec, phases_of, to_json
 
 _UNITS = {"dislocation_density": "arbitrary", "pattern_blur_px": "pixels of the simulated pattern",
-          "strength": "factor on the configured heterogeneity (1 = as configured)"}
+          "strength": "factor on the configured heterogeneity (1 = as configured)",
+          "pc_used": "Bruker PC (fractions of the pattern width / height) each pattern was "
+                     "rendered with",
+          "pc_error": "pc_used - geometry/pc (Bruker), the simulator's PC error"}
 
 
 def write_truth(path: str | os.PathLike, truth: Mapping[str, np.ndarray], geometry: ScanGeometry,
                 microstructure: str, seed: int, settings: Mapping[str, Any],
                 grading: Mapping[str, Any] | None = None,
                 phases: list[PhaseSpec] | None = None,
-                master_pattern: str = "kikuchipy nickel_ebsd_master_pattern_small, 20 kV") -> None:
+                master_pattern: str = "kikuchipy nickel_ebsd_master_pattern_small, 20 kV",
+                imperfections: Mapping[str, Any] | None = None) -> None:
     """Write the ground truth (field name -> array, in order) and geometry, atomically
-    (``phases``: the scan's, default FCC nickel)."""
+    (``phases``: the scan's, default FCC nickel; ``imperfections``: the detector
+    imperfections applied, default none)."""
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
         geometry.to_h5(f.create_group("geometry"))
         g = f.create_group("truth")
@@ -44,13 +49,15 @@ def write_truth(path: str | os.PathLike, truth: Mapping[str, np.ndarray], geomet
             "orix: rotation from the (EDAX TSL) sample frame to the crystal frame; "
             "the rotation passed to kikuchipy get_patterns")
         for name, units in _UNITS.items():
-            g[name].attrs["units"] = units
+            if name in g:
+                g[name].attrs["units"] = units
         f.attrs["microstructure"] = microstructure
         f.attrs["seed"] = int(seed)
         f.attrs["settings"] = json.dumps(settings, sort_keys=True)
         f.attrs["grading"] = json.dumps(grading or {"levels": [1.0], "classes": {}})
         f.attrs["master_pattern"] = master_pattern
         f.attrs["phases"] = to_json(phases or [NICKEL])
+        f.attrs["imperfections"] = json.dumps(dict(imperfections or {}), sort_keys=True)
 
 
 def read_truth(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], ScanGeometry,
@@ -63,7 +70,8 @@ def read_truth(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], ScanGeom
         ``truth``: name -> array; ``attrs``: ``microstructure``, ``seed``, ``settings``,
         ``grading`` (dicts; a file written before grading existed: one level) and
         ``phases`` (:class:`~latentebsd.phases.PhaseSpec` list; FCC nickel for a file
-        written before phases were recorded).
+        written before phases were recorded) and ``imperfections`` (dict; empty for a
+        file written before they existed).
     """
     with h5py.File(path, "r") as f:
         truth = {name: f["truth"][name][()] for name in f["truth"]}
@@ -72,7 +80,8 @@ def read_truth(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], ScanGeom
                  "seed": int(f.attrs["seed"]),
                  "settings": json.loads(f.attrs["settings"]),
                  "grading": json.loads(f.attrs.get("grading", '{"levels": [1.0], "classes": {}}')),
-                 "phases": phases_of(f.attrs)}
+                 "phases": phases_of(f.attrs),
+                 "imperfections": json.loads(f.attrs.get("imperfections", "{}"))}
     return truth, geometry, attrs
 
 
