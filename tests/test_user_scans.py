@@ -32,7 +32,7 @@ from latentebsd.preprocess import geometry_from_config, run_preprocess_rule
 
 kp = pytest.importorskip("kikuchipy")
 DATA = Path(kp.__file__).parent / "data"
-#: The Bruker PC of kikuchipy's real Ni map (LIBRARIES.md), for formats that store none.
+#: The Bruker PC of kikuchipy's real Ni map (kikuchipy.data.nickel_ebsd_small), for formats that store none.
 NI_PC = [0.425, 0.213, 0.501]
 D = 4  # latent features of the untrained model
 EVALUATION = section("evaluation")
