@@ -436,9 +436,11 @@ def figure_cells(cubes: Mapping[str, str | os.PathLike], rankings: Mapping[str, 
                  f"{chr(65 + k)}: d={latent_dims[v]}, feature {int(ch['feature'])}{what}\n{how}",
                  "viridis", (lo, max(hi, lo + 1e-12)), "latent value" + what)
     title = cells_title(choice, conventional, detected_auc)
-    fig.suptitle(f"Fig. 9 · {scan}: " + textwrap.fill(title, 110), fontsize=9)
-    fig.tight_layout(rect=(0, 0, 1, 0.97 - 0.12 / fig.get_size_inches()[1]))
-    save_figure(fig, out_png)
+    # wrapped to the figure's width (~11 characters per inch at 9 pt): never clipped
+    width = int(fig.get_size_inches()[0] * 11)
+    fig.suptitle(textwrap.fill(f"Fig. 9 · {scan}: {title}", width), fontsize=9)
+    fig.tight_layout()
+    save_figure(fig, out_png, tight=True)
     table = choice.reset_index()
     table.insert(0, "scan", scan)
     table.insert(2, "latent_dim", [latent_dims[v] for v in table["variant"]])
