@@ -456,11 +456,15 @@ def figure_cells(cubes: Mapping[str, str | os.PathLike], rankings: Mapping[str, 
 # Fig 11: orientation and IQ maps from decoded patterns
 # --------------------------------------------------------------------------------------
 def plot_decoded_maps(index_paths: Mapping[str, str], labels: Mapping[str, str],
-                      path: str | os.PathLike, title: str, settings: Mapping[str, Any]) -> None:
-    """Fig 11: IPF (top) and IQ (bottom) maps of every source, the original first.
+                      path: str | os.PathLike, title: str, settings: Mapping[str, Any],
+                      max_cols: int = 3) -> None:
+    """Fig 11: the IPF map of every source above its IQ map, the original first, in a
+    grid of at most ``max_cols`` sources per row (one row of 9 sources made a strip
+    4,000 px wide with titles running into each other).
 
-    The IQ maps share the original's colour scale (1-99 % of its ``pq``), so a
-    variant that loses band contrast looks darker.
+    The IQ maps share the original's colour scale (1-99 % of its ``pq``; one colour bar
+    on the right), so a variant that loses band contrast looks darker; the IPF colour
+    key sits top right. Each map has a micrometre scale bar.
     """
     plt = pyplot()
     names = list(index_paths)
@@ -477,18 +481,33 @@ def plot_decoded_maps(index_paths: Mapping[str, str], labels: Mapping[str, str],
     assert geometry is not None
     shape = geometry.map_shape
     limits = robust_limits(data[names[0]][1])
+    ncols = min(max_cols, len(names))
+    nrows = -(-len(names) // ncols)
     w, h = panel_size(shape, 2.6)
-    fig, axes = plt.subplots(2, len(names), figsize=((w + 0.5) * len(names), 2 * h + 1.0),
+    fig_w = w * ncols + 1.6  # + the IPF key and the IQ colour bar on the right
+    fig, axes = plt.subplots(2 * nrows, ncols, figsize=(fig_w, 2 * nrows * (h + 0.45) + 0.6),
                              squeeze=False)
-    for j, name in enumerate(names):
+    iq_image = None
+    for k, name in enumerate(names):
+        i, j = divmod(k, ncols)
         rgb, iq, ok = data[name]
-        show_map(axes[0, j], rgb.reshape(*shape, 3), geometry.step_um,
-                 f"{labels.get(name, name)}\n{100 * ok.mean():.1f} % indexed")
-        show_map(axes[1, j], iq.reshape(shape), geometry.step_um, "IQ (pq)", "gray", limits,
-                 "pq", colorbar=j == len(names) - 1)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    add_ipf_key(fig, axes[0, -1], settings["ipf_direction"], phases)
+        show_map(axes[2 * i, j], rgb.reshape(*shape, 3), geometry.step_um,
+                 f"{labels.get(name, name)}: {100 * ok.mean():.1f} % indexed")
+        iq_image = show_map(axes[2 * i + 1, j], iq.reshape(shape), geometry.step_um, "IQ (pq)",
+                            "gray", limits, colorbar=False)
+    for k in range(len(names), nrows * ncols):
+        i, j = divmod(k, ncols)
+        axes[2 * i, j].set_axis_off()
+        axes[2 * i + 1, j].set_axis_off()
+    right = 1 - 1.5 / fig_w
+    fig.suptitle(textwrap.fill(title, int(fig_w * 11)), fontsize=9)
+    fig.tight_layout(rect=(0, 0, right, 1))
+    bottom = axes[1, 0].get_position()  # the first IQ map: the colour bar beside its row
+    cax = fig.add_axes([right + 0.25 / fig_w, bottom.y0, 0.12 / fig_w, bottom.height])
+    cb = fig.colorbar(iq_image, cax=cax)
+    cb.set_label("IQ (PyEBSDIndex pq)", fontsize=7)
+    cb.ax.tick_params(labelsize=6)
+    add_ipf_key(fig, axes[0, ncols - 1], settings["ipf_direction"], phases)
     save_figure(fig, path, int(settings["dpi"]), tight=True)
 
 
