@@ -420,3 +420,30 @@ def test_detection_limit_axes_label_only_the_graded_values(tmp_path):
     assert seen["labels"] == [f"{v:.3g}" for v in values] and seen["minor"] == []
     assert sorted(seen["legend"]) == ["conventional", "pca", "vae16"]
     assert (tmp_path / "limits.png").stat().st_size > 0
+
+
+def test_saliency_figure_has_a_colour_bar_per_feature(tmp_path):
+    """Each occlusion panel gets its own labelled colour bar (latent scales differ)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from latentebsd import saliency
+
+    rng = np.random.default_rng(0)
+    mask = np.ones((20, 20), bool)
+    mask[:2] = False
+    captured = {}
+    original = saliency.save_figure
+
+    def keep(fig, path, dpi=110, tight=False):
+        captured["labels"] = [a.get_ylabel() for a in fig.axes if a.get_ylabel()]
+        original(fig, path, dpi, tight)
+
+    saliency.save_figure = keep
+    try:
+        saliency.plot_saliency(rng.random((2, 20, 20)), rng.random((2, 20, 20)), mask,
+                               [(3, "top rank"), (7, "novel")], tmp_path / "s.png", "t")
+    finally:
+        saliency.save_figure = original
+    assert captured["labels"] == ["|Δ f3| when blanked", "|Δ f7| when blanked"]
+    assert (tmp_path / "s.png").stat().st_size > 0
