@@ -25,7 +25,7 @@ from latentebsd.decode import run_decode_rule
 from latentebsd.encode import encode_scan
 from latentebsd.index import run_index_rule
 from latentebsd.io.cube import cube_attrs
-from latentebsd.io.index import is_indexed, read_index
+from latentebsd.io.index import is_indexed, read_ang_geometry, read_index
 from latentebsd.io.patterns import PatternFileError, PatternReader
 from latentebsd.io.preprocessed import PreprocessedScan
 from latentebsd.preprocess import geometry_from_config, run_preprocess_rule
@@ -81,7 +81,7 @@ def run_scan(tmp: Path, name: str, path: Path, scan_cfg: dict, **preprocess) -> 
     from_decoded, _, _ = read_index(tmp / f"{name}_dec.h5")
     return {"pre": pre, "geometry": geometry, "attrs": attrs, "patterns": patterns,
             "cube": cube_attrs(cube), "decoded": PatternReader(decoded), "original": original,
-            "from_decoded": from_decoded}
+            "from_decoded": from_decoded, "ang": tmp / f"{name}_orig.ang"}
 
 
 def check_pipeline(run: dict, map_shape: tuple[int, int], pattern_shape: tuple[int, int],
@@ -187,6 +187,14 @@ def test_nordif_dat_needs_a_pc_and_uses_its_static_background(tmp_path):
     g = run["geometry"]
     np.testing.assert_allclose(g.pc, NI_PC)
     assert (g.sample_tilt, g.camera_tilt) == (70.0, 0.0)
+    # the file's working distance and the PC (EDAX convention) reach the .ang header
+    assert g.working_distance_mm == pytest.approx(24.7)
+    header = read_ang_geometry(run["ang"])
+    assert header["WorkingDistance"] == pytest.approx(24.7)
+    tsl = [header["x-star"], header["y-star"], header["z-star"]]
+    np.testing.assert_allclose(
+        kp.detectors.EBSDDetector(shape=g.pattern_shape, pc=tsl, convention="tsl").pc.reshape(3),
+        NI_PC, atol=2e-6)
     with h5py.File(run["pre"]) as f:
         np.testing.assert_array_equal(
             f["background"][()],

@@ -336,6 +336,7 @@ def geometry_from_config(scan_name: str, scan_cfg: dict, reader: PatternReader) 
     return ScanGeometry(
         n_rows=reader.map_shape[0], n_cols=reader.map_shape[1], step_um=step,
         pattern_shape=reader.pattern_shape, pc=pc, **tilts,
+        working_distance_mm=getattr(reader, "working_distance_mm", None),
     )
 
 

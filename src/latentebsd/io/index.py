@@ -202,12 +202,14 @@ def write_ang(path: str | os.PathLike, result: np.ndarray, geometry: ScanGeometr
     phases
         The scan's phases.
     working_distance_mm
-        The header's ``WorkingDistance`` (mm) where the pattern file states it; ``None``
-        leaves orix's 0 (unknown).
+        The header's ``WorkingDistance`` (mm); ``None``: the geometry's (what the
+        pattern file states), and where that is unknown too, orix's 0.
     """
     import orix.io
 
     pc_tsl = ang_pattern_centre(geometry)
+    if working_distance_mm is None:
+        working_distance_mm = geometry.working_distance_mm
 
     # orix 0.15 writes a map of one row or column wrongly or not at all (it takes it
     # for 1-D, or 0-D for one point): write such a map padded to 2 x 2 or more with
@@ -222,7 +224,8 @@ def write_ang(path: str | os.PathLike, result: np.ndarray, geometry: ScanGeometr
         result = result[source]
         indexed = None if indexed is None else np.asarray(indexed, bool)[source]
         geometry = ScanGeometry(*padded, geometry.step_um, geometry.pattern_shape,
-                                geometry.mean_pc(), geometry.sample_tilt, geometry.camera_tilt)
+                                geometry.mean_pc(), geometry.sample_tilt, geometry.camera_tilt,
+                                geometry.working_distance_mm)
     xmap = crystal_map(result, geometry, indexed, phases=phases)
     with atomic_path(path) as tmp:
         # overwrite=True: without it orix asks on stdin when the file exists
