@@ -357,17 +357,19 @@ def conventional_cell_scores(conventional_path: str | os.PathLike,
     maps, _ = read_conventional(conventional_path)
     truth = read_truth(truth_path)[0]
     targets = {k: v for k, v in truth_targets(truth).items() if k == "dislocation_cells"}
-    keys = [k for k in CELL_DESCRIPTORS if k in maps]
-    if not targets or not keys:
-        return {}
-    stack = np.stack([np.asarray(maps[k], np.float64) for k in keys])
-    valid = np.isfinite(stack).all(axis=0)
-    stack = np.where(np.isfinite(stack), stack, 0.0)
-    scores = match_scores(stack, targets, valid).get("dislocation_cells")
-    if scores is None:
-        return {}
-    best = np.maximum(scores["value"], scores["gradient"])
-    return {CELL_DESCRIPTORS[k]: float(v) for k, v in zip(keys, best)}
+    out: dict[str, float] = {}
+    for key, label in CELL_DESCRIPTORS.items() if targets else ():
+        image = np.asarray(maps[key], np.float64)
+        valid = np.isfinite(image) & np.asarray(maps["valid"], bool).reshape(image.shape) \
+            if "valid" in maps and np.asarray(maps["valid"]).any() else np.isfinite(image)
+        if valid.sum() < 2:  # a map without values (e.g. no grains) says nothing
+            continue
+        # each map on its own points: one map's gaps must not drop the others' points
+        scores = match_scores(np.where(valid, image, 0.0)[None], targets, valid)
+        if "dislocation_cells" in scores:
+            s = scores["dislocation_cells"]
+            out[label] = float(max(s["value"][0], s["gradient"][0]))
+    return out
 
 
 def cells_title(choice: pd.DataFrame, conventional: Mapping[str, float] | None = None,
