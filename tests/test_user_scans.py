@@ -32,8 +32,11 @@ from latentebsd.preprocess import geometry_from_config, run_preprocess_rule
 
 kp = pytest.importorskip("kikuchipy")
 DATA = Path(kp.__file__).parent / "data"
-#: The Bruker PC of kikuchipy's real Ni map (kikuchipy.data.nickel_ebsd_small), for formats that store none.
+#: The Bruker PC of kikuchipy's real Ni map (kikuchipy.data.nickel_ebsd_small), for
+#: formats that store none ...
 NI_PC = [0.425, 0.213, 0.501]
+#: ... as a config gives it: with its convention (a format's own would read it as TSL, ...)
+BRUKER_PC = {"pc": NI_PC, "pc_convention": "bruker"}
 D = 4  # latent features of the untrained model
 EVALUATION = section("evaluation")
 MAPS = section("maps")
@@ -182,7 +185,7 @@ def test_nordif_dat_needs_a_pc_and_uses_its_static_background(tmp_path):
                             section("preprocess", {"binning": 1}))
     assert not out.exists()
 
-    run = run_scan(tmp_path, "nordif", path, {"pc": NI_PC, "pc_convention": "bruker", "background": "static"}, binning=1)
+    run = run_scan(tmp_path, "nordif", path, {**BRUKER_PC, "background": "static"}, binning=1)
     check_pipeline(run, (3, 3), (60, 60), 1.5)
     g = run["geometry"]
     np.testing.assert_allclose(g.pc, NI_PC)
@@ -236,12 +239,12 @@ def test_edax_h5ebsd_placeholder_pc_is_an_error_and_the_config_pc_wins(tmp_path,
     with pytest.raises(PatternFileError, match=r"config key scans\.edax\.background: static, "
                                                r"but .*\(edax_h5ebsd\) stores no static background"):
         run_preprocess_rule("edax", str(path), None, str(tmp_path / "x.h5"),
-                            {"path": str(path), "pc": NI_PC, "pc_convention": "bruker", "background": "static"},
+                            {"path": str(path), **BRUKER_PC, "background": "static"},
                             section("preprocess", {"binning": 1}))
     assert not (tmp_path / "x.h5").exists()
 
     with caplog.at_level(logging.WARNING, logger="latentebsd.preprocess"):
-        run = run_scan(tmp_path, "edax", path, {"pc": NI_PC, "pc_convention": "bruker"}, binning=1)
+        run = run_scan(tmp_path, "edax", path, BRUKER_PC, binning=1)
     assert "preprocess.background = mean on a map of only 9 patterns" in caplog.text
     check_pipeline(run, (3, 3), (60, 60), 1.5)
     g = run["geometry"]
@@ -257,12 +260,12 @@ def test_edax_up1_needs_nav_shape_step_and_tilts_then_runs(tmp_path):
     path = shipped("edax_binary/edax_binary.up1")
     with pytest.raises(PatternFileError, match=r"store no map shape: set nav_shape"):
         run_preprocess_rule("up1", str(path), None, str(tmp_path / "x.h5"),
-                            {"path": str(path), "pc": NI_PC, "pc_convention": "bruker"}, section("preprocess", {"binning": 1}))
+                            {"path": str(path), **BRUKER_PC}, section("preprocess", {"binning": 1}))
     with pytest.raises(PatternFileError, match=r"stores no step size .*scans\.up1\.step_um"):
         run_preprocess_rule("up1", str(path), None, str(tmp_path / "x.h5"),
-                            {"path": str(path), "pc": NI_PC, "pc_convention": "bruker", "nav_shape": [3, 3]},
+                            {"path": str(path), **BRUKER_PC, "nav_shape": [3, 3]},
                             section("preprocess", {"binning": 1}))
-    cfg = {"path": str(path), "pc": NI_PC, "pc_convention": "bruker", "nav_shape": [3, 3], "step_um": 1.5}
+    cfg = {"path": str(path), **BRUKER_PC, "nav_shape": [3, 3], "step_um": 1.5}
     with pytest.raises(PatternFileError, match=r"config key scans\.up1\.sample_tilt: .* stores "
                                                r"no sample tilt and the config gives none"):
         run_preprocess_rule("up1", str(path), None, str(tmp_path / "x.h5"), cfg,
@@ -272,7 +275,7 @@ def test_edax_up1_needs_nav_shape_step_and_tilts_then_runs(tmp_path):
         run_preprocess_rule("up1", str(path), None, str(tmp_path / "x.h5"),
                             {**cfg, "sample_tilt": 70}, section("preprocess", {"binning": 1}))
     assert not (tmp_path / "x.h5").exists()
-    run = run_scan(tmp_path, "up1", path, {"pc": NI_PC, "pc_convention": "bruker", "nav_shape": [3, 3], "step_um": 1.5,
+    run = run_scan(tmp_path, "up1", path, {**BRUKER_PC, "nav_shape": [3, 3], "step_um": 1.5,
                                            "sample_tilt": 70, "camera_tilt": 0}, binning=2)
     check_pipeline(run, (3, 3), (30, 30), 1.5)
     assert (run["geometry"].sample_tilt, run["geometry"].camera_tilt) == (70.0, 0.0)
@@ -340,15 +343,15 @@ def test_oxford_ebsp_stores_no_geometry(tmp_path, caplog):
                             {"path": str(path)}, section("preprocess", {"binning": 1}))
     with pytest.raises(PatternFileError, match=r"config key preprocess\.background: static, but"):
         run_preprocess_rule("ebsp", str(path), None, str(tmp_path / "x.h5"),
-                            {"path": str(path), "pc": NI_PC, "pc_convention": "bruker", "sample_tilt": 70, "camera_tilt": 0},
+                            {"path": str(path), **BRUKER_PC, "sample_tilt": 70, "camera_tilt": 0},
                             section("preprocess", {"binning": 1, "background": "static"}))
     with pytest.raises(PatternFileError, match=r"config key scans\.ebsp\.camera_tilt: .*"
                                                r"\(oxford_binary\) stores no camera tilt"):
         run_preprocess_rule("ebsp", str(path), None, str(tmp_path / "x.h5"),
-                            {"path": str(path), "pc": NI_PC, "pc_convention": "bruker", "sample_tilt": 70},
+                            {"path": str(path), **BRUKER_PC, "sample_tilt": 70},
                             section("preprocess", {"binning": 1}))
     with caplog.at_level(logging.INFO, logger="latentebsd.preprocess"):
-        run = run_scan(tmp_path, "ebsp", path, {"pc": NI_PC, "pc_convention": "bruker", "sample_tilt": 70,
+        run = run_scan(tmp_path, "ebsp", path, {**BRUKER_PC, "sample_tilt": 70,
                                                 "camera_tilt": 0}, binning=1)
     check_pipeline(run, (3, 3), (60, 60), 1.5)
     assert (run["geometry"].sample_tilt, run["geometry"].camera_tilt) == (70.0, 0.0)
@@ -458,15 +461,15 @@ def test_the_plan_stops_before_anything_runs_when_the_pc_or_a_tilt_is_missing(tm
     for scans, message in (
             ({"mine": {"path": str(nordif), "phases": ["FCC"]}},
              r"config key scans\.mine\.pc: .* stores no pattern centre"),
-            ({"mine": {"path": str(ebsp), "pc": NI_PC, "pc_convention": "bruker", "phases": ["FCC"], "sample_tilt": 70}},
+            ({"mine": {"path": str(ebsp), **BRUKER_PC, "phases": ["FCC"], "sample_tilt": 70}},
              r"config key scans\.mine\.camera_tilt: .* stores no camera tilt"),
-            ({"mine": {"path": str(ebsp), "pc": NI_PC, "pc_convention": "bruker", "background": "static", **tilts,
+            ({"mine": {"path": str(ebsp), **BRUKER_PC, "background": "static", **tilts,
                        "phases": ["FCC"]}},
              r"config key scans\.mine\.background: static, but .* stores no static background")):
         config = validate_config({**base, "scans": scans})
         with pytest.raises(PatternFileError, match=message):
             make_plan(config)
-    config = validate_config({**base, "scans": {"mine": {"path": str(nordif), "pc": NI_PC, "pc_convention": "bruker",
+    config = validate_config({**base, "scans": {"mine": {"path": str(nordif), **BRUKER_PC,
                                                           "background": "static",
                                                           "phases": ["FCC"]}}})
     assert make_plan(config).scans == ["mine"]

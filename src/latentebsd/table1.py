@@ -77,8 +77,8 @@ TABLE_COLUMNS = (
 CSV_ONLY_COLUMNS = (("iq_kp_ratio", "Krieger-Lassen IQ ratio (smoothness)", None),)
 #: The originals' absolute values under the table (what the ratios divide by):
 #: (index field, label, digits).
-ORIGINAL_FIELDS = (("cm", "CI (PyEBSDIndex cm)", 2), ("pq", "IQ (PyEBSDIndex pq)", 2), ("sharpness", "Sharpness", 3),
-                   ("iq_kp", "Krieger-Lassen IQ", 3), ("nmatch", "Matched bands", 0),
+ORIGINAL_FIELDS = (("cm", "CI (PyEBSDIndex cm)", 2), ("pq", "IQ (PyEBSDIndex pq)", 2),
+                   ("sharpness", "Sharpness", 3), ("iq_kp", "Krieger-Lassen IQ", 3), ("nmatch", "Matched bands", 0),
                    ("fit", "Fit (deg)", 2))
 
 
@@ -253,7 +253,8 @@ def _wrong_phase_note(frame: pd.DataFrame | None) -> str:
     return " Decoded patterns indexed as the wrong phase: " + ", ".join(wrong) + "." if wrong else ""
 
 
-_HEADERS = ["Loss", "d", "Source (ours / paper)", "Indexed", "Indexed and agreeing", *[h for _, h, _ in TABLE_COLUMNS]]
+_HEADERS = ["Loss", "d", "Source (ours / paper)", "Indexed", "Indexed and agreeing",
+            *[h for _, h, _ in TABLE_COLUMNS]]
 
 
 def _table_lines(frame: pd.DataFrame) -> list[list[str]]:
