@@ -34,7 +34,7 @@ import numpy as np
 def kikuchipy_standard(hough: dict) -> np.ndarray:
     """Quaternions ``(9, 4)`` from kikuchipy's standard processing and Hough indexing
     (``hough``: ``EBSDIndexer`` arguments; empty = kikuchipy's defaults)."""
-    import pyebsdindex  # noqa: F401  (before kikuchipy / orix: LIBRARIES.md)
+    import pyebsdindex  # noqa: F401  (before kikuchipy / orix: their numba and OpenCL set-up clash otherwise)
     import kikuchipy as kp
     from orix.crystal_map import PhaseList
 

@@ -116,6 +116,9 @@ def cell_figure_inputs(wildcards):
     }
     if wildcards.scan in P.truth_scans:
         inputs["truth_matches"] = [fill(out.truth_csv, variant=v, scan=wildcards.scan) for v in vae]
+        # the conventional descriptors' cell-wall AUC, for the verdict in the title
+        inputs["truth"] = fill(rules.simulate_scan.output.truth, scan=wildcards.scan)
+        inputs["conventional"] = fill(rules.conventional_maps.output.h5, scan=wildcards.scan)
     return inputs
 
 

@@ -38,13 +38,14 @@ rule fig_cells:
             caption="../report/fig9.rst",
             category="5. Latent feature maps",
             subcategory="{scan}",
-            labels={"scan": "{scan}", "figure": "Fig 9: best dislocation-cell map per d"},
+            labels={"scan": "{scan}", "figure": "Fig 9: latent map per d closest to the cells"},
         ),
         csv="results/maps/figures/fig9_cells_{scan}.csv",
     params:
         variants=P.vae_variants,
         specs=P.specs,
         settings=config["maps"],
+        detected_auc=config["benchmark"]["detection_threshold"],
     log:
         "logs/maps/fig9_{scan}.log",
     threads: 1

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import h5py
 import numpy as np
+import pandas as pd
 import pytest
 from scipy import ndimage
 
@@ -361,3 +362,88 @@ def test_a_cube_of_another_map_shape_is_refused_with_its_path(tmp_path):
     assert check_map_shape(tmp_path / "c.nc", (3, 4), "the scan")["latent_dim"] == 2
     with pytest.raises(ValueError, match=r"c\.nc: map 3 x 4 differs from the scan's 4 x 3"):
         check_map_shape(tmp_path / "c.nc", (4, 3), "the scan")
+
+
+def test_method_style_is_one_per_method_and_the_same_in_every_figure():
+    """13 methods get 13 different (colour, marker, line) styles; a variant keeps its
+    style whatever subset a figure shows; derived methods keep their variant's colour."""
+    from latentebsd.plotting import method_style
+
+    variants = ["vae16", "vae32", "vae64", "vae128", "vae256", "contrastive128", "betavae15",
+                "betavae50", "pca", "nmf"]
+    methods = [("conventional", "conventional"), *[(v, "baseline" if v in ("pca", "nmf")
+                                                    else "latent") for v in variants],
+               ("conventional+vae128", "combined"), ("latentKAM/GROD vae128", "analogue")]
+    styles = [method_style(m, variants, f) for m, f in methods]
+    keys = {(s["color"], s["marker"], s["linestyle"]) for s in styles}
+    assert len(keys) == 13
+    assert len({s["color"] for s in styles[:11]}) == 11  # no reused colour among the 11 bases
+    assert method_style("vae128", variants) == method_style("vae128", variants, "latent")
+    assert method_style("conventional+vae128", variants)["color"] == styles[4]["color"]
+
+
+def test_detection_limit_axes_label_only_the_graded_values(tmp_path):
+    """The strength axis of detection_limits.png is labelled at the graded values only
+    (no overlapping minor-tick labels on a span of less than a decade), the parameter
+    name is wrapped, and every method has a legend entry."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from latentebsd import detection_limits as dl
+    from latentebsd.plotting import pyplot
+
+    values = [0.5 * f for f in np.geomspace(0.05, 1, 6)]
+    rows = [{"scan": "am", "class": "particles", "metric": "roc_auc", "method": m,
+             "family": fam, "fold": k, "level": i, "strength": v / values[-1],
+             "parameter": "max particle pattern weight", "value": v, "mode": "probe",
+             "score": 0.5 + 0.08 * i}
+            for m, fam in (("conventional", "conventional"), ("vae16", "latent"),
+                           ("pca", "baseline")) for i, v in enumerate(values) for k in range(2)]
+    seen = {}
+    plt = pyplot()
+    original = dl.save_figure
+
+    def keep(fig, path, dpi=110, tight=False):
+        ax = fig.axes[0]
+        fig.canvas.draw()
+        seen["labels"] = [t.get_text() for t in ax.get_xticklabels(minor=False) if t.get_text()]
+        seen["minor"] = [t.get_text() for t in ax.get_xticklabels(minor=True) if t.get_text()]
+        seen["legend"] = [t.get_text() for t in fig.legends[0].get_texts()]
+        original(fig, path, dpi, tight)
+
+    dl.save_figure = keep
+    try:
+        dl.plot_limits(pd.DataFrame(rows), tmp_path / "limits.png", 0.8)
+    finally:
+        dl.save_figure = original
+        plt.close("all")
+    assert seen["labels"] == [f"{v:.3g}" for v in values] and seen["minor"] == []
+    assert sorted(seen["legend"]) == ["conventional", "pca", "vae16"]
+    assert (tmp_path / "limits.png").stat().st_size > 0
+
+
+def test_saliency_figure_has_a_colour_bar_per_feature(tmp_path):
+    """Each occlusion panel gets its own labelled colour bar (latent scales differ)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from latentebsd import saliency
+
+    rng = np.random.default_rng(0)
+    mask = np.ones((20, 20), bool)
+    mask[:2] = False
+    captured = {}
+    original = saliency.save_figure
+
+    def keep(fig, path, dpi=110, tight=False):
+        captured["labels"] = [a.get_ylabel() for a in fig.axes if a.get_ylabel()]
+        original(fig, path, dpi, tight)
+
+    saliency.save_figure = keep
+    try:
+        saliency.plot_saliency(rng.random((2, 20, 20)), rng.random((2, 20, 20)), mask,
+                               [(3, "top rank"), (7, "novel")], tmp_path / "s.png", "t")
+    finally:
+        saliency.save_figure = original
+    assert captured["labels"] == ["|Δ f3| when blanked", "|Δ f7| when blanked"]
+    assert (tmp_path / "s.png").stat().st_size > 0

@@ -136,3 +136,17 @@ def test_config_file_errors_name_the_file(tmp_path):
     bad.write_text("scans: [unclosed\n")
     with pytest.raises(ConfigError, match=r"bad\.yaml: not valid YAML"):
         load_config(bad)
+
+
+def test_readme_own_scan_block_alone_is_a_valid_config():
+    """The YAML block under the README's "Your own scans" is a complete config: loaded
+    exactly as written there, it validates (``scans`` and ``models``, the rest
+    defaulted) - a new user's first ``--configfile`` does not fail on a missing key."""
+    text = (REPO / "README.md").read_text()
+    section_text = text[text.index("## Your own scans"):]
+    block = section_text[section_text.index("```yaml\n") + len("```yaml\n"):]
+    block = block[:block.index("```")]
+    config = validate_config(yaml.safe_load(block))
+    scan = config["scans"]["in718_wrought"]
+    assert scan["pc_convention"] == "tsl" and scan["phases"] == ["FCC"]
+    assert config["models"]["variants"]

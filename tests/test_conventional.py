@@ -168,6 +168,14 @@ def test_figures_and_rules(index_files, tmp_path):
     variants = {"vae16": {"loss": "vae", "latent_dim": 16},
                 "betavae50": {"loss": "beta_vae", "latent_dim": 128, "beta": 50}}
     run_fig11_rule(paths, variants, str(out["fig11"]), EVALUATION, "s")
+    # nine sources: a grid of 3 per row (IPF above IQ), not a 4,000 px strip
+    many = {"original": paths["original"], **{f"v{k}": paths["vae16"] for k in range(8)}}
+    run_fig11_rule(many, {f"v{k}": {"loss": "vae", "latent_dim": 16} for k in range(8)},
+                   str(tmp_path / "fig11_many.png"), EVALUATION, "s")
+    from PIL import Image
+
+    width, height = Image.open(tmp_path / "fig11_many.png").size
+    assert width < 1600 and height > width
     for path in out.values():
         assert path.stat().st_size > 10_000, path
     with pytest.raises(ValueError, match="evaluation.panel_region"):

@@ -276,9 +276,9 @@ def test_table1_pools_scans_and_shows_the_paper():
     assert row["Indexed and agreeing"] == 80.0  # misorientations all < 1 deg
     assert table1(metrics, variants, section("evaluation", {"agree_deg": 0.5})).set_index("variant").loc[
         "vae16", "Indexed and agreeing"] < 60.0
-    assert row["CI ratio (cm)"] == "0.50/0.50/0.50" and row["ci_ratio_n"] == 18
+    assert row["CI ratio (PyEBSDIndex cm)"] == "0.50/0.50/0.50" and row["ci_ratio_n"] == 18
     assert row["Paper indexed"] == "95.3 %"
-    assert row["Paper CI ratio (cm)"] == PAPER_TABLE1[("vae", 16, 1.0)]["ci_ratio"]
+    assert row["Paper CI ratio (PyEBSDIndex cm)"] == PAPER_TABLE1[("vae", 16, 1.0)]["ci_ratio"]
     beta = frame.set_index("variant").loc["betavae50"]
     assert beta["Loss"] == "beta-VAE (50)" and beta["Paper indexed"] == "39.2 %"
     assert frame.set_index("variant").loc["vae8"]["Paper indexed"] == ""
@@ -299,7 +299,7 @@ def test_metrics_and_table_rules_on_real_index_files(scan, decoded, tmp_path):
                            str(tmp_path / "t.csv"), str(tmp_path / "t.md"), str(tmp_path / "t.html"))
     row = frame.set_index("variant").loc["identity"]
     assert row["Indexed"] >= 80.0  # the originals' share (see test_identity_metrics_are_exactly_one)
-    assert row["IQ ratio (pq)"] == "1.00/1.00/1.00"
+    assert row["IQ ratio (PyEBSDIndex pq)"] == "1.00/1.00/1.00"
     assert "<table>" in (tmp_path / "t.html").read_text()
     assert (tmp_path / "t.csv").read_text().startswith("variant,")
 
@@ -386,9 +386,9 @@ def test_table1_shows_control_rows_and_the_originals_absolute_values(scan, decod
     rows = frame.set_index("variant")
     assert rows.loc["control_blank_disc", "Indexed"] == 0.0
     assert rows.loc["identity", "sharpness_ratio_q50"] > 5 * max(rows.loc["control_blank_disc", "sharpness_ratio_q50"], 0.01)
-    assert rows.loc["original", "Original IQ (pq)"].count("/") == 2
+    assert rows.loc["original", "Original IQ (PyEBSDIndex pq)"].count("/") == 2
     md = (tmp_path / "t.md").read_text()
     assert "| Control: blank disc |  | control | 0.0 % |" in md
-    assert "| Loss | d | Source | Indexed | Indexed and agreeing | CI ratio (cm) | IQ ratio (pq) |" in md
+    assert "| Loss | d | Source (ours / paper) | Indexed | Indexed and agreeing | CI ratio (PyEBSDIndex cm) | IQ ratio (PyEBSDIndex pq) |" in md
     assert "Originals (preprocessed patterns), absolute values" in md and "Krieger-Lassen" in md
     assert "Indexed (any solution)" not in md and "iq_kp_ratio_q50" in (tmp_path / "t.csv").read_text()

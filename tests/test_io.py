@@ -92,3 +92,36 @@ def test_up1_needs_nav_shape_and_checks_count(tmp_path):
 def test_to_uint16_uses_one_scale():
     x = np.array([[[0.0, 0.5]], [[0.25, 1.0]]])
     np.testing.assert_array_equal(to_uint16(x, 0.0, 1.0).ravel(), [0, 32768, 16384, 65535])
+
+
+@pytest.mark.parametrize("map_shape", [(3, 4), (1, 5)])
+def test_ang_header_holds_the_pattern_centre_in_edax_convention(tmp_path, map_shape):
+    """The ``.ang`` header states the scan's PC in EDAX / TSL convention (not orix's
+    zeros) and the working distance when given; orix still reads the file, and the
+    header's PC converted back by kikuchipy is the scan's Bruker PC (a non-square
+    detector, where TSL's y* is not simply 1 - PCy)."""
+    import orix.io
+    from kikuchipy.detectors import EBSDDetector
+
+    from latentebsd.geometry import ScanGeometry
+    from latentebsd.io.index import INDEX_DTYPE, read_ang_geometry, write_ang
+
+    n = map_shape[0] * map_shape[1]
+    result = np.zeros(n, dtype=INDEX_DTYPE)
+    result["quat"] = [1.0, 0.0, 0.0, 0.0]
+    result["nmatch"], result["cm"], result["pq"] = 7, 0.5, 100.0
+    bruker = np.array([0.42, 0.21, 0.50])
+    geometry = ScanGeometry(*map_shape, 1.5, (60, 80), bruker)
+    path = tmp_path / "scan.ang"
+    write_ang(path, result, geometry, np.ones(n, bool), working_distance_mm=15.2)
+
+    header = read_ang_geometry(path)
+    tsl = [header["x-star"], header["y-star"], header["z-star"]]
+    assert min(tsl) > 0 and header["WorkingDistance"] == pytest.approx(15.2)
+    back = EBSDDetector(shape=(60, 80), pc=tsl, convention="tsl").pc.reshape(3)
+    np.testing.assert_allclose(back, bruker, atol=2e-6)
+    xmap = orix.io.load(path)
+    assert xmap.size == n and xmap.phases_in_data.size == 1  # orix: (1, 5) reads as (5,)
+
+    write_ang(path, result, geometry)  # working distance unknown: orix's 0 stays
+    assert read_ang_geometry(path)["WorkingDistance"] == 0.0

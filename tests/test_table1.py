@@ -62,7 +62,7 @@ def test_the_papers_own_table_shows_every_trend() -> None:
     assert "larger beta -> fewer patterns indexed (d = 128)" in trends
     assert "larger beta -> lower median CI ratio (d = 128)" in trends
     # the IQ ratio dips 0.97 -> 0.96 from d = 128 to 256: a tie within the tolerance
-    iq = trends["more latent dimensions -> higher median IQ ratio (pq)"]
+    iq = trends["more latent dimensions -> higher median IQ ratio (PyEBSDIndex pq)"]
     assert iq["monotone"] and iq["tolerance"] == TREND_TOLERANCES["iq_ratio"]
     md = trends_markdown(verdicts)
     assert "VAE-16: 95.3" in md and "VAE-256: 100.0" in md
@@ -91,7 +91,7 @@ def test_dimension_trend_holds_partly_and_fails() -> None:
     ci = trends["more latent dimensions -> higher median CI ratio"]
     assert ci["verdict"] == "partly" and ci["beats"] and not ci["monotone"]
     assert "VAE-32 -> VAE-64" in ci["detail"]
-    iq = trends["more latent dimensions -> higher median IQ ratio (pq)"]
+    iq = trends["more latent dimensions -> higher median IQ ratio (PyEBSDIndex pq)"]
     assert iq["verdict"] == "does not hold" and iq["monotone"] and not iq["beats"]
     assert trends["more latent dimensions -> higher median sharpness ratio"]["verdict"] == "does not hold"
     mis = trends["more latent dimensions -> smaller median misorientation (deg)"]
@@ -112,7 +112,7 @@ def test_contrastive_and_beta_trends_fail_with_their_differences() -> None:
     trends = _by_trend(trend_verdicts(_table(rows)))
     con = trends["contrastive ~ VAE-128"]
     assert con["verdict"] == "does not hold"
-    assert "median IQ ratio (pq) 0.700 vs 0.900 (-0.2, outside 0.05)" in con["detail"]
+    assert "median IQ ratio (PyEBSDIndex pq) 0.700 vs 0.900 (-0.2, outside 0.05)" in con["detail"]
     assert "median CI ratio 0.800 vs 0.800 (+0, within 0.05)" in con["detail"]
     indexed = trends["larger beta -> fewer patterns indexed (d = 128)"]
     assert indexed["verdict"] == "partly"
@@ -185,3 +185,26 @@ def test_verdicts_from_table1_and_its_csv_and_the_rule_output(tmp_path) -> None:
     assert md.startswith("# Table 1 trends")
     assert "VAE-16: 80.0, VAE-64: 100.0" in md
     assert "| larger beta -> fewer patterns indexed (d = 64) | **holds** |" in md
+
+
+def test_every_table1_column_is_explained_and_the_paper_cited_not_a_missing_file():
+    """docs/metrics.md explains each Table 1 column by its rendered header (and the
+    settings that control it); CITATION.cff cites the paper's DOI; no tracked text
+    cites PAPER.md, which is not part of the repository."""
+    import subprocess
+
+    import yaml
+
+    from conftest import REPO
+    from latentebsd.table1 import _HEADERS
+
+    doc = (REPO / "docs" / "metrics.md").read_text()
+    for header in _HEADERS[3:]:
+        assert f"**{header}**" in doc, header
+    for key in ("min_nmatch", "screen_window", "controls.patterns", "agree_deg"):
+        assert key in doc, key
+    cff = yaml.safe_load((REPO / "CITATION.cff").read_text())
+    assert cff["preferred-citation"]["doi"] == "10.1038/s41524-025-01770-8"
+    tracked = subprocess.run(["git", "grep", "-l", "PAPER.md", "--", ".", ":!tests/test_table1.py"],
+                             cwd=REPO, capture_output=True, text=True).stdout.split()
+    assert tracked == []

@@ -25,15 +25,18 @@ from latentebsd.decode import run_decode_rule
 from latentebsd.encode import encode_scan
 from latentebsd.index import run_index_rule
 from latentebsd.io.cube import cube_attrs
-from latentebsd.io.index import is_indexed, read_index
+from latentebsd.io.index import is_indexed, read_ang_geometry, read_index
 from latentebsd.io.patterns import PatternFileError, PatternReader
 from latentebsd.io.preprocessed import PreprocessedScan
 from latentebsd.preprocess import geometry_from_config, run_preprocess_rule
 
 kp = pytest.importorskip("kikuchipy")
 DATA = Path(kp.__file__).parent / "data"
-#: The Bruker PC of kikuchipy's real Ni map (LIBRARIES.md), for formats that store none.
+#: The Bruker PC of kikuchipy's real Ni map (kikuchipy.data.nickel_ebsd_small), for
+#: formats that store none ...
 NI_PC = [0.425, 0.213, 0.501]
+#: ... as a config gives it: with its convention (a format's own would read it as TSL, ...)
+BRUKER_PC = {"pc": NI_PC, "pc_convention": "bruker"}
 D = 4  # latent features of the untrained model
 EVALUATION = section("evaluation")
 MAPS = section("maps")
@@ -81,7 +84,7 @@ def run_scan(tmp: Path, name: str, path: Path, scan_cfg: dict, **preprocess) -> 
     from_decoded, _, _ = read_index(tmp / f"{name}_dec.h5")
     return {"pre": pre, "geometry": geometry, "attrs": attrs, "patterns": patterns,
             "cube": cube_attrs(cube), "decoded": PatternReader(decoded), "original": original,
-            "from_decoded": from_decoded}
+            "from_decoded": from_decoded, "ang": tmp / f"{name}_orig.ang"}
 
 
 def check_pipeline(run: dict, map_shape: tuple[int, int], pattern_shape: tuple[int, int],
@@ -182,16 +185,43 @@ def test_nordif_dat_needs_a_pc_and_uses_its_static_background(tmp_path):
                             section("preprocess", {"binning": 1}))
     assert not out.exists()
 
-    run = run_scan(tmp_path, "nordif", path, {"pc": NI_PC, "background": "static"}, binning=1)
+    run = run_scan(tmp_path, "nordif", path, {**BRUKER_PC, "background": "static"}, binning=1)
     check_pipeline(run, (3, 3), (60, 60), 1.5)
     g = run["geometry"]
     np.testing.assert_allclose(g.pc, NI_PC)
     assert (g.sample_tilt, g.camera_tilt) == (70.0, 0.0)
+    # the file's working distance and the PC (EDAX convention) reach the .ang header
+    assert g.working_distance_mm == pytest.approx(24.7)
+    header = read_ang_geometry(run["ang"])
+    assert header["WorkingDistance"] == pytest.approx(24.7)
+    tsl = [header["x-star"], header["y-star"], header["z-star"]]
+    np.testing.assert_allclose(
+        kp.detectors.EBSDDetector(shape=g.pattern_shape, pc=tsl, convention="tsl").pc.reshape(3),
+        NI_PC, atol=2e-6)
     with h5py.File(run["pre"]) as f:
         np.testing.assert_array_equal(
             f["background"][()],
             np.asarray(kp.load(path, lazy=True).static_background, np.float32))
     assert is_indexed(run["original"], EVALUATION["min_nmatch"]).all()
+
+
+def test_pc_convention_is_required_unless_the_file_format_defines_it():
+    """A config PC without ``pc_convention``: a NORDIF file defines no convention, so
+    the error names ``scans.<name>.pc_convention`` (no silent Bruker default); an EDAX
+    UP1 file defines TSL / EDAX, so the PC is read in it (the config's key still wins)."""
+    nordif = PatternReader(shipped("nordif/Pattern.dat"))
+    with pytest.raises(PatternFileError,
+                       match=r"config key scans\.mine\.pc_convention: .*\(nordif\) defines none"):
+        geometry_from_config("mine", {"pc": NI_PC}, nordif)
+
+    up1 = PatternReader(shipped("edax_binary/edax_binary.up1"), nav_shape=(3, 3))
+    cfg = {"pc": NI_PC, "step_um": 1.5, "sample_tilt": 70, "camera_tilt": 0}
+    from latentebsd.geometry import pc_to_bruker
+
+    g = geometry_from_config("up", cfg, up1)
+    np.testing.assert_allclose(g.pc, pc_to_bruker(np.array(NI_PC), "tsl", up1.pattern_shape))
+    g = geometry_from_config("up", {**cfg, "pc_convention": "bruker"}, up1)
+    np.testing.assert_allclose(g.pc, NI_PC)
 
 
 # -- EDAX ------------------------------------------------------------------------------
@@ -209,12 +239,12 @@ def test_edax_h5ebsd_placeholder_pc_is_an_error_and_the_config_pc_wins(tmp_path,
     with pytest.raises(PatternFileError, match=r"config key scans\.edax\.background: static, "
                                                r"but .*\(edax_h5ebsd\) stores no static background"):
         run_preprocess_rule("edax", str(path), None, str(tmp_path / "x.h5"),
-                            {"path": str(path), "pc": NI_PC, "background": "static"},
+                            {"path": str(path), **BRUKER_PC, "background": "static"},
                             section("preprocess", {"binning": 1}))
     assert not (tmp_path / "x.h5").exists()
 
     with caplog.at_level(logging.WARNING, logger="latentebsd.preprocess"):
-        run = run_scan(tmp_path, "edax", path, {"pc": NI_PC}, binning=1)
+        run = run_scan(tmp_path, "edax", path, BRUKER_PC, binning=1)
     assert "preprocess.background = mean on a map of only 9 patterns" in caplog.text
     check_pipeline(run, (3, 3), (60, 60), 1.5)
     g = run["geometry"]
@@ -230,12 +260,12 @@ def test_edax_up1_needs_nav_shape_step_and_tilts_then_runs(tmp_path):
     path = shipped("edax_binary/edax_binary.up1")
     with pytest.raises(PatternFileError, match=r"store no map shape: set nav_shape"):
         run_preprocess_rule("up1", str(path), None, str(tmp_path / "x.h5"),
-                            {"path": str(path), "pc": NI_PC}, section("preprocess", {"binning": 1}))
+                            {"path": str(path), **BRUKER_PC}, section("preprocess", {"binning": 1}))
     with pytest.raises(PatternFileError, match=r"stores no step size .*scans\.up1\.step_um"):
         run_preprocess_rule("up1", str(path), None, str(tmp_path / "x.h5"),
-                            {"path": str(path), "pc": NI_PC, "nav_shape": [3, 3]},
+                            {"path": str(path), **BRUKER_PC, "nav_shape": [3, 3]},
                             section("preprocess", {"binning": 1}))
-    cfg = {"path": str(path), "pc": NI_PC, "nav_shape": [3, 3], "step_um": 1.5}
+    cfg = {"path": str(path), **BRUKER_PC, "nav_shape": [3, 3], "step_um": 1.5}
     with pytest.raises(PatternFileError, match=r"config key scans\.up1\.sample_tilt: .* stores "
                                                r"no sample tilt and the config gives none"):
         run_preprocess_rule("up1", str(path), None, str(tmp_path / "x.h5"), cfg,
@@ -245,7 +275,7 @@ def test_edax_up1_needs_nav_shape_step_and_tilts_then_runs(tmp_path):
         run_preprocess_rule("up1", str(path), None, str(tmp_path / "x.h5"),
                             {**cfg, "sample_tilt": 70}, section("preprocess", {"binning": 1}))
     assert not (tmp_path / "x.h5").exists()
-    run = run_scan(tmp_path, "up1", path, {"pc": NI_PC, "nav_shape": [3, 3], "step_um": 1.5,
+    run = run_scan(tmp_path, "up1", path, {**BRUKER_PC, "nav_shape": [3, 3], "step_um": 1.5,
                                            "sample_tilt": 70, "camera_tilt": 0}, binning=2)
     check_pipeline(run, (3, 3), (30, 30), 1.5)
     assert (run["geometry"].sample_tilt, run["geometry"].camera_tilt) == (70.0, 0.0)
@@ -313,15 +343,15 @@ def test_oxford_ebsp_stores_no_geometry(tmp_path, caplog):
                             {"path": str(path)}, section("preprocess", {"binning": 1}))
     with pytest.raises(PatternFileError, match=r"config key preprocess\.background: static, but"):
         run_preprocess_rule("ebsp", str(path), None, str(tmp_path / "x.h5"),
-                            {"path": str(path), "pc": NI_PC, "sample_tilt": 70, "camera_tilt": 0},
+                            {"path": str(path), **BRUKER_PC, "sample_tilt": 70, "camera_tilt": 0},
                             section("preprocess", {"binning": 1, "background": "static"}))
     with pytest.raises(PatternFileError, match=r"config key scans\.ebsp\.camera_tilt: .*"
                                                r"\(oxford_binary\) stores no camera tilt"):
         run_preprocess_rule("ebsp", str(path), None, str(tmp_path / "x.h5"),
-                            {"path": str(path), "pc": NI_PC, "sample_tilt": 70},
+                            {"path": str(path), **BRUKER_PC, "sample_tilt": 70},
                             section("preprocess", {"binning": 1}))
     with caplog.at_level(logging.INFO, logger="latentebsd.preprocess"):
-        run = run_scan(tmp_path, "ebsp", path, {"pc": NI_PC, "sample_tilt": 70,
+        run = run_scan(tmp_path, "ebsp", path, {**BRUKER_PC, "sample_tilt": 70,
                                                 "camera_tilt": 0}, binning=1)
     check_pipeline(run, (3, 3), (60, 60), 1.5)
     assert (run["geometry"].sample_tilt, run["geometry"].camera_tilt) == (70.0, 0.0)
@@ -431,15 +461,15 @@ def test_the_plan_stops_before_anything_runs_when_the_pc_or_a_tilt_is_missing(tm
     for scans, message in (
             ({"mine": {"path": str(nordif), "phases": ["FCC"]}},
              r"config key scans\.mine\.pc: .* stores no pattern centre"),
-            ({"mine": {"path": str(ebsp), "pc": NI_PC, "phases": ["FCC"], "sample_tilt": 70}},
+            ({"mine": {"path": str(ebsp), **BRUKER_PC, "phases": ["FCC"], "sample_tilt": 70}},
              r"config key scans\.mine\.camera_tilt: .* stores no camera tilt"),
-            ({"mine": {"path": str(ebsp), "pc": NI_PC, "background": "static", **tilts,
+            ({"mine": {"path": str(ebsp), **BRUKER_PC, "background": "static", **tilts,
                        "phases": ["FCC"]}},
              r"config key scans\.mine\.background: static, but .* stores no static background")):
         config = validate_config({**base, "scans": scans})
         with pytest.raises(PatternFileError, match=message):
             make_plan(config)
-    config = validate_config({**base, "scans": {"mine": {"path": str(nordif), "pc": NI_PC,
+    config = validate_config({**base, "scans": {"mine": {"path": str(nordif), **BRUKER_PC,
                                                           "background": "static",
                                                           "phases": ["FCC"]}}})
     assert make_plan(config).scans == ["mine"]

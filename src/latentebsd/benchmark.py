@@ -50,7 +50,7 @@ from latentebsd.io.conventional import DESCRIPTORS, read_conventional
 from latentebsd.io.cube import budget_bytes, check_map_shape, iter_feature_groups
 from latentebsd.io.truth import read_truth
 from latentebsd.maps import sample_valid_indices
-from latentebsd.plotting import panel_grid, pyplot, save_figure
+from latentebsd.plotting import method_style, panel_grid, pyplot, save_figure, study_variants
 
 log = logging.getLogger(__name__)
 
@@ -484,29 +484,41 @@ def detection_html(tables: Mapping[str, pd.DataFrame], sentences: Sequence[str])
             + "".join(body) + "</body></html>\n")
 
 
+#: Bar hatch per method family in the detection figure (colours: per method).
+FAMILY_HATCH = {"conventional": "", "latent": "", "baseline": "//", "analogue": "..",
+                "combined": "xx"}
+
+
 def plot_detection(frame: pd.DataFrame, path: str | os.PathLike, dpi: int = 120) -> None:
     """Probe scores (mean, fold spread as error bars) per scan and class, one bar per method."""
     summary = summarize(frame)
     probe_rows = summary[summary["mode"] == "probe"]
     keys = list(dict.fromkeys(zip(probe_rows["scan"], probe_rows["class"])))
     methods = list(dict.fromkeys(probe_rows["method"]))
-    colours = {"conventional": "0.3", "latent": "C0", "baseline": "C2", "analogue": "C1",
-               "combined": "C3"}
+    order = frame.drop_duplicates("method")
+    variants = study_variants(list(order["method"]), list(order["family"]))
     plt = pyplot()
     fig, axes = panel_grid(len(keys), 4, 3.4, 2.6)
     for ax, (scan, cls) in zip(axes, keys):
         g = probe_rows[(probe_rows["scan"] == scan) & (probe_rows["class"] == cls)].set_index("method")
         g = g.reindex([m for m in methods if m in g.index])
-        ax.bar(range(len(g)), g["mean"], yerr=g["sd"].fillna(0), color=[colours[f] for f in g["family"]],
-               capsize=2)
+        # each bar in its method's colour of every figure (method_style); the
+        # family shows as the hatch: none latent, // baseline, .. analogue, xx combined
+        styles = [method_style(m, variants, f) for m, f in zip(g.index, g["family"])]
+        bars = ax.bar(range(len(g)), g["mean"], yerr=g["sd"].fillna(0),
+                      color=[st["color"] for st in styles], capsize=2, edgecolor="0.2", lw=0.4)
+        for bar, fam in zip(bars, g["family"]):
+            bar.set_hatch(FAMILY_HATCH.get(fam, ""))
         chance = 0.5 if g["metric"].iloc[0] == "roc_auc" else 0.0
         ax.axhline(chance, color="k", lw=0.6, ls=":")
         ax.set_xticks(range(len(g)), g.index, rotation=75, fontsize=5)
         ax.set_title(f"{scan}: {cls}", fontsize=8)
         ax.set_ylabel(g["metric"].iloc[0], fontsize=7)
         ax.tick_params(axis="y", labelsize=6)
-    handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in colours.values()]
-    fig.legend(handles, list(colours), loc="upper center", ncol=len(colours), fontsize=7, frameon=False)
+    handles = [plt.Rectangle((0, 0), 1, 1, facecolor="white", edgecolor="0.2", hatch=h)
+               for h in FAMILY_HATCH.values()]
+    fig.legend(handles, list(FAMILY_HATCH), loc="upper center", ncol=len(FAMILY_HATCH), fontsize=7,
+               frameon=False)
     fig.tight_layout(rect=(0, 0, 1, 0.95))
     save_figure(fig, path, dpi)
 

@@ -24,7 +24,9 @@ are never compared.
 - Orientation boundaries: the largest misorientation to the 4 edge neighbours; a
   neighbour of another phase counts :data:`PHASE_BOUNDARY_DEG` (a phase boundary, more
   than any misorientation).
-- Sharpness: the FFT sharpness of the preprocessed pattern (PAPER.md definition).
+- Sharpness: the FFT sharpness of the preprocessed pattern (the definition of Wang et
+  al. 2023, Mater. Charact. 197, 112673, that Calvat et al. 2025 use; ours:
+  docs/metrics.md).
 
 Figures carry colour bars (IPF maps: the colour key) and a micrometre scale bar.
 """

@@ -13,6 +13,7 @@ dislocation density).
 from __future__ import annotations
 
 import logging
+import textwrap
 import os
 from collections.abc import Sequence
 
@@ -20,7 +21,8 @@ import numpy as np
 import pandas as pd
 
 from latentebsd.io.atomic import atomic_path, write_text
-from latentebsd.plotting import panel_grid, save_figure
+from latentebsd.plotting import (log_axis_ticks, method_style, panel_grid, save_figure,
+                                 study_variants)
 
 log = logging.getLogger(__name__)
 
@@ -104,37 +106,50 @@ def limits_markdown(limits: pd.DataFrame, threshold: float) -> str:
     return "\n".join(lines) + "\n"
 
 
+#: Axis labels of the benchmark's score metrics.
+METRIC_LABELS = {"roc_auc": "ROC-AUC", "r2": "R²", "spearman": "Spearman ρ"}
+
+
 def plot_limits(frame: pd.DataFrame, path: str | os.PathLike, threshold: float,
                 dpi: int = 120) -> None:
     """Score against strength (log axis), one line per method, one panel per scan and
-    class (probe)."""
+    class (probe).
+
+    Every method keeps its style of all figures (:func:`latentebsd.plotting.method_style`);
+    the strength axis is labelled at the graded values only, and long parameter names
+    are wrapped, so labels never run into each other.
+    """
     curves = limit_curves(frame)
     curves = curves[curves["mode"] == "probe"]
     keys = list(dict.fromkeys(zip(curves["scan"], curves["class"])))
-    styles = {"conventional": ("k", "-", 2.0), "latent": (None, "-", 1.0),
-              "baseline": (None, "--", 1.0), "analogue": (None, ":", 1.2),
-              "combined": ("C3", "-.", 1.6)}
-    fig, axes = panel_grid(len(keys), 3, 4.0, 3.0, 0.8)
+    order = frame.drop_duplicates("method")  # the study's order, not the sorted curves'
+    variants = study_variants(list(order["method"]), list(order["family"]))
+    fig, axes = panel_grid(len(keys), 3, 4.2, 3.3, 0.0)
     for ax, (scan, cls) in zip(axes, keys):
         g = curves[(curves["scan"] == scan) & (curves["class"] == cls)]
         for method, m in g.groupby("method", sort=False):
-            colour, ls, lw = styles.get(m["family"].iloc[0], (None, "-", 1.0))
-            ax.plot(m["value"], m["mean"], ls=ls, lw=lw, color=colour, marker="o", ms=2.5,
-                    label=method)
+            style = method_style(method, variants, m["family"].iloc[0])
+            ax.plot(m["value"], m["mean"], ms=3.5, label=method, **style)
         ax.axhline(threshold, color="0.5", lw=0.6, ls=":")
         ax.set_xscale("log")
-        ax.set_title(f"{scan}: {cls}", fontsize=8)
-        ax.set_xlabel(g["parameter"].iloc[0], fontsize=7)
-        ax.set_ylabel(g["metric"].iloc[0], fontsize=7)
-        ax.tick_params(labelsize=6)
+        log_axis_ticks(ax, g["value"].unique())
+        ax.set_title(f"{scan}: {cls.replace('_', ' ')}", fontsize=8)
+        ax.set_xlabel(textwrap.fill(str(g["parameter"].iloc[0]), 36), fontsize=7)
+        ax.set_ylabel(METRIC_LABELS.get(g["metric"].iloc[0], g["metric"].iloc[0]), fontsize=7)
+        ax.tick_params(axis="y", labelsize=6)
     if keys:
         handles, labels = axes[0].get_legend_handles_labels()
-        fig.legend(handles, labels, loc="upper center", ncol=min(6, len(labels)), fontsize=6,
-                   frameon=False)
+        ncol = min(4, len(labels))
+        # the legend below the panels, in rows of at most 4: 13 methods stay legible
+        legend_in = 0.2 + 0.16 * -(-len(labels) // max(ncol, 1))
+        height = fig.get_size_inches()[1] + legend_in
+        fig.set_size_inches(fig.get_size_inches()[0], height)
+        fig.tight_layout(rect=(0, legend_in / height, 1, 1))
+        fig.legend(handles, labels, loc="lower center", ncol=ncol, fontsize=6.5, frameon=False,
+                   bbox_to_anchor=(0.5, 0.0))
     else:
         axes[0].text(0.5, 0.5, "no graded scan", ha="center", va="center")
-    fig.tight_layout(rect=(0, 0, 1, 0.9))
-    save_figure(fig, path, dpi)
+    save_figure(fig, path, dpi, tight=True)
 
 
 def run_limits_rule(csvs: Sequence[str], out_csv: str, out_md: str, out_png: str,

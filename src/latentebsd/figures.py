@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -30,8 +31,9 @@ from latentebsd.io.preprocessed import PreprocessedScan
 from latentebsd.maps import sample_valid_indices
 from latentebsd.orientations import ipf_colors
 from latentebsd.phases import laue_groups, phases_of
-from latentebsd.plotting import (add_ipf_key, add_scale_bar, colormap, map_extent, masked,
-                                 panel_size, pyplot, robust_limits, save_figure, show_map)
+from latentebsd.plotting import (add_ipf_key, colormap,
+                                 panel_grid, panel_size, pyplot, robust_limits, save_figure,
+                                 show_map)
 from latentebsd.variants import loss_label
 
 log = logging.getLogger(__name__)
@@ -336,22 +338,88 @@ def select_cell_features(rankings: Mapping[str, str | os.PathLike],
     return pd.DataFrame(rows)
 
 
+#: Cell-wall ROC-AUC from which a map counts as showing the dislocation cells in Fig. 9's
+#: title: the detection benchmark's default threshold (``benchmark.detection_threshold``);
+#: 0.5 is chance, and 0.53 - 0.56 is a map that happens to lean the walls' way.
+CELLS_DETECTED_AUC = 0.8
+#: Conventional descriptors Fig. 9 compares with (map key -> label).
+CELL_DESCRIPTORS = {"kam_deg": "KAM", "sharpness": "sharpness", "grod_deg": "GROD", "iq_pq": "IQ (pq)"}
+
+
+def conventional_cell_scores(conventional_path: str | os.PathLike,
+                             truth_path: str | os.PathLike) -> dict[str, float]:
+    """Cell-wall ROC-AUC of each conventional descriptor (:data:`CELL_DESCRIPTORS`),
+    scored exactly as the latent maps are (:func:`latentebsd.groundtruth.match_scores`:
+    the better of value and gradient magnitude); empty when the truth has no cells."""
+    from latentebsd.groundtruth import match_scores, truth_targets
+    from latentebsd.io.truth import read_truth
+
+    maps, _ = read_conventional(conventional_path)
+    truth = read_truth(truth_path)[0]
+    targets = {k: v for k, v in truth_targets(truth).items() if k == "dislocation_cells"}
+    out: dict[str, float] = {}
+    for key, label in CELL_DESCRIPTORS.items() if targets else ():
+        image = np.asarray(maps[key], np.float64)
+        valid = np.isfinite(image) & np.asarray(maps["valid"], bool).reshape(image.shape) \
+            if "valid" in maps and np.asarray(maps["valid"]).any() else np.isfinite(image)
+        if valid.sum() < 2:  # a map without values (e.g. no grains) says nothing
+            continue
+        # each map on its own points: one map's gaps must not drop the others' points
+        scores = match_scores(np.where(valid, image, 0.0)[None], targets, valid)
+        if "dislocation_cells" in scores:
+            s = scores["dislocation_cells"]
+            out[label] = float(max(s["value"][0], s["gradient"][0]))
+    return out
+
+
+def cells_title(choice: pd.DataFrame, conventional: Mapping[str, float] | None = None,
+                detected_auc: float = CELLS_DETECTED_AUC) -> str:
+    """Fig. 9's verdict, stated from the numbers.
+
+    With ground truth (``selected_by`` starts ``ground truth``): whether any latent
+    map reaches ``detected_auc`` against the cell walls, its best AUC and the best
+    conventional descriptor's beside it. Without (a real scan): the maps are the
+    highest-ranked by spatial structure, and whether they show cells is not known.
+    """
+    truth = choice["selected_by"].str.startswith("ground truth")
+    if not truth.any():
+        return ("highest-ranked latent map (spatial structure) per d - no ground truth: "
+                "whether it shows the dislocation cells is not measured")
+    best = choice[truth].sort_values("score", ascending=False).iloc[0]
+    conv = ""
+    if conventional:
+        name, value = max(conventional.items(), key=lambda kv: kv[1])
+        conv = f", conventional {name} {value:.2f}"
+    numbers = f"best cell-wall ROC-AUC {best['score']:.2f} (chance 0.50{conv})"
+    if best["score"] >= detected_auc:
+        return f"latent maps that detect the dislocation cells, per d: {numbers}"
+    return (f"no latent map detects the dislocation cells ({numbers}, detected from "
+            f"{detected_auc:.2f}); shown: each d's closest map")
+
+
 def figure_cells(cubes: Mapping[str, str | os.PathLike], rankings: Mapping[str, str | os.PathLike],
                  specs: Mapping[str, Mapping[str, Any]], out_png: str | os.PathLike, out_csv: str | os.PathLike,
                  truth_matches: Mapping[str, str | os.PathLike] | None = None, scan: str = "",
-                 settings: Mapping[str, Any] | None = None) -> pd.DataFrame:
-    """Fig. 9: for each VAE d, the map that best shows the dislocation cells (see
-    :func:`select_cell_features`), side by side with its colour bar."""
+                 settings: Mapping[str, Any] | None = None,
+                 conventional: Mapping[str, float] | None = None,
+                 detected_auc: float = CELLS_DETECTED_AUC) -> pd.DataFrame:
+    """Fig. 9: for each VAE d, the latent map closest to the dislocation cells (see
+    :func:`select_cell_features`), in a grid, each with its colour bar and a scale bar;
+    the title states the verdict from the numbers (:func:`cells_title`).
+
+    ``conventional``: descriptor -> cell-wall ROC-AUC (:func:`conventional_cell_scores`)
+    for the comparison in the title; ``detected_auc``: the AUC from which a map counts
+    as detecting the cells.
+    """
     cfg = config.section("maps") if settings is None else settings
     latent_dims = {v: int(specs[v]["latent_dim"]) for v in cubes}
     names = sorted(cubes, key=lambda v: latent_dims[v])
     choice = select_cell_features({v: rankings[v] for v in names}, truth_matches).set_index("variant")
-    plt = pyplot()
     n = len(names)
     valid = read_valid(cubes[names[0]])
     r, c = valid.shape
-    w = 3.2
-    fig, axes = plt.subplots(1, n, figsize=(w * n, w * r / c + 1.3), squeeze=False, constrained_layout=True)
+    pw, ph = panel_size((r, c), 3.0)
+    fig, axes = panel_grid(n, 3, pw + 0.6, ph + 0.6, 0.7)
     lo_p, hi_p = cfg["percentiles"]
     for k, v in enumerate(names):
         ch = choice.loc[v]
@@ -361,23 +429,26 @@ def figure_cells(cubes: Mapping[str, str | os.PathLike], rankings: Mapping[str, 
         image = image[0]
         step = cube_attrs(cubes[v])["step_um"]
         lo, hi = np.percentile(image[valid], [lo_p, hi_p])
-        ax = axes[0, k]
-        im = ax.imshow(masked(image, valid), cmap=colormap("viridis"), vmin=lo, vmax=max(hi, lo + 1e-12),
-                       extent=map_extent(valid.shape, step), interpolation="nearest")
-        add_scale_bar(ax, c * step)
-        ax.set_xticks([])
-        ax.set_yticks([])
         what = " |grad|" if ch["representation"] == "gradient" else ""
-        how = ("cell-wall ROC-AUC" if ch["selected_by"].startswith("ground truth")
-               else "top spatial rank, score")
-        ax.set_title(f"{chr(65 + k)}: d={latent_dims[v]}, feature {int(ch['feature'])}{what}\n"
-                     f"{how} {ch['score']:.3f}", fontsize=8)
-        fig.colorbar(im, ax=ax, shrink=0.7)
-    fig.suptitle(f"Fig. 9 · {scan}: the latent map that best shows the dislocation cells, per d", fontsize=10)
-    save_figure(fig, out_png)
+        if ch["selected_by"].startswith("ground truth"):
+            how = f"cell-wall ROC-AUC {ch['score']:.2f}"
+        else:
+            how = f"spatial-structure rank 1 (score {ch['score']:.3f})"
+        show_map(axes[k], np.where(valid, image, np.nan), step,
+                 f"{chr(65 + k)}: d={latent_dims[v]}, feature {int(ch['feature'])}{what}\n{how}",
+                 "viridis", (lo, max(hi, lo + 1e-12)), "latent value" + what)
+    title = cells_title(choice, conventional, detected_auc)
+    # wrapped to the figure's width (~11 characters per inch at 9 pt): never clipped
+    width = int(fig.get_size_inches()[0] * 11)
+    fig.suptitle(textwrap.fill(f"Fig. 9 · {scan}: {title}", width), fontsize=9)
+    fig.tight_layout()
+    save_figure(fig, out_png, tight=True)
     table = choice.reset_index()
     table.insert(0, "scan", scan)
     table.insert(2, "latent_dim", [latent_dims[v] for v in table["variant"]])
+    table["title"] = title
+    for name, value in (conventional or {}).items():
+        table[f"conventional {name} roc_auc"] = value
     with atomic_path(out_csv) as tmp:
         table.to_csv(tmp, index=False, float_format="%.6g")
     return table
@@ -387,11 +458,15 @@ def figure_cells(cubes: Mapping[str, str | os.PathLike], rankings: Mapping[str, 
 # Fig 11: orientation and IQ maps from decoded patterns
 # --------------------------------------------------------------------------------------
 def plot_decoded_maps(index_paths: Mapping[str, str], labels: Mapping[str, str],
-                      path: str | os.PathLike, title: str, settings: Mapping[str, Any]) -> None:
-    """Fig 11: IPF (top) and IQ (bottom) maps of every source, the original first.
+                      path: str | os.PathLike, title: str, settings: Mapping[str, Any],
+                      max_cols: int = 3) -> None:
+    """Fig 11: the IPF map of every source above its IQ map, the original first, in a
+    grid of at most ``max_cols`` sources per row (one row of 9 sources made a strip
+    4,000 px wide with titles running into each other).
 
-    The IQ maps share the original's colour scale (1-99 % of its ``pq``), so a
-    variant that loses band contrast looks darker.
+    The IQ maps share the original's colour scale (1-99 % of its ``pq``; one colour bar
+    on the right), so a variant that loses band contrast looks darker; the IPF colour
+    key sits top right. Each map has a micrometre scale bar.
     """
     plt = pyplot()
     names = list(index_paths)
@@ -408,18 +483,33 @@ def plot_decoded_maps(index_paths: Mapping[str, str], labels: Mapping[str, str],
     assert geometry is not None
     shape = geometry.map_shape
     limits = robust_limits(data[names[0]][1])
+    ncols = min(max_cols, len(names))
+    nrows = -(-len(names) // ncols)
     w, h = panel_size(shape, 2.6)
-    fig, axes = plt.subplots(2, len(names), figsize=((w + 0.5) * len(names), 2 * h + 1.0),
+    fig_w = w * ncols + 1.6  # + the IPF key and the IQ colour bar on the right
+    fig, axes = plt.subplots(2 * nrows, ncols, figsize=(fig_w, 2 * nrows * (h + 0.45) + 0.6),
                              squeeze=False)
-    for j, name in enumerate(names):
+    iq_image = None
+    for k, name in enumerate(names):
+        i, j = divmod(k, ncols)
         rgb, iq, ok = data[name]
-        show_map(axes[0, j], rgb.reshape(*shape, 3), geometry.step_um,
-                 f"{labels.get(name, name)}\n{100 * ok.mean():.1f} % indexed")
-        show_map(axes[1, j], iq.reshape(shape), geometry.step_um, "IQ (pq)", "gray", limits,
-                 "pq", colorbar=j == len(names) - 1)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    add_ipf_key(fig, axes[0, -1], settings["ipf_direction"], phases)
+        show_map(axes[2 * i, j], rgb.reshape(*shape, 3), geometry.step_um,
+                 f"{labels.get(name, name)}: {100 * ok.mean():.1f} % indexed")
+        iq_image = show_map(axes[2 * i + 1, j], iq.reshape(shape), geometry.step_um, "IQ (pq)",
+                            "gray", limits, colorbar=False)
+    for k in range(len(names), nrows * ncols):
+        i, j = divmod(k, ncols)
+        axes[2 * i, j].set_axis_off()
+        axes[2 * i + 1, j].set_axis_off()
+    right = 1 - 1.5 / fig_w
+    fig.suptitle(textwrap.fill(title, int(fig_w * 11)), fontsize=9)
+    fig.tight_layout(rect=(0, 0, right, 1))
+    bottom = axes[1, 0].get_position()  # the first IQ map: the colour bar beside its row
+    cax = fig.add_axes([right + 0.25 / fig_w, bottom.y0, 0.12 / fig_w, bottom.height])
+    cb = fig.colorbar(iq_image, cax=cax)
+    cb.set_label("IQ (PyEBSDIndex pq)", fontsize=7)
+    cb.ax.tick_params(labelsize=6)
+    add_ipf_key(fig, axes[0, ncols - 1], settings["ipf_direction"], phases)
     save_figure(fig, path, int(settings["dpi"]), tight=True)
 
 

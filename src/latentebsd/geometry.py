@@ -44,6 +44,9 @@ class ScanGeometry:
         Sample tilt in degrees (70 on a standard EBSD setup).
     camera_tilt
         Detector tilt in degrees (kikuchipy's ``tilt``; PyEBSDIndex's ``camElev``).
+    working_distance_mm
+        SEM working distance in mm where the pattern file states it (only the ``.ang``
+        header uses it), else ``None``.
     """
 
     n_rows: int
@@ -53,6 +56,7 @@ class ScanGeometry:
     pc: np.ndarray = field(default_factory=lambda: np.array([0.5, 0.5, 0.6]))
     sample_tilt: float = 70.0
     camera_tilt: float = 0.0
+    working_distance_mm: float | None = None
 
     def __post_init__(self) -> None:
         self.n_rows = int(self.n_rows)
@@ -64,6 +68,9 @@ class ScanGeometry:
             raise ValueError(f"map shape must be positive, got {self.map_shape}")
         if self.step_um <= 0:
             raise ValueError(f"step_um must be > 0, got {self.step_um}")
+        if self.working_distance_mm is not None:
+            wd = float(self.working_distance_mm)
+            self.working_distance_mm = wd if np.isfinite(wd) and wd > 0 else None
         if self.pc.shape not in ((3,), (self.n_patterns, 3)):
             raise ValueError(
                 f"pc must have shape (3,) or ({self.n_patterns}, 3) for a "
@@ -98,14 +105,14 @@ class ScanGeometry:
         pc = self.pc if self.pc.ndim == 1 else self.pc_of(first_row * self.n_cols,
                                                             stop_row * self.n_cols)
         return ScanGeometry(n_rows, self.n_cols, self.step_um, self.pattern_shape, pc.copy(),
-                            self.sample_tilt, self.camera_tilt)
+                            self.sample_tilt, self.camera_tilt, self.working_distance_mm)
 
     def binned(self, factor: int) -> "ScanGeometry":
         """The same geometry for patterns binned by ``factor`` (PC fractions unchanged)."""
         h, w = self.pattern_shape
         return ScanGeometry(
             self.n_rows, self.n_cols, self.step_um, (h // factor, w // factor),
-            self.pc.copy(), self.sample_tilt, self.camera_tilt,
+            self.pc.copy(), self.sample_tilt, self.camera_tilt, self.working_distance_mm,
         )
 
     def to_h5(self, group: h5py.Group) -> None:
@@ -117,6 +124,8 @@ class ScanGeometry:
         group.attrs["sample_tilt"] = self.sample_tilt
         group.attrs["camera_tilt"] = self.camera_tilt
         group.attrs["pc_convention"] = "bruker"
+        if self.working_distance_mm is not None:
+            group.attrs["working_distance_mm"] = float(self.working_distance_mm)
         group.create_dataset("pc", data=self.pc)
 
     @classmethod
@@ -127,6 +136,9 @@ class ScanGeometry:
             n_rows=int(a["n_rows"]), n_cols=int(a["n_cols"]), step_um=float(a["step_um"]),
             pattern_shape=tuple(int(v) for v in a["pattern_shape"]), pc=group["pc"][()],
             sample_tilt=float(a["sample_tilt"]), camera_tilt=float(a["camera_tilt"]),
+            # files written before the working distance was kept have none
+            working_distance_mm=(float(a["working_distance_mm"])
+                                 if "working_distance_mm" in a else None),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -137,6 +149,7 @@ class ScanGeometry:
             "pc_bruker_mean": [float(v) for v in self.mean_pc()],
             "pc_varies": bool(self.pc.ndim == 2),
             "sample_tilt": self.sample_tilt, "camera_tilt": self.camera_tilt,
+            "working_distance_mm": self.working_distance_mm,
         }
 
 

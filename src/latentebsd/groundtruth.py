@@ -230,25 +230,35 @@ def plot_truth_match(table: pd.DataFrame, best_maps: Mapping[str, np.ndarray],
         cls = row["class"]
         truth_map = targets[cls][2]
         ax = axes[0, k]
-        ax.imshow(masked(truth_map.astype(float), valid), cmap=colormap("gray" if row["kind"] == "mask" else "magma"),
-                  extent=extent, interpolation="nearest")
+        im = ax.imshow(masked(truth_map.astype(float), valid),
+                       cmap=colormap("gray" if row["kind"] == "mask" else "magma"),
+                       extent=extent, interpolation="nearest")
         ax.set_title(f"truth: {cls}", fontsize=8)
+        if row["kind"] != "mask":  # a mask is black / white; a continuous truth needs its scale
+            _colorbar(fig, im, ax, "truth value")
         ax = axes[1, k]
         image = best_maps[cls]
         lo, hi = np.percentile(image[valid], [1, 99])
-        ax.imshow(masked(image, valid), cmap=colormap("viridis"), vmin=lo, vmax=max(hi, lo + 1e-12),
-                  extent=extent, interpolation="nearest")
+        im = ax.imshow(masked(image, valid), cmap=colormap("viridis"), vmin=lo,
+                       vmax=max(hi, lo + 1e-12), extent=extent, interpolation="nearest")
         what = "" if row["representation"] == "value" else " |grad|"
+        _colorbar(fig, im, ax, "latent value" + what)
         rank = row["spatial_rank"]
         ax.set_title(f"f{int(row['best_feature'])}{what}: {row['metric']} {row['score']:.3f}\n"
                      f"(spatial rank {int(rank) if rank == rank else '-'})", fontsize=7)
         for ax in axes[:, k]:
             ax.set_xticks([])
             ax.set_yticks([])
-        if k == 0:
-            add_scale_bar(axes[1, 0], c * step_um)
+            add_scale_bar(ax, c * step_um)
     fig.suptitle(title, fontsize=10)
     save_figure(fig, out_path)
+
+
+def _colorbar(fig: Any, image: Any, ax: Any, label: str) -> None:
+    """A small labelled colour bar beside ``ax``."""
+    cb = fig.colorbar(image, ax=ax, shrink=0.8)
+    cb.set_label(label, fontsize=7)
+    cb.ax.tick_params(labelsize=6)
 
 
 def write_truth_match(cube_path: str | os.PathLike, truth_path: str | os.PathLike | None,

@@ -21,8 +21,8 @@ Conventions (checked in ``tests/test_simulate.py``):
   frame) are orix orientations as they are, no inverse: the rotations that kikuchipy's
   ``get_patterns`` simulated are recovered to ~0.05 deg.
 
-Quality (PAPER.md "Metric definitions")
----------------------------------------
+Quality (definitions: docs/metrics.md)
+--------------------------------------
 - ``sharpness``: ``F = fftshift(Re(FFT2(p)))``, ``M = max|F|``, sharpness =
   ``count(F > M / divisor) / (H * W)``; ``evaluation.sharpness.part`` = ``real``
   (default) or ``abs`` (``|FFT2|``), ``divisor`` default 2500, ``intensity`` = ``up2``
@@ -269,7 +269,8 @@ def screen_window(mask: np.ndarray) -> tuple[slice, slice]:
 
 
 def sharpness(patterns: np.ndarray, part: str = "real", divisor: float = 2500.0) -> np.ndarray:
-    """FFT-threshold sharpness of each pattern (PAPER.md "Metric definitions").
+    """FFT-threshold sharpness of each pattern (Wang et al. 2023, Mater. Charact. 197,
+    112673, as Calvat et al. 2025 use it; docs/metrics.md).
 
     Parameters
     ----------

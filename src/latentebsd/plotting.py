@@ -229,3 +229,120 @@ def add_ipf_key(fig: Any, ax: Any, direction: str,
         inset.set_axis_off()
         names = "" if len(specs) == 1 else " " + ", ".join(m.name for m in members)
         inset.set_title(f"IPF-{direction.upper()}{names}", fontsize=7, pad=8)
+
+
+# --------------------------------------------------------------------------------------
+# One style per method, the same in every figure
+# --------------------------------------------------------------------------------------
+#: 20 distinguishable colours: matplotlib's tab20 with the dark shades first, so the
+#: first ten methods get the ten strong colours and the next ten their light shades.
+_PALETTE = (
+    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+    "#bcbd22", "#17becf", "#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5", "#c49c94",
+    "#f7b6d2", "#c7c7c7", "#dbdb8d", "#9edae5",
+)
+#: Markers cycled with a period (7) prime to the palette's (20): colour and marker
+#: together tell 140 methods apart, and two neighbours in the list never share either.
+_MARKERS = ("o", "s", "^", "D", "v", "P", "*")
+#: Line style and width per method family (benchmark ``family`` column).
+FAMILY_LINES = {"conventional": ("-", 2.2), "latent": ("-", 1.1), "baseline": ("--", 1.1),
+                "analogue": (":", 1.4), "combined": ("-.", 1.6)}
+#: Prefixes by which :mod:`latentebsd.benchmark` names methods derived from a variant.
+COMBINED_PREFIX = "conventional+"
+ANALOGUE_PREFIX = "latentKAM/GROD "
+
+
+def method_family(method: str) -> str:
+    """The family of a benchmark method from its name alone (``latent`` for a plain
+    variant name; baselines need the ``family`` column)."""
+    if method == "conventional":
+        return "conventional"
+    if method.startswith(COMBINED_PREFIX):
+        return "combined"
+    if method.startswith(ANALOGUE_PREFIX):
+        return "analogue"
+    return "latent"
+
+
+def method_style(method: str, variants: Sequence[str] = (), family: str | None = None
+                 ) -> dict[str, Any]:
+    """The colour, marker, line style and width of ``method`` in every figure.
+
+    A variant (latent model or baseline) is coloured by its position in ``variants`` -
+    the study's variants in their configured order, which every figure of a run passes
+    alike - so one model keeps one colour and marker across the detection, detection
+    limit and training figures, and up to 20 variants never share a colour. Methods
+    derived from a variant (``conventional+<v>``, ``latentKAM/GROD <v>``) keep the
+    variant's colour and differ by line style and marker; the conventional descriptors
+    are always black.
+
+    Parameters
+    ----------
+    method
+        Method (or variant) name as in the benchmark tables.
+    variants
+        The study's variant names, in order. A name not in it gets a colour from a hash
+        of its name (stable from run to run, but it may coincide with another's).
+    family
+        ``conventional``, ``latent``, ``baseline``, ``analogue`` or ``combined``;
+        ``None``: from the name (:func:`method_family`).
+
+    Returns
+    -------
+    dict
+        ``color``, ``marker``, ``linestyle``, ``linewidth`` (keyword arguments of
+        ``Axes.plot``).
+    """
+    import zlib
+
+    family = family or method_family(method)
+    linestyle, linewidth = FAMILY_LINES.get(family, ("-", 1.1))
+    if family == "conventional":
+        return {"color": "black", "marker": "o", "linestyle": linestyle, "linewidth": linewidth}
+    base = method
+    for prefix in (COMBINED_PREFIX, ANALOGUE_PREFIX):
+        if method.startswith(prefix):
+            base = method[len(prefix):]
+    names = list(variants)
+    index = names.index(base) if base in names else zlib.crc32(base.encode()) % 140
+    marker = _MARKERS[index % len(_MARKERS)]
+    if family == "combined":
+        marker = "X"
+    elif family == "analogue":
+        marker = "x"
+    return {"color": _PALETTE[index % len(_PALETTE)], "marker": marker, "linestyle": linestyle,
+            "linewidth": linewidth}
+
+
+def study_variants(methods: Sequence[str], families: Sequence[str] | None = None) -> list[str]:
+    """The variant names behind a list of benchmark methods, in first-seen order (what
+    :func:`method_style` takes as ``variants`` when the config is not at hand)."""
+    out: list[str] = []
+    fams = list(families) if families is not None else [method_family(m) for m in methods]
+    for method, family in zip(methods, fams):
+        if family in ("latent", "baseline") or method_family(method) in ("combined", "analogue"):
+            base = method
+            for prefix in (COMBINED_PREFIX, ANALOGUE_PREFIX):
+                if method.startswith(prefix):
+                    base = method[len(prefix):]
+            if base != "conventional" and base not in out:
+                out.append(base)
+    return out
+
+
+def log_axis_ticks(ax: Any, values: Sequence[float], axis: str = "x") -> None:
+    """Label a log axis at ``values`` only (3 significant digits, slanted), without
+    matplotlib's minor-tick labels: on a span of less than a decade those are drawn at
+    every 2, 3, ... x 10^k and run into each other."""
+    from matplotlib.ticker import FixedLocator, NullFormatter, NullLocator
+
+    v = sorted({float(x) for x in values if np.isfinite(x) and x > 0})
+    target = ax.xaxis if axis == "x" else ax.yaxis
+    target.set_major_locator(FixedLocator(v))
+    target.set_minor_locator(NullLocator())
+    target.set_minor_formatter(NullFormatter())
+    labels = [f"{x:.3g}" for x in v]
+    if axis == "x":
+        ax.set_xticks(v, labels, rotation=35, ha="right", fontsize=6)
+    else:
+        ax.set_yticks(v, labels, fontsize=6)

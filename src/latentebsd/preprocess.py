@@ -223,6 +223,47 @@ def _check_pc(scan_name: str, pc: np.ndarray, where: str, n_patterns: int) -> np
     return pc
 
 
+#: The pattern-centre convention each file format defines (kikuchipy's reader name, or
+#: ``edax_binary`` for UP1/UP2): a PC in ``scans.<name>.pc`` for a scan in such a file is
+#: taken in it unless ``scans.<name>.pc_convention`` says otherwise. An EDAX user copies
+#: the PC from OIM (TSL / EDAX convention), a Bruker user from Esprit, and so on.
+#: Formats not listed (NORDIF ``.dat``, image directories, unknown files) define none:
+#: there ``pc_convention`` is required, since a PC read in the wrong convention moves the
+#: pattern centre by up to half the screen and every orientation with it.
+FORMAT_PC_CONVENTION: dict[str, str] = {
+    "edax_binary": "tsl",
+    "edax_h5ebsd": "tsl",
+    "bruker_h5ebsd": "bruker",
+    "kikuchipy_h5ebsd": "bruker",
+    "oxford_h5ebsd": "oxford",
+    "oxford_binary": "oxford",
+    "emsoft_ebsd": "emsoft",
+}
+
+
+def config_pc_convention(scan_name: str, scan_cfg: dict, file_format: str | None) -> str:
+    """The convention of the PC in ``scans.<name>.pc``: the config's
+    ``pc_convention``, else the one the file format defines
+    (:data:`FORMAT_PC_CONVENTION`).
+
+    Raises
+    ------
+    PatternFileError
+        Naming ``scans.<name>.pc_convention`` when the config gives none and the format
+        defines none (a silent default would read e.g. a TSL PC as Bruker's).
+    """
+    if scan_cfg.get("pc_convention") is not None:
+        return str(scan_cfg["pc_convention"])
+    inferred = FORMAT_PC_CONVENTION.get(file_format or "")
+    if inferred is None:
+        raise PatternFileError(
+            f"config key scans.{scan_name}.pc_convention: scans.{scan_name}.pc is given but "
+            f"its convention is not, and the file format ({file_format or 'unknown format'}) "
+            f"defines none; set scans.{scan_name}.pc_convention to one of bruker, tsl/edax, "
+            f"oxford, emsoft (the convention the PC was measured in)")
+    return inferred
+
+
 def geometry_from_config(scan_name: str, scan_cfg: dict, reader: PatternReader) -> ScanGeometry:
     """Geometry of a user's scan: the config's values where it gives them, else the file's.
 
@@ -256,7 +297,7 @@ def geometry_from_config(scan_name: str, scan_cfg: dict, reader: PatternReader) 
         )
 
     if "pc" in scan_cfg:
-        convention = scan_cfg.get("pc_convention", "bruker")
+        convention = config_pc_convention(scan_name, scan_cfg, reader.file_format)
         pc = pc_to_bruker(np.asarray(scan_cfg["pc"], dtype=float), convention,
                           reader.pattern_shape)
         origin["pc"] = f"config ({convention})"
@@ -295,6 +336,7 @@ def geometry_from_config(scan_name: str, scan_cfg: dict, reader: PatternReader) 
     return ScanGeometry(
         n_rows=reader.map_shape[0], n_cols=reader.map_shape[1], step_um=step,
         pattern_shape=reader.pattern_shape, pc=pc, **tilts,
+        working_distance_mm=getattr(reader, "working_distance_mm", None),
     )
 
 

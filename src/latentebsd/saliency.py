@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import textwrap
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -136,16 +137,29 @@ def run_saliency_rule(preprocessed: str, weights: str, cube: str, ranking_csv: s
 def plot_saliency(occlusion: np.ndarray, means: np.ndarray, mask: np.ndarray,
                   chosen: Sequence[tuple[int, str]], path: str | os.PathLike, title: str,
                   dpi: int = 150) -> None:
-    """Each feature's occlusion map over the mean pattern of its points."""
+    """Each feature's occlusion map over the mean pattern of its points, with a colour
+    bar per panel (each feature has its own latent scale, so one shared bar would flatten
+    all but the most sensitive one).
+
+    The panels are patterns, not maps: their axes are detector pixels (no micrometre
+    scale bar); the colour is the mean absolute change of the feature's latent mean when
+    the patch over that pixel is blanked (:func:`occlusion_maps`), in latent units.
+    """
     plt = pyplot()
     n = len(chosen)
-    fig, axes = plt.subplots(1, n, figsize=(2.4 * n, 2.8), squeeze=False)
+    fig, axes = plt.subplots(1, n, figsize=(2.9 * n, 3.1), squeeze=False)
     for ax, occ, mean, (f, why) in zip(axes[0], occlusion, means, chosen):
         ax.imshow(np.ma.array(mean, mask=~mask), cmap="gray")
-        ax.imshow(np.ma.array(occ, mask=~mask), cmap="inferno", alpha=0.55)
-        ax.set_title(f"f{f} ({why})", fontsize=7)
+        shown = np.ma.array(occ, mask=~mask)
+        im = ax.imshow(shown, cmap="inferno", alpha=0.55, vmin=0.0,
+                       vmax=max(float(shown.max()) if shown.count() else 0.0, 1e-12))
+        cb = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.03)
+        cb.solids.set_alpha(1.0)  # the bar in full colour, not at the overlay's alpha
+        cb.set_label(f"|Δ f{f}| when blanked", fontsize=7)
+        cb.ax.tick_params(labelsize=6)
+        ax.set_title(f"f{f} ({why})", fontsize=8)
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.suptitle(title, fontsize=8)
+    fig.suptitle(textwrap.fill(title, int(2.9 * n * 12)), fontsize=8)
     fig.tight_layout()
     save_figure(fig, path, dpi, tight=True)

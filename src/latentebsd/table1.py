@@ -66,8 +66,8 @@ PAPER_TABLE1: dict[tuple[str, int, float], dict[str, str]] = {
 #: Table 1 columns: (our metric, header, paper key). The ratios are decoded / original
 #: per pattern; CI is PyEBSDIndex's ``cm`` and IQ its ``pq`` (the open analogues of OIM's).
 TABLE_COLUMNS = (
-    ("ci_ratio", "CI ratio (cm)", "ci_ratio"),
-    ("iq_pq_ratio", "IQ ratio (pq)", "iq_ratio"),
+    ("ci_ratio", "CI ratio (PyEBSDIndex cm)", "ci_ratio"),
+    ("iq_pq_ratio", "IQ ratio (PyEBSDIndex pq)", "iq_ratio"),
     ("misorientation_deg", "Misorientation (deg)", "misorientation_deg"),
     ("sharpness_ratio", "Sharpness ratio", "sharpness_ratio"),
 )
@@ -77,8 +77,8 @@ TABLE_COLUMNS = (
 CSV_ONLY_COLUMNS = (("iq_kp_ratio", "Krieger-Lassen IQ ratio (smoothness)", None),)
 #: The originals' absolute values under the table (what the ratios divide by):
 #: (index field, label, digits).
-ORIGINAL_FIELDS = (("cm", "CI (cm)", 2), ("pq", "IQ (pq)", 2), ("sharpness", "Sharpness", 3),
-                   ("iq_kp", "Krieger-Lassen IQ", 3), ("nmatch", "Matched bands", 0),
+ORIGINAL_FIELDS = (("cm", "CI (PyEBSDIndex cm)", 2), ("pq", "IQ (PyEBSDIndex pq)", 2),
+                   ("sharpness", "Sharpness", 3), ("iq_kp", "Krieger-Lassen IQ", 3), ("nmatch", "Matched bands", 0),
                    ("fit", "Fit (deg)", 2))
 
 
@@ -215,7 +215,7 @@ def table1_notes(settings: Mapping[str, Any] | None = None,
         "point, a solution that is not noise (white-noise discs get solutions from 3 - 4 "
         "matched bands, never 5). Indexed and agreeing: also within "
         f"{cfg['agree_deg']:g} deg of the original's orientation.",
-        "CI ratio (cm): PyEBSDIndex's confidence metric cm (the fraction of agreeing "
+        "CI ratio (PyEBSDIndex cm): PyEBSDIndex's confidence metric cm (the fraction of agreeing "
         "triplet votes, the open analogue of EDAX OIM's CI), decoded / original. IQ ratio "
         "(pq): PyEBSDIndex's pattern quality pq, the mean Radon (Hough) peak height, the "
         "open analogue of EDAX's IQ. Ratios with an original value of 0 are left out.",
@@ -240,7 +240,7 @@ def table1_notes(settings: Mapping[str, Any] | None = None,
         + f" (used: {json.dumps(cfg['hough'])}).",
         "Paper rows: Calvat et al. 2025 (npj Comput. Mater., doi:10.1038/s41524-025-01770-8), "
         "Table 1 (480 x 480 patterns binned to 120 x 120, EDAX OIM 8 indexing); ours: this "
-        "workflow's scans and indexer.",
+        "workflow's scans and indexer. Definitions, paper's vs ours: docs/metrics.md.",
     ]
 
 
@@ -253,7 +253,8 @@ def _wrong_phase_note(frame: pd.DataFrame | None) -> str:
     return " Decoded patterns indexed as the wrong phase: " + ", ".join(wrong) + "." if wrong else ""
 
 
-_HEADERS = ["Loss", "d", "Source", "Indexed", "Indexed and agreeing", *[h for _, h, _ in TABLE_COLUMNS]]
+_HEADERS = ["Loss", "d", "Source (ours / paper)", "Indexed", "Indexed and agreeing",
+            *[h for _, h, _ in TABLE_COLUMNS]]
 
 
 def _table_lines(frame: pd.DataFrame) -> list[list[str]]:
@@ -344,7 +345,7 @@ def table1_html(frame: pd.DataFrame, settings: Mapping[str, Any] | None = None) 
 TREND_METRICS: tuple[tuple[str, str, str, int, str], ...] = (
     ("indexed", "Indexed", "indexed (%)", +1, "{:.1f}"),
     ("ci_ratio", "ci_ratio_q50", "median CI ratio", +1, "{:.3f}"),
-    ("iq_ratio", "iq_pq_ratio_q50", "median IQ ratio (pq)", +1, "{:.3f}"),
+    ("iq_ratio", "iq_pq_ratio_q50", "median IQ ratio (PyEBSDIndex pq)", +1, "{:.3f}"),
     ("sharpness_ratio", "sharpness_ratio_q50", "median sharpness ratio", +1, "{:.3f}"),
     ("misorientation", "misorientation_deg_q50", "median misorientation (deg)", -1, "{:.3f}"),
 )

@@ -838,12 +838,18 @@ def plot_losses(
 def plot_loss_comparison(
     csvs: Mapping[str, str | os.PathLike], out_path: str | os.PathLike, window: int | None = None
 ) -> None:
-    """All variants on one Fig. 3D/E pair: one colour per variant, train solid, val dashed."""
+    """All variants on one Fig. 3D/E pair: each variant in its colour of every figure
+    (:func:`latentebsd.plotting.method_style`, ``csvs`` in the configured order), train
+    solid, val dashed."""
+    from latentebsd.plotting import method_style
+
     plt = pyplot()
     metrics = ("l2", "kl")
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), constrained_layout=True)
-    for i, (name, path) in enumerate(csvs.items()):
-        _panels(axes, _read_losses(path), f"C{i % 10}", name, window, metrics)
+    names = list(csvs)
+    for name, path in csvs.items():
+        colour = method_style(name, names, "latent")["color"]
+        _panels(axes, _read_losses(path), colour, name, window, metrics)
     _finish_axes(axes, metrics)
     axes[1].legend(fontsize=7, ncol=2)
     fig.suptitle("training (solid) and validation (dashed) losses")

@@ -9,7 +9,8 @@ kikuchipy's Krieger Lassen image quality; ``sharpness``), ``valid`` and ``indexe
 (``index_shard``) also ``first_row`` and ``shard_n_rows``.
 
 ``.ang``: EDAX's text format (orix writes it) that OIM and MTEX open: a header with
-every phase of the scan (name, symmetry, lattice constants; :mod:`latentebsd.phases`),
+the pattern centre (``x-star`` / ``y-star`` / ``z-star``, EDAX / TSL convention, the
+scan's mean), every phase of the scan (name, symmetry, lattice constants; :mod:`latentebsd.phases`),
 then Euler angles, x, y, IQ (PyEBSDIndex ``pq``), CI (``cm``), phase, detector signal
 (0), fit; points not indexed as orix writes them (Euler 4 pi, CI -1, fit 180). The
 file's phase ids are orix's: 1..n in the reverse order of the list (what OIM 7.2
@@ -169,11 +170,46 @@ def crystal_map(result: np.ndarray, geometry: ScanGeometry, indexed: np.ndarray 
     )
 
 
+def ang_pattern_centre(geometry: ScanGeometry) -> np.ndarray:
+    """The scan's mean pattern centre in EDAX / TSL convention ``(x*, y*, z*)``, as an
+    ``.ang`` header states it (converted by kikuchipy from the Bruker PC the workflow
+    keeps; one PC per file, so a per-pattern PC is averaged)."""
+    from kikuchipy.detectors import EBSDDetector
+
+    det = EBSDDetector(shape=tuple(geometry.pattern_shape), pc=geometry.mean_pc(),
+                       convention="bruker")
+    return np.asarray(det.pc_tsl(), dtype=np.float64).reshape(-1, 3)[0]
+
+
 def write_ang(path: str | os.PathLike, result: np.ndarray, geometry: ScanGeometry,
-              indexed: np.ndarray | None = None, phases: list[PhaseSpec] | None = None) -> None:
+              indexed: np.ndarray | None = None, phases: list[PhaseSpec] | None = None,
+              working_distance_mm: float | None = None) -> None:
     """Write an indexing result as an EDAX ``.ang`` file (orix), atomically, with the
-    scan's ``phases`` (``None``: FCC nickel) in its header and phase column."""
+    scan's ``phases`` (``None``: FCC nickel) in its header and phase column.
+
+    Parameters
+    ----------
+    path
+        Output ``.ang``.
+    result
+        :data:`INDEX_DTYPE` records, one per map point (row-major).
+    geometry
+        The scan's geometry: map shape, step and the pattern centre, which goes into the
+        header's ``x-star`` / ``y-star`` / ``z-star`` in EDAX / TSL convention
+        (:func:`ang_pattern_centre`; orix writes 0 there, which OIM takes for a PC).
+    indexed
+        Points to write as indexed (others as orix's not-indexed).
+    phases
+        The scan's phases.
+    working_distance_mm
+        The header's ``WorkingDistance`` (mm); ``None``: the geometry's (what the
+        pattern file states), and where that is unknown too, orix's 0.
+    """
     import orix.io
+
+    pc_tsl = ang_pattern_centre(geometry)
+    if working_distance_mm is None:
+        working_distance_mm = geometry.working_distance_mm
 
     # orix 0.15 writes a map of one row or column wrongly or not at all (it takes it
     # for 1-D, or 0-D for one point): write such a map padded to 2 x 2 or more with
@@ -188,7 +224,8 @@ def write_ang(path: str | os.PathLike, result: np.ndarray, geometry: ScanGeometr
         result = result[source]
         indexed = None if indexed is None else np.asarray(indexed, bool)[source]
         geometry = ScanGeometry(*padded, geometry.step_um, geometry.pattern_shape,
-                                geometry.mean_pc(), geometry.sample_tilt, geometry.camera_tilt)
+                                geometry.mean_pc(), geometry.sample_tilt, geometry.camera_tilt,
+                                geometry.working_distance_mm)
     xmap = crystal_map(result, geometry, indexed, phases=phases)
     with atomic_path(path) as tmp:
         # overwrite=True: without it orix asks on stdin when the file exists
@@ -196,6 +233,44 @@ def write_ang(path: str | os.PathLike, result: np.ndarray, geometry: ScanGeometr
                      confidence_index_prop="ci", pattern_fit_prop="fit")
         if keep is not None:
             _unpad_ang(tmp, keep, padded, (n_rows, n_cols))
+        _set_ang_geometry(tmp, pc_tsl, working_distance_mm)
+
+
+#: ``.ang`` header keys of the detector geometry, in the order orix writes them.
+ANG_PC_KEYS = ("x-star", "y-star", "z-star")
+
+
+def _set_ang_geometry(path: Path, pc_tsl: np.ndarray, working_distance_mm: float | None) -> None:
+    """Put the pattern centre (TSL) and, if known, the working distance into the header
+    of the ``.ang`` at ``path`` (orix 0.15 writes zeros for all four)."""
+    values = dict(zip(ANG_PC_KEYS, (float(v) for v in pc_tsl)))
+    if working_distance_mm is not None:
+        values["WorkingDistance"] = float(working_distance_mm)
+    lines = Path(path).read_text().splitlines()
+    found = set()
+    for i, line in enumerate(lines):
+        if not line.startswith("#"):
+            break
+        parts = line[1:].split()
+        if len(parts) == 2 and parts[0] in values:
+            lines[i] = f"# {parts[0]:<22} {values[parts[0]]:.6f}"
+            found.add(parts[0])
+    if found != set(values):  # an orix that no longer writes these lines: say so
+        raise ValueError(f"{path}: .ang header lacks {sorted(set(values) - found)}")
+    Path(path).write_text("\n".join(lines) + "\n")
+
+
+def read_ang_geometry(path: str | os.PathLike) -> dict[str, float]:
+    """``x-star``, ``y-star``, ``z-star`` (TSL) and ``WorkingDistance`` from an
+    ``.ang`` header (what :func:`write_ang` wrote)."""
+    out = {}
+    for line in Path(path).read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        parts = line[1:].split()
+        if len(parts) == 2 and parts[0] in (*ANG_PC_KEYS, "WorkingDistance"):
+            out[parts[0]] = float(parts[1])
+    return out
 
 
 def _unpad_ang(path: Path, keep: np.ndarray, padded: tuple[int, int],

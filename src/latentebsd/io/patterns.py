@@ -104,6 +104,8 @@ class PatternReader:
         self.file_format: str | None = None
         self.stored_geometry: dict[str, Any] = {}
         self.static_background: np.ndarray | None = None
+        #: SEM working distance (mm) where the file states one (kikuchipy's metadata)
+        self.working_distance_mm: float | None = None
         suffix = self.path.suffix.lower()
         if suffix in UP_SUFFIXES:
             self._open_up(UP_SUFFIXES[suffix], nav_shape)
@@ -216,6 +218,7 @@ class PatternReader:
         self.step_um = _step_um(signal, self.path)
         self.file_format = _kikuchipy_reader_name(self.path)
         self.stored_geometry = _stored_geometry(signal, self.file_format, self.n_patterns)
+        self.working_distance_mm = _working_distance(signal)
         background = getattr(signal, "static_background", None)
         if background is not None:
             self.static_background = np.asarray(background)
@@ -272,6 +275,17 @@ def _kikuchipy_reader_name(path: Path) -> str | None:
     except (ImportError, AttributeError, KeyError, TypeError, OSError) as err:
         log.debug("%s: could not tell which kikuchipy reader reads it: %s", path, err)
     return None
+
+
+def _working_distance(signal: Any) -> float | None:
+    """The working distance (mm) kikuchipy read from the file, or ``None`` (absent, 0
+    or not a number: several formats write 0 for unknown)."""
+    try:
+        wd = signal.metadata.get_item("Acquisition_instrument.SEM.working_distance")
+        wd = float(np.asarray(wd).ravel()[0])
+    except (AttributeError, TypeError, ValueError, IndexError):
+        return None
+    return wd if np.isfinite(wd) and wd > 0 else None
 
 
 def _stored_geometry(signal: Any, file_format: str | None, n_patterns: int) -> dict[str, Any]:
