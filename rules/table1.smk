@@ -34,3 +34,53 @@ rule evaluate_table1:
         "../envs/latentebsd.yaml"
     script:
         "../scripts/evaluate_table1.py"
+
+
+# Seed replicates (models.replicates): each seed's Table 1 rows of the replicated
+# variants, their spread, and each trend judged per seed - it holds only if every seed
+# agrees (latentebsd.replicates).
+rule evaluate_seeds:
+    input:
+        metrics=lambda wc: expand(rules.evaluate_metrics.output[0],
+                                  variant=[m for g in P.seed_groups.values() for m in g.values()],
+                                  scan=SCANS),
+    output:
+        table="results/evaluation/table1_seeds.csv",
+        trends="results/evaluation/trends_seeds.csv",
+    params:
+        metric_paths={m: expand(rules.evaluate_metrics.output[0], variant=m, scan=SCANS)
+                      for g in P.seed_groups.values() for m in g.values()},
+        seed_groups=P.seed_groups,
+        variants=P.specs,
+        settings=config["evaluation"],
+    log:
+        "logs/evaluate/table1_seeds.log",
+    threads: 1
+    conda:
+        "../envs/latentebsd.yaml"
+    script:
+        "../scripts/evaluate_seeds.py"
+
+
+# Plain statements of what held on every seed and what did not (results/findings.md).
+rule findings:
+    input:
+        trends=rules.evaluate_seeds.output.trends,
+        table=rules.evaluate_seeds.output.table,
+        detection=rules.detection_seeds.output if P.truth_scans else [],
+    output:
+        report(
+            "results/findings.md",
+            caption="../report/findings.rst",
+            category="0. Findings",
+            labels={"table": "Findings across seeds"},
+        ),
+    params:
+        seed_groups=P.seed_groups,
+    log:
+        "logs/evaluate/findings.log",
+    threads: 1
+    conda:
+        "../envs/latentebsd.yaml"
+    script:
+        "../scripts/findings.py"
