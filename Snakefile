@@ -17,6 +17,8 @@
 #   figures        Figs 5/6, 8, 9, 10, 11                            -> results/maps/figures/, results/evaluation/figures/
 #   benchmark      PCA / NMF baselines, latent KAM / GROD, detection benchmark, novelty, saliency
 #                                                                    -> results/benchmark/
+#   findings       trends and detection verdicts on every seed (models.replicates)
+#                                                                    -> results/findings.md
 #
 # Run: snakemake --cores all --resources gpu=1          (embedded default)
 #      snakemake --cores all --configfile config/paper.yaml   (your own scans)
@@ -55,6 +57,7 @@ include: "rules/table1.smk"
 include: "rules/conventional.smk"
 include: "rules/figures.smk"
 include: "rules/benchmark.smk"
+include: "rules/findings.smk"
 
 
 rule all:
