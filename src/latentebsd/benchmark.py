@@ -21,8 +21,9 @@ scored on pixels it was not tuned on:
 The mean and the spread over folds are reported. Methods: every latent cube (model
 variants and the PCA / NMF baselines, :mod:`latentebsd.baselines`), the latent KAM /
 GROD analogues (:mod:`latentebsd.analogues`), the conventional descriptors
-(:data:`latentebsd.io.conventional.DESCRIPTORS`: pq, Krieger Lassen IQ, CI, fit, KAM,
-GROD, sharpness, orientation boundary) and conventional + latent together (does the
+(:func:`latentebsd.io.conventional.conventional_stack`: pq, Krieger Lassen IQ, CI, fit,
+KAM, GROD, sharpness, orientation boundary, Sigma3 twin boundary, and orientation itself
+as Rodrigues-vector and IPF-colour channels - what an EBSD user would use for twins) and conventional + latent together (does the
 latent map *add* to what conventional EBSD already gives?).
 
 Verdicts (:func:`verdict`) compare two methods fold by fold: *beats* when it scores
@@ -46,7 +47,7 @@ from latentebsd.groundtruth import auc_from_ranks, average_ranks, spearman_from_
 from latentebsd.grid import gradient_magnitude
 from latentebsd.io.analogues import ANALOGUES, read_analogues
 from latentebsd.io.atomic import atomic_path, write_text
-from latentebsd.io.conventional import DESCRIPTORS, read_conventional
+from latentebsd.io.conventional import conventional_stack, read_conventional
 from latentebsd.io.cube import budget_bytes, check_map_shape, iter_feature_groups
 from latentebsd.io.truth import read_truth
 from latentebsd.maps import sample_valid_indices
@@ -208,7 +209,7 @@ def method_features(cubes: Mapping[str, str | os.PathLike], analogues: Mapping[s
                     conventional: Mapping[str, np.ndarray], idx: np.ndarray, valid: np.ndarray,
                     combined: str | None, memory_mb: float) -> Iterator[tuple[str, str, np.ndarray]]:
     """``(method, family, features (2 m, n))`` of every method (module docstring)."""
-    conv = _features(np.stack([conventional[k] for k in DESCRIPTORS]), idx, valid)
+    conv = _features(conventional_stack(conventional)[1], idx, valid)
     yield "conventional", "conventional", conv
     for name, path in cubes.items():
         a = check_map_shape(path, valid.shape, "the scan")
