@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from latentebsd.config import ConfigError, validate_config
+from latentebsd.config import validate_config
 from latentebsd.replicates import (
     combine_verdicts,
     findings_markdown,
@@ -51,7 +51,7 @@ def test_plan_expands_replicates_with_their_own_names_and_seeds(default):
     assert split_name("vae16@seed2") == ("vae16", 2) and replicate_name("vae16", 0) == "vae16"
 
 
-def test_one_seed_means_no_replicates_and_unknown_variants_fail(default):
+def test_one_seed_means_no_replicates_and_unknown_variants_are_skipped(default):
     from latentebsd.plan import make_plan
 
     config = copy.deepcopy(default)
@@ -59,10 +59,10 @@ def test_one_seed_means_no_replicates_and_unknown_variants_fail(default):
     plan = make_plan(validate_config(config))
     assert plan.replicates == {} and plan.models == plan.variants
     assert plan.seed_groups == {0: {v: v for v in plan.variants}}  # [] = every variant
-    bad = copy.deepcopy(default)
-    bad["models"]["replicates"] = {"seeds": 2, "variants": ["vae999"]}
-    with pytest.raises(ConfigError, match="models.replicates.variants"):
-        validate_config(bad)
+    trimmed = copy.deepcopy(default)  # a config that drops vae128 keeps the default's list
+    trimmed["models"]["variants"] = {"vae16": {"loss": "vae", "latent_dim": 16}}
+    trimmed["models"]["replicates"] = {"seeds": 2, "variants": ["vae16", "vae128"]}
+    assert list(make_plan(validate_config(trimmed)).replicates) == ["vae16@seed1"]
 
 
 # ----------------------------------------------------------------------------- verdicts

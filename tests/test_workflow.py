@@ -83,7 +83,7 @@ def test_the_gpu_overlay_is_the_default_at_the_paper_scale(tmp_path):
     run = snakemake("-n", "--quiet", "rules", "--configfile", "config/config.yaml", "config/gpu.yaml",
                     cwd=workflow_copy(tmp_path, config))
     assert run.returncode == 0, run.stderr + run.stdout
-    assert job_counts(run.stdout + run.stderr)["train"] == 8
+    assert job_counts(run.stdout + run.stderr)["train"] == 8 + 2  # and the seed replicates
     merged = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     for key, value in yaml.safe_load((REPO / "config" / "gpu.yaml").read_text()).items():
         merged[key].update(value)
@@ -100,11 +100,11 @@ def test_a_scan_over_shard_patterns_runs_as_shard_jobs_and_gathers(tmp_path):
     run = snakemake("-n", "--quiet", "rules", cwd=workflow_copy(tmp_path, tiny_config()))
     assert run.returncode == 0, run.stderr + run.stdout
     jobs = job_counts(run.stdout + run.stderr)
-    variants, shards = 3, 2  # am: 2 shards; wrought: whole
+    variants, shards = 3 + 1, 2  # + vae16@seed1 (the default's replicates); am: 2 shards
     assert jobs["encode"] == jobs["decode"] == jobs["evaluate_metrics"] == variants
     assert jobs["encode_shard"] == jobs["decode_shard"] == jobs["metrics_shard"] == variants * shards
     assert jobs["gather_latent"] == jobs["gather_decoded"] == jobs["gather_metrics"] == variants
-    assert jobs["index_scan"] == variants + 1  # original + one per variant
+    assert jobs["index_scan"] == variants + 1  # original + one per model
     assert jobs["index_shard"] == (variants + 1) * shards and jobs["gather_index"] == variants + 1
 
 

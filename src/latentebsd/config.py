@@ -260,11 +260,6 @@ def _check_cross_references(config: dict) -> None:
         if variant["loss"] != "beta_vae" and variant.get("beta", 1.0) != 1.0:
             _fail(f"models.variants.{name}.beta", f"a {variant['loss']} variant has beta = 1 "
                   f"(got {variant['beta']}); use loss: beta_vae")
-    replicates = config.get("models", {}).get("replicates", {})
-    for name in replicates.get("variants", []):
-        if name not in variants:
-            _fail("models.replicates.variants", f"{name!r} is not one of models.variants "
-                  f"{list(variants)}")
     chosen = config.get("evaluation", {}).get("panel_variant")
     if chosen is not None and chosen not in variants:
         _fail("evaluation.panel_variant", f"{chosen!r} is not one of models.variants "
