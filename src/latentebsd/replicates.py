@@ -167,7 +167,7 @@ def findings_markdown(trends: Any, table: Any, detection: Any | None,
              "gives it; a verdict of one seed is not a finding until a replicate repeats it.",
              ""]
     for title, items in (("Held on every seed", held),
-                         ("Did not hold on any seed", failed),
+                         ("Did not hold (every seed agrees)", failed),
                          ("Inconclusive: the seeds disagree", open_),
                          ("One seed only (set models.replicates.seeds >= 2 to test)", single)):
         if items:

@@ -546,6 +546,9 @@ def trends_markdown(verdicts: Sequence[Mapping[str, Any]],
     ordered = ", ".join(f"{_metric(k)[2]} {tol[k]:g}{units.get(k, '')}" for k in tol)
     similar = ", ".join(f"{_metric(k)[2]} {sim[k]:g}{units.get(k, '')}" for k in sim)
     notes = [
+        "One training run per variant: a verdict here may flip with a retraining. "
+        "`trends_seeds.csv` and `results/findings.md` judge each trend on every seed of "
+        "`models.replicates` (it holds only if every seed agrees).",
         "Numbers: this run's Table 1 (`table1.csv`), every variant pooled over all scans; "
         "ratios and misorientation are medians of the per-pattern values, IQ is PyEBSDIndex "
         "pq; indexed is the `Indexed` column.",
@@ -653,7 +656,7 @@ def seed_trend_verdicts(frames: Mapping[int, pd.DataFrame]) -> pd.DataFrame:
                                "agreed": agreed(combined), "n_seeds": len(testable)}
         for k, v in seeds.items():
             row[f"seed{k}_verdict"] = v["verdict"]
-            row[f"seed{k}_values"] = "; ".join(
+            row[f"seed{k}_values"] = ", ".join(
                 f"{lab}: {val:.4g}" if isinstance(val, (int, float)) else f"{lab}"
                 for lab, val, *_ in v["values"]) if v["values"] else v.get("needs") or ""
         rows.append(row)
