@@ -1,5 +1,5 @@
 # What held on every seed: the trends and detection verdicts judged on each seed's
-# models (models.replicates), as plain statements (latentebsd.replicates).
+# models (models.replicates), as plain statements (latentebsd.findings).
 rule findings:
     input:
         trends=rules.evaluate_seeds.output.trends,

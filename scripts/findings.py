@@ -1,6 +1,6 @@
 """Snakemake entry point of rule ``findings``: what held on every seed (findings.md)."""
 
-from latentebsd.replicates import run_findings_rule
+from latentebsd.findings import run_findings_rule
 from latentebsd.workflow import rule_log
 
 if "snakemake" in globals():

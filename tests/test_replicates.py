@@ -12,9 +12,9 @@ import pytest
 import yaml
 
 from latentebsd.config import validate_config
+from latentebsd.findings import findings_markdown
 from latentebsd.replicates import (
     combine_verdicts,
-    findings_markdown,
     replicate_name,
     split_name,
     training_seed,

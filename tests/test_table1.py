@@ -192,7 +192,7 @@ def test_seed_rule_and_findings_from_metrics_files(tmp_path) -> None:
     seed 1 (its replicates) does not, so findings.md calls it inconclusive."""
     from latentebsd.geometry import ScanGeometry
     from latentebsd.io.metrics import write_metrics
-    from latentebsd.replicates import run_findings_rule
+    from latentebsd.findings import run_findings_rule
     from latentebsd.table1 import run_seeds_rule
 
     variants = {"vae16": {"loss": "vae", "latent_dim": 16}, "vae64": {"loss": "vae", "latent_dim": 64}}

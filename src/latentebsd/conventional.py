@@ -417,9 +417,12 @@ def plot_conventional(maps: Mapping[str, np.ndarray], geometry: ScanGeometry,
                       path: str | os.PathLike, title: str, settings: Mapping[str, Any],
                       dpi: int = 150, phases: list[PhaseSpec] | None = None) -> None:
     """All conventional maps of one scan side by side: IPF, (for several ``phases``) the
-    phase map, IQ, GROD, KAM, sharpness."""
+    phase map, IQ, GROD, KAM, sharpness, Sigma3 twin boundaries."""
     plt = pyplot()
     panels = conventional_panels(maps, settings)
+    if "sigma3" in maps:
+        panels.append((maps["sigma3"], "Sigma3 boundaries (Brandon)", "magma", (0.0, 1.0),
+                       "share of neighbours"))
     several = bool(phases) and len(phases) > 1
     n = len(panels) + 1 + several
     w, h = panel_size(geometry.map_shape)
