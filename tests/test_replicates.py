@@ -214,6 +214,8 @@ def test_novelty_folds_are_small_spatial_blocks():
         assert rr.max() - rr.min() < 8 and cc.max() - cc.min() < 12
         assert (folds[rr.min():rr.max() + 1, cc.min():cc.max() + 1] == f).all()
     assert set(np.unique(novelty_folds((3, 3), settings))) == {-1}  # tiny: no CV
+    assert set(np.unique(novelty_folds((10, 12), settings))) == {-1, 0, 1}  # small: 1 x 2
+    assert novelty_folds((24, 48), settings).max() == 4 * 8 - 1  # quick's am: 4 x 8 blocks
 
 
 def test_grain_contrast_is_explained_with_blocked_folds():

@@ -42,21 +42,25 @@ log = logging.getLogger(__name__)
 
 #: Ridge penalty on the standardised regressors (keeps collinear descriptors stable).
 RIDGE_ALPHA = 1e-3
+#: Fewest points per side of a novelty block, inside its guard (:func:`novelty_folds`).
+MIN_BLOCK_SIDE = 4
 #: Fewest scored points in each of at least two spatial folds for a cross-validated R^2.
 MIN_FOLD_POINTS = 10
 
 
 def novelty_folds(shape: tuple[int, int], settings: Mapping[str, Any]) -> np.ndarray:
     """The novelty's spatial folds: ``benchmark.novelty_fold_grid`` blocks (default 6 x 8,
-    :func:`latentebsd.benchmark.spatial_folds`), never more blocks than the map has
-    points per side, with ``benchmark.guard``. Many small blocks: each grain of a
+    :func:`latentebsd.benchmark.spatial_folds`) with ``benchmark.guard``, fewer on a small
+    map (each block at least :data:`MIN_BLOCK_SIDE` points per side inside its guard). Many small blocks: each grain of a
     held-out block has training points in other blocks, so its grain mean - fitted on
     the training blocks only - explains grain contrast (with 2 x 2 folds on a 12-grain
     map a held-out quarter's grains were mostly unseen, and grain contrast ranked as
     novel)."""
     grid = settings.get("novelty_fold_grid") or settings["fold_grid"]
-    grid = (max(1, min(int(grid[0]), int(shape[0]))), max(1, min(int(grid[1]), int(shape[1]))))
-    return spatial_folds(shape, grid, settings["guard"])
+    guard = int(settings["guard"])
+    side = 2 * guard + MIN_BLOCK_SIDE  # a block keeps >= MIN_BLOCK_SIDE points per side
+    grid = tuple(max(1, min(int(g), int(n) // side)) for g, n in zip(grid, shape))
+    return spatial_folds(shape, grid, guard)
 
 
 def cross_validation_skipped(fold: np.ndarray, map_shape: tuple[int, int],
