@@ -51,7 +51,8 @@ MIN_FOLD_POINTS = 10
 def novelty_folds(shape: tuple[int, int], settings: Mapping[str, Any]) -> np.ndarray:
     """The novelty's spatial folds: ``benchmark.novelty_fold_grid`` blocks (default 6 x 8,
     :func:`latentebsd.benchmark.spatial_folds`) with ``benchmark.guard``, fewer on a small
-    map (each block at least :data:`MIN_BLOCK_SIDE` points per side inside its guard). Many small blocks: each grain of a
+    map (each block at least :data:`MIN_BLOCK_SIDE` points per side inside its guard;
+    ``benchmark.fold_grid`` where not even two such blocks fit). Many small blocks: each grain of a
     held-out block has training points in other blocks, so its grain mean - fitted on
     the training blocks only - explains grain contrast (with 2 x 2 folds on a 12-grain
     map a held-out quarter's grains were mostly unseen, and grain contrast ranked as
@@ -60,6 +61,8 @@ def novelty_folds(shape: tuple[int, int], settings: Mapping[str, Any]) -> np.nda
     guard = int(settings["guard"])
     side = 2 * guard + MIN_BLOCK_SIDE  # a block keeps >= MIN_BLOCK_SIDE points per side
     grid = tuple(max(1, min(int(g), int(n) // side)) for g, n in zip(grid, shape))
+    if grid[0] * grid[1] < 2:  # too small for blocks: the benchmark's folds (and its skip)
+        grid = tuple(settings["fold_grid"])
     return spatial_folds(shape, grid, guard)
 
 
