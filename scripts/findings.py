@@ -5,7 +5,8 @@ from latentebsd.workflow import rule_log
 
 if "snakemake" in globals():
     with rule_log(snakemake.log[0]):  # noqa: F821
-        detection = list(snakemake.input.detection)  # noqa: F821
+        detection = snakemake.input.detection  # noqa: F821
+        detection = [detection] if isinstance(detection, str) else list(detection)
         run_findings_rule(
             trends=snakemake.input.trends,  # noqa: F821
             table=snakemake.input.table,  # noqa: F821
