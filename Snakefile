@@ -6,17 +6,19 @@
 #   simulate       (embedded default only) synthetic UP2 scans + ground truth -> results/simulated/
 #   preprocess     background, binning, [-1, 1], detector mask       -> results/preprocessed/
 #   sample         N random patterns per scan, 80/20 train/val split -> results/sample/
-#   train          one job per model variant (GPU when present)      -> results/models/
+#   train          one job per model variant and seed replicate      -> results/models/
 #   encode         latent cube per scan x variant                    -> results/latent/
 #   maps           feature-map ranking, montage, segmentation, truth -> results/maps/
 #   decode         every pattern decoded back to UP2                 -> results/decoded/
 #   index          Hough re-indexing of original and decoded sets    -> results/index/
 #   metrics        per-pattern decoded-vs-original metrics           -> results/evaluation/metrics/
 #   table1         the paper's Table 1                               -> results/evaluation/table1.*
-#   conventional   IPF, IQ, KAM, GROD, sharpness maps                -> results/evaluation/conventional/
+#   conventional   IPF, IQ, KAM, GROD, sharpness, Sigma3, Rodrigues maps -> results/evaluation/conventional/
 #   figures        Figs 5/6, 8, 9, 10, 11                            -> results/maps/figures/, results/evaluation/figures/
 #   benchmark      PCA / NMF baselines, latent KAM / GROD, detection benchmark, novelty, saliency
 #                                                                    -> results/benchmark/
+#   findings       trends and detection verdicts on every seed (models.replicates)
+#                                                                    -> results/findings.md
 #
 # Run: snakemake --cores all --resources gpu=1          (embedded default)
 #      snakemake --cores all --configfile config/paper.yaml   (your own scans)
@@ -55,6 +57,7 @@ include: "rules/table1.smk"
 include: "rules/conventional.smk"
 include: "rules/figures.smk"
 include: "rules/benchmark.smk"
+include: "rules/findings.smk"
 
 
 rule all:

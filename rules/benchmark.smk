@@ -58,14 +58,14 @@ rule detection:
     input:
         unpack(truth_input),
         conventional=rules.conventional_maps.output.h5,
-        cubes=lambda wc: expand(rules.encode.output.cube, variant=P.cube_sources, scan=wc.scan),
+        cubes=lambda wc: expand(rules.encode.output.cube, variant=P.detection_cubes, scan=wc.scan),
         analogues=lambda wc: expand(rules.latent_analogues.output.h5,
                                     variant=P.analogue_variants, scan=wc.scan),
     output:
         "results/benchmark/detection/{scan}.csv",
     params:
         settings=config["benchmark"],
-        names=P.cube_sources,
+        names=P.detection_cubes,
         analogue_names=P.analogue_variants,
         combined=P.combined_variant,
         memory_mb=config["maps"]["memory_mb"],
@@ -111,6 +111,22 @@ rule detection_summary:
         "../envs/latentebsd.yaml"
     script:
         "../scripts/detection_summary.py"
+
+
+rule detection_seeds:
+    input:
+        expand(rules.detection.output[0], scan=P.truth_scans),
+    output:
+        "results/benchmark/detection_seeds.csv",
+    params:
+        seed_groups=P.seed_groups,
+    log:
+        "logs/benchmark/detection_seeds.log",
+    threads: 1
+    conda:
+        "../envs/latentebsd.yaml"
+    script:
+        "../scripts/detection_seeds.py"
 
 
 rule detection_limits:

@@ -4,6 +4,7 @@
 
 from latentebsd.config import child_seed
 from latentebsd.plan import make_plan, scan_regex, scan_seed
+from latentebsd.replicates import training_seed
 from latentebsd.workflow import gpu_request, gpu_share
 
 
@@ -20,8 +21,8 @@ SCANS, VARIANTS = P.mapped_scans, P.variants
 
 wildcard_constraints:
     scan=scan_regex(P.scans),
-    variant=scan_regex(VARIANTS),  # trained models; feature_maps also takes PCA / NMF cubes
-    source=scan_regex(P.sources),
+    variant=scan_regex(P.models),  # trained models and seed replicates; feature_maps also takes PCA / NMF cubes
+    source=scan_regex(P.index_sources),
     shard=r"\d+",
 
 
@@ -155,6 +156,9 @@ def all_targets():
         *expand(rules.latent_analogues.output.png, variant=P.analogue_variants, scan=SCANS),
         *(rules.detection_summary.output if P.truth_scans else []),
         *(rules.detection_limits.output if P.truth_scans else []),
+        *rules.evaluate_seeds.output,
+        *(rules.detection_seeds.output if P.truth_scans else []),
+        rules.findings.output[0],
         *expand(rules.novelty.output.png, scan=SCANS),
         *expand(rules.saliency.output.png, scan=SCANS),
     ]

@@ -1,5 +1,5 @@
 # Conventional EBSD maps of the preprocessed patterns: IPF (Fig 2), IQ, KAM, GROD,
-# sharpness.
+# sharpness, Sigma3 twin boundaries, orientation (Rodrigues vector).
 
 
 rule conventional_maps:
@@ -19,7 +19,7 @@ rule conventional_maps:
             caption="../report/conventional.rst",
             category="3. Conventional EBSD maps",
             subcategory="{scan}",
-            labels={"scan": "{scan}", "figure": "IQ, GROD, KAM, sharpness"},
+            labels={"scan": "{scan}", "figure": "IQ, GROD, KAM, sharpness, Sigma3"},
         ),
     params:
         settings=config["evaluation"],

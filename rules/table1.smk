@@ -34,3 +34,30 @@ rule evaluate_table1:
         "../envs/latentebsd.yaml"
     script:
         "../scripts/evaluate_table1.py"
+
+
+# Seed replicates (models.replicates): each seed's Table 1 rows of the replicated
+# variants, their spread, and each trend judged per seed - it holds only if every seed
+# agrees (latentebsd.replicates).
+rule evaluate_seeds:
+    input:
+        metrics=lambda wc: expand(rules.evaluate_metrics.output[0],
+                                  variant=[m for g in P.seed_groups.values() for m in g.values()],
+                                  scan=SCANS),
+    output:
+        table="results/evaluation/table1_seeds.csv",
+        trends="results/evaluation/trends_seeds.csv",
+    params:
+        metric_paths={m: expand(rules.evaluate_metrics.output[0], variant=m, scan=SCANS)
+                      for g in P.seed_groups.values() for m in g.values()},
+        seed_groups=P.seed_groups,
+        variants=P.specs,
+        settings=config["evaluation"],
+    log:
+        "logs/evaluate/table1_seeds.log",
+    threads: 1
+    conda:
+        "../envs/latentebsd.yaml"
+    script:
+        "../scripts/evaluate_seeds.py"
+

@@ -13,9 +13,9 @@ rule train:
         losses="results/models/{variant}/losses.csv",
         plot="results/models/{variant}/losses.png",
     params:
-        variant=lambda wc: P.specs[wc.variant],
+        variant=lambda wc: P.model_specs[wc.variant],
         training=config["training"],
-        seed=config["seed"],
+        seed=lambda wc: training_seed(config["seed"], wc.variant),  # a replicate's own
         checkpoint=lambda wc: f"results/models/{wc.variant}/checkpoint.pt",
     threads: 1  # common.smk: one thread per job
     resources:

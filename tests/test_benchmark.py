@@ -335,7 +335,8 @@ def test_detection_scores_each_graded_band_and_finds_a_planted_limit(tmp_path):
                                                  "values": [0.1, 0.2, 0.5, 1.0]}}}
     write_truth(tmp_path / "t.h5", truth, geometry, "am", 0, {}, grading)
     maps = {key: rng.normal(size=shape) for key in MAP_KEYS}
-    maps.update(ipf_rgb=np.zeros((*shape, 3)), valid=np.ones(shape, bool),
+    maps.update(ipf_rgb=np.zeros((*shape, 3)), rodrigues=np.zeros((*shape, 3)),
+                valid=np.ones(shape, bool),
                 indexed=np.ones(shape, bool), grain_id=np.zeros(shape, np.int32))
     write_conventional(tmp_path / "c.h5", maps, geometry, {"scan": "s"})
     cube = tmp_path / "lat.nc"

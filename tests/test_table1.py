@@ -208,3 +208,35 @@ def test_every_table1_column_is_explained_and_the_paper_cited_not_a_missing_file
     tracked = subprocess.run(["git", "grep", "-l", "PAPER.md", "--", ".", ":!tests/test_table1.py"],
                              cwd=REPO, capture_output=True, text=True).stdout.split()
     assert tracked == []
+
+
+def test_seed_rule_and_findings_from_metrics_files(tmp_path) -> None:
+    """Rules evaluate_seeds and findings on metrics files: seed 0 shows the d trend,
+    seed 1 (its replicates) does not, so findings.md calls it inconclusive."""
+    from latentebsd.geometry import ScanGeometry
+    from latentebsd.io.metrics import write_metrics
+    from latentebsd.findings import run_findings_rule
+    from latentebsd.table1 import run_seeds_rule
+
+    variants = {"vae16": {"loss": "vae", "latent_dim": 16}, "vae64": {"loss": "vae", "latent_dim": 64}}
+    fractions = {"vae16": (0.3, 0.8), "vae64": (0.9, 1.0),
+                 "vae16@seed1": (0.9, 1.0), "vae64@seed1": (0.3, 0.8)}
+    paths = {}
+    for name, (a, b) in fractions.items():
+        path = tmp_path / f"{name}.h5"
+        write_metrics(path, _fake_metrics(10, a, b), ScanGeometry(2, 5, 1.0, (16, 16)),
+                      {"variant": name, "scan": "s"})
+        paths[name] = [str(path)]
+    groups = {0: {"vae16": "vae16", "vae64": "vae64"},
+              1: {"vae16": "vae16@seed1", "vae64": "vae64@seed1"}}
+    run_seeds_rule(paths, groups, variants, None, str(tmp_path / "seeds.csv"),
+                   str(tmp_path / "trends.csv"))
+    table = pd.read_csv(tmp_path / "seeds.csv")
+    assert list(table["seed"]) == ["0", "0", "1", "1", "spread", "spread"]
+    trends = pd.read_csv(tmp_path / "trends.csv").set_index("trend")
+    row = trends.loc["more latent dimensions -> more patterns indexed"]
+    assert row["verdict"].startswith("inconclusive (seeds disagree: seed 0 holds, seed 1 does not")
+    text = run_findings_rule(str(tmp_path / "trends.csv"), str(tmp_path / "seeds.csv"), None,
+                             str(tmp_path / "findings.md"), groups)
+    assert text.startswith("# Findings") and "Inconclusive: the seeds disagree" in text
+    assert "more latent dimensions -> more patterns indexed" in text

@@ -58,9 +58,18 @@ def test_the_quick_overlay_runs_every_job_of_the_default(tmp_path):
                         cwd=workflow_copy(tmp_path / name, config))
         assert run.returncode == 0, run.stderr + run.stdout
         runs[name] = job_counts(run.stdout + run.stderr)
-    assert runs["quick"] == runs["default"] and runs["default"]["train"] == 8
+    # the default's seed replicates (2 models: vae16@seed1, vae128@seed1) are the only
+    # jobs quick leaves out: trained once, encoded / decoded / indexed / scored per scan
+    per_model = {"train": 1, "encode": 2, "decode": 2, "index_scan": 2, "evaluate_metrics": 2}
+    assert runs["quick"]["train"] == 8 and runs["default"]["train"] == 10
+    assert set(runs["quick"]) == set(runs["default"])
+    for rule, n in runs["default"].items():
+        if rule == "total":
+            continue
+        assert runs["quick"][rule] == n - 2 * per_model.get(rule, 0), rule
     quick = yaml.safe_load((REPO / "config" / "quick.yaml").read_text())
-    assert set(quick) <= {"scans", "sample", "training"}, set(quick)
+    assert set(quick) <= {"scans", "sample", "training", "models"}, set(quick)
+    assert quick.get("models", {}) in ({}, {"replicates": {"seeds": 1}})
     for scan in quick["scans"].values():
         assert set(scan) == {"simulate"} and set(scan["simulate"]) == {"map_shape"}
 
@@ -74,7 +83,7 @@ def test_the_gpu_overlay_is_the_default_at_the_paper_scale(tmp_path):
     run = snakemake("-n", "--quiet", "rules", "--configfile", "config/config.yaml", "config/gpu.yaml",
                     cwd=workflow_copy(tmp_path, config))
     assert run.returncode == 0, run.stderr + run.stdout
-    assert job_counts(run.stdout + run.stderr)["train"] == 8
+    assert job_counts(run.stdout + run.stderr)["train"] == 8 + 2  # and the seed replicates
     merged = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     for key, value in yaml.safe_load((REPO / "config" / "gpu.yaml").read_text()).items():
         merged[key].update(value)
@@ -91,11 +100,11 @@ def test_a_scan_over_shard_patterns_runs_as_shard_jobs_and_gathers(tmp_path):
     run = snakemake("-n", "--quiet", "rules", cwd=workflow_copy(tmp_path, tiny_config()))
     assert run.returncode == 0, run.stderr + run.stdout
     jobs = job_counts(run.stdout + run.stderr)
-    variants, shards = 3, 2  # am: 2 shards; wrought: whole
+    variants, shards = 3 + 1, 2  # + vae16@seed1 (the default's replicates); am: 2 shards
     assert jobs["encode"] == jobs["decode"] == jobs["evaluate_metrics"] == variants
     assert jobs["encode_shard"] == jobs["decode_shard"] == jobs["metrics_shard"] == variants * shards
     assert jobs["gather_latent"] == jobs["gather_decoded"] == jobs["gather_metrics"] == variants
-    assert jobs["index_scan"] == variants + 1  # original + one per variant
+    assert jobs["index_scan"] == variants + 1  # original + one per model
     assert jobs["index_shard"] == (variants + 1) * shards and jobs["gather_index"] == variants + 1
 
 

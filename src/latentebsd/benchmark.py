@@ -21,8 +21,9 @@ scored on pixels it was not tuned on:
 The mean and the spread over folds are reported. Methods: every latent cube (model
 variants and the PCA / NMF baselines, :mod:`latentebsd.baselines`), the latent KAM /
 GROD analogues (:mod:`latentebsd.analogues`), the conventional descriptors
-(:data:`latentebsd.io.conventional.DESCRIPTORS`: pq, Krieger Lassen IQ, CI, fit, KAM,
-GROD, sharpness, orientation boundary) and conventional + latent together (does the
+(:func:`latentebsd.io.conventional.conventional_stack`: pq, Krieger Lassen IQ, CI, fit,
+KAM, GROD, sharpness, orientation boundary, Sigma3 twin boundary, and orientation itself
+as Rodrigues-vector and IPF-colour channels - what an EBSD user would use for twins) and conventional + latent together (does the
 latent map *add* to what conventional EBSD already gives?).
 
 Verdicts (:func:`verdict`) compare two methods fold by fold: *beats* when it scores
@@ -46,7 +47,7 @@ from latentebsd.groundtruth import auc_from_ranks, average_ranks, spearman_from_
 from latentebsd.grid import gradient_magnitude
 from latentebsd.io.analogues import ANALOGUES, read_analogues
 from latentebsd.io.atomic import atomic_path, write_text
-from latentebsd.io.conventional import DESCRIPTORS, read_conventional
+from latentebsd.io.conventional import conventional_stack, read_conventional
 from latentebsd.io.cube import budget_bytes, check_map_shape, iter_feature_groups
 from latentebsd.io.truth import read_truth
 from latentebsd.maps import sample_valid_indices
@@ -208,7 +209,7 @@ def method_features(cubes: Mapping[str, str | os.PathLike], analogues: Mapping[s
                     conventional: Mapping[str, np.ndarray], idx: np.ndarray, valid: np.ndarray,
                     combined: str | None, memory_mb: float) -> Iterator[tuple[str, str, np.ndarray]]:
     """``(method, family, features (2 m, n))`` of every method (module docstring)."""
-    conv = _features(np.stack([conventional[k] for k in DESCRIPTORS]), idx, valid)
+    conv = _features(conventional_stack(conventional)[1], idx, valid)
     yield "conventional", "conventional", conv
     for name, path in cubes.items():
         a = check_map_shape(path, valid.shape, "the scan")
@@ -543,3 +544,64 @@ def run_summary_rule(csvs: Sequence[str], out_csv: str, out_md: str, out_html: s
     plot_detection(frame, out_png)
     log.info("\n%s", md)
     return verdict_table
+
+
+# --------------------------------------------------------------------------------------
+# Seed replicates
+# --------------------------------------------------------------------------------------
+def seed_detection_verdicts(frame: pd.DataFrame,
+                            seed_groups: Mapping[int, Mapping[str, str]]) -> pd.DataFrame:
+    """Latent against conventional EBSD per scan and class, once per seed (the seed's
+    models of the replicated variants, fold-selected among themselves:
+    :func:`fold_selected`), and combined (:func:`latentebsd.replicates.combine_verdicts`:
+    ``beats`` only if every seed beats).
+
+    Returns one row per scan and class: ``scan``, ``class``, ``metric``, ``verdict``,
+    ``agreed``, ``n_seeds``, ``conventional_score``, and per seed ``seed<k>_verdict``,
+    ``seed<k>_score`` (mean fold-selected latent score) and ``seed<k>_chosen``."""
+    from latentebsd.replicates import agreed, combine_verdicts
+
+    frame = whole_folds(frame[frame["method"] != SELECTED])
+    conv = summarize(frame)
+    conv = conv[(conv["method"] == "conventional") & (conv["mode"] == "probe")]
+    per_seed: dict[int, pd.DataFrame] = {}
+    for k, group in sorted(seed_groups.items(), key=lambda kv: int(kv[0])):
+        models = [m for m in group.values() if m in set(frame["method"])]
+        if models:
+            per_seed[int(k)] = fold_selected(frame, models)
+    out = []
+    keys = frame[frame["mode"] == "probe"][["scan", "class", "metric"]].drop_duplicates()
+    for scan, cls, metric in keys.itertuples(index=False):
+        row: dict[str, Any] = {"scan": scan, "class": cls, "metric": metric}
+        verdict_by_seed = {}
+        for k, sel in per_seed.items():
+            mine = sel[(sel["scan"] == scan) & (sel["class"] == cls)]
+            judged = pd.concat([frame, mine], ignore_index=True)
+            v = verdict(judged, scan, cls, SELECTED, "conventional") if len(mine) else "n/a"
+            row[f"seed{k}_verdict"] = v
+            row[f"seed{k}_score"] = mine["score"].mean() if len(mine) else np.nan
+            row[f"seed{k}_chosen"] = ", ".join(sorted(set(mine["chosen"])))
+            if v != "n/a":
+                verdict_by_seed[k] = v
+        c = conv[(conv["scan"] == scan) & (conv["class"] == cls)]["mean"]
+        combined = combine_verdicts(verdict_by_seed)
+        row.update(verdict=combined, agreed=agreed(combined), n_seeds=len(verdict_by_seed),
+                   conventional_score=float(c.iloc[0]) if len(c) else np.nan)
+        out.append(row)
+    head = ["scan", "class", "metric", "verdict", "agreed", "n_seeds", "conventional_score"]
+    table = pd.DataFrame(out)
+    return table[[*head, *[c for c in table.columns if c not in head]]] if len(table) else \
+        pd.DataFrame(columns=head)
+
+
+def run_seeds_rule(csvs: Sequence[str], out_csv: str,
+                   seed_groups: Mapping[int, Mapping[str, str]]) -> pd.DataFrame:
+    """What rule ``detection_seeds`` runs: :func:`seed_detection_verdicts` of every
+    scan's detection table."""
+    frame = pd.concat([pd.read_csv(p) for p in csvs], ignore_index=True)
+    table = seed_detection_verdicts(frame, seed_groups)
+    with atomic_path(out_csv) as tmp:
+        table.to_csv(tmp, index=False, float_format="%.6g")
+    log.info("Latent vs conventional over seeds:\n%s",
+             table[["scan", "class", "verdict"]].to_string(index=False) if len(table) else "(none)")
+    return table

@@ -24,6 +24,11 @@ are never compared.
 - Orientation boundaries: the largest misorientation to the 4 edge neighbours; a
   neighbour of another phase counts :data:`PHASE_BOUNDARY_DEG` (a phase boundary, more
   than any misorientation).
+- Sigma3 boundaries (:func:`sigma3_boundary`): the share of the 4 edge neighbours across
+  which the misorientation is a Sigma3 twin (60 deg about <111>, within Brandon's
+  criterion), in cubic phases - the twin map an EBSD user would draw.
+- Orientation itself: the Rodrigues-Frank vector in each phase's fundamental zone
+  (three maps, :func:`latentebsd.orientations.rodrigues_components`).
 - Sharpness: the FFT sharpness of the preprocessed pattern (the definition of Wang et
   al. 2023, Mater. Charact. 197, 112673, that Calvat et al. 2025 use; ours:
   docs/metrics.md).
@@ -47,7 +52,9 @@ from latentebsd.geometry import ScanGeometry
 from latentebsd.grid import neighbour_pairs
 from latentebsd.io.conventional import write_conventional
 from latentebsd.io.index import is_indexed, read_index
-from latentebsd.orientations import align_to, ipf_colors, phase_pair_angles, quaternions
+from latentebsd.orientations import (align_to, brandon_tolerance, ipf_colors, is_cubic,
+                                     phase_pair_angles, quaternions, rodrigues_components,
+                                     sigma3_deviation)
 from latentebsd.phases import PhaseSpec, laue_groups, phases_of, summary
 from latentebsd.plotting import (add_ipf_key, panel_size, pyplot, robust_limits, save_figure,
                                  show_map)
@@ -150,6 +157,39 @@ def orientation_boundary(orientations_map: Any, mask: np.ndarray | None = None,
         for s in (a, b):
             out[s] = np.maximum(out[s], angle)
     return np.where(ok & np.isfinite(out), out, np.nan)
+
+
+def sigma3_boundary(orientations_map: Any, mask: np.ndarray | None = None,
+                    phase_map: np.ndarray | None = None, symmetries: Any = None,
+                    tolerance_deg: float | None = None) -> np.ndarray:
+    """Sigma3 (annealing twin) boundary map: the fraction of each point's 4 edge
+    neighbours (indexed, of its phase) across which the misorientation is within
+    ``tolerance_deg`` (default Brandon's 15 / sqrt(3) = 8.66 deg) of 60 deg about <111>,
+    in the phase's symmetry (``phase_map``, ``symmetries`` as
+    :func:`kernel_average_misorientation`). What an EBSD user draws for twins. 0 in a
+    non-cubic phase (no Sigma3 <111> twin); NaN where the point is masked or has no
+    indexed neighbour of its phase."""
+    q = quaternions(orientations_map)
+    shape = q.shape[:2]
+    ok = np.ones(shape, bool) if mask is None else np.asarray(mask, bool)
+    phase = _phase_map(phase_map, shape)
+    tol = brandon_tolerance(3) if tolerance_deg is None else float(tolerance_deg)
+    syms = list(symmetries) if symmetries is not None else [None]
+    hits = np.zeros(shape)
+    count = np.zeros(shape, np.int32)
+    for a, b in neighbour_pairs(4):
+        pa, pb = phase[a], phase[b]
+        pair = ok[a] & ok[b] & (pa == pb)
+        twin = np.zeros(pair.shape, bool)
+        for k, sym in enumerate(syms):
+            sel = pair & (pa == k)
+            if sel.any() and is_cubic(sym):
+                dev = sigma3_deviation(q[a][sel], q[b][sel], sym)
+                twin[sel] = dev <= tol
+        for s in (a, b):
+            hits[s] += twin
+            count[s] += pair
+    return np.where(ok & (count > 0), hits / np.maximum(count, 1), np.nan)
 
 
 def segment_grains(orientations_map: Any, tolerance_deg: float = 5.0,
@@ -324,6 +364,8 @@ def conventional_maps(arrays: Mapping[str, np.ndarray], geometry: ScanGeometry,
         "ci": masked("cm"),
         "fit": masked("fit"),
         "boundary_deg": orientation_boundary(omap, ok, pmap, syms),
+        "sigma3": sigma3_boundary(omap, ok, pmap, syms),
+        "rodrigues": rodrigues_components(q, indexed, phase, syms).reshape(*shape, 3),
         "indexed": ok,
         "valid": np.asarray(arrays["valid"], bool).reshape(shape),
         "phase_id": pmap.astype(np.int32),
@@ -377,9 +419,12 @@ def plot_conventional(maps: Mapping[str, np.ndarray], geometry: ScanGeometry,
                       path: str | os.PathLike, title: str, settings: Mapping[str, Any],
                       dpi: int = 150, phases: list[PhaseSpec] | None = None) -> None:
     """All conventional maps of one scan side by side: IPF, (for several ``phases``) the
-    phase map, IQ, GROD, KAM, sharpness."""
+    phase map, IQ, GROD, KAM, sharpness, Sigma3 twin boundaries."""
     plt = pyplot()
     panels = conventional_panels(maps, settings)
+    if "sigma3" in maps:
+        panels.append((maps["sigma3"], "Sigma3 boundaries (Brandon)", "magma", (0.0, 1.0),
+                       "share of neighbours"))
     several = bool(phases) and len(phases) > 1
     n = len(panels) + 1 + several
     w, h = panel_size(geometry.map_shape)

@@ -3,11 +3,12 @@
 For scans without ground truth - every real scan - a user needs to know which of the d
 maps carry new information. For each map of each latent cube:
 
-- **R^2 explained by conventional EBSD**: cross-validated (the spatial folds of
-  :func:`latentebsd.benchmark.spatial_folds`) R^2 of a linear regression of the map on
-  the conventional descriptors (:data:`latentebsd.io.conventional.DESCRIPTORS`), the
-  IPF colours and the map's own grain means (taken from the training folds: whatever a
-  map does per grain, an orientation map shows too). Pooled over the held-out folds,
+- **R^2 explained by conventional EBSD**: cross-validated (many small spatial blocks,
+  :func:`novelty_folds`) R^2 of a linear regression of the map on the conventional maps
+  (:func:`latentebsd.io.conventional.conventional_stack`: descriptors, Sigma3
+  boundaries, Rodrigues vector, IPF colours) and the map's own grain means (taken from
+  the training blocks only: whatever a map does per grain, an orientation map shows
+  too). Pooled over the held-out folds,
   against the training mean: 1 = the conventional maps predict it, <= 0 = they do not;
 - **novelty** = spatial structure (the ranking score of :mod:`latentebsd.maps`,
   Moran's I x reliability) x (1 - R^2 clipped to [0, 1]): structured *and* new.
@@ -33,7 +34,7 @@ import pandas as pd
 
 from latentebsd.benchmark import sample_pixels, spatial_folds
 from latentebsd.io.atomic import atomic_path
-from latentebsd.io.conventional import DESCRIPTORS, read_conventional
+from latentebsd.io.conventional import conventional_stack, read_conventional
 from latentebsd.io.cube import budget_bytes, iter_feature_groups, read_features
 from latentebsd.plotting import panel_grid, panel_size, robust_limits, save_figure, show_map
 
@@ -41,8 +42,28 @@ log = logging.getLogger(__name__)
 
 #: Ridge penalty on the standardised regressors (keeps collinear descriptors stable).
 RIDGE_ALPHA = 1e-3
+#: Fewest points per side of a novelty block, inside its guard (:func:`novelty_folds`).
+MIN_BLOCK_SIDE = 4
 #: Fewest scored points in each of at least two spatial folds for a cross-validated R^2.
 MIN_FOLD_POINTS = 10
+
+
+def novelty_folds(shape: tuple[int, int], settings: Mapping[str, Any]) -> np.ndarray:
+    """The novelty's spatial folds: ``benchmark.novelty_fold_grid`` blocks (default 6 x 8,
+    :func:`latentebsd.benchmark.spatial_folds`) with ``benchmark.guard``, fewer on a small
+    map (each block at least :data:`MIN_BLOCK_SIDE` points per side inside its guard;
+    ``benchmark.fold_grid`` where not even two such blocks fit). Many small blocks: each grain of a
+    held-out block has training points in other blocks, so its grain mean - fitted on
+    the training blocks only - explains grain contrast (with 2 x 2 folds on a 12-grain
+    map a held-out quarter's grains were mostly unseen, and grain contrast ranked as
+    novel)."""
+    grid = settings.get("novelty_fold_grid") or settings["fold_grid"]
+    guard = int(settings["guard"])
+    side = 2 * guard + MIN_BLOCK_SIDE  # a block keeps >= MIN_BLOCK_SIDE points per side
+    grid = tuple(max(1, min(int(g), int(n) // side)) for g, n in zip(grid, shape))
+    if grid[0] * grid[1] < 2:  # too small for blocks: the benchmark's folds (and its skip)
+        grid = tuple(settings["fold_grid"])
+    return spatial_folds(shape, grid, guard)
 
 
 def cross_validation_skipped(fold: np.ndarray, map_shape: tuple[int, int],
@@ -54,16 +75,18 @@ def cross_validation_skipped(fold: np.ndarray, map_shape: tuple[int, int],
     if np.count_nonzero(counts >= MIN_FOLD_POINTS) >= 2:
         return None
     return (f"R² not computed: {len(fold)} scored points in {np.count_nonzero(counts)} spatial "
-            f"folds of the {map_shape[0]} x {map_shape[1]} map (benchmark.fold_grid "
-            f"{list(settings['fold_grid'])}, guard {settings['guard']}); cross-validation "
+            f"folds of the {map_shape[0]} x {map_shape[1]} map (benchmark.novelty_fold_grid "
+            f"{list(settings.get('novelty_fold_grid') or settings['fold_grid'])}, guard "
+            f"{settings['guard']}); cross-validation "
             f"needs {MIN_FOLD_POINTS} in each of two folds")
 
 
 def conventional_regressors(conventional: Mapping[str, np.ndarray], idx: np.ndarray) -> np.ndarray:
-    """``(n, p)`` descriptors and IPF colours at pixels ``idx`` (NaN -> the median)."""
-    cols = [conventional[k].ravel()[idx].astype(np.float64) for k in DESCRIPTORS]
-    rgb = conventional["ipf_rgb"].reshape(-1, 3)[idx].astype(np.float64)
-    x = np.column_stack([*cols, rgb])
+    """``(n, p)`` conventional maps at pixels ``idx``: the descriptors, the Sigma3
+    boundaries, Rodrigues vector and IPF colours
+    (:func:`latentebsd.io.conventional.conventional_stack`; NaN -> the median)."""
+    stack = conventional_stack(conventional)[1]
+    x = stack.reshape(len(stack), -1)[:, idx].T
     med = np.nanmedian(x, axis=0)
     return np.where(np.isfinite(x), x, np.where(np.isfinite(med), med, 0.0))
 
@@ -82,26 +105,54 @@ def grain_means(y: np.ndarray, grain: np.ndarray, train: np.ndarray) -> np.ndarr
     return np.where(grain >= 0, gmean[labels], overall)
 
 
+def grain_means_all(y: np.ndarray, grain: np.ndarray, train: np.ndarray) -> np.ndarray:
+    """:func:`grain_means` of every column of ``y`` ``(n, g)`` at once: ``(n, g)``."""
+    from scipy.sparse import csr_matrix
+
+    inside = train & (grain >= 0)
+    n_lab = int(grain.max()) + 1 if len(grain) and grain.max() >= 0 else 1
+    labels = np.where(grain >= 0, grain, 0)
+    rows = np.flatnonzero(inside)
+    onehot = csr_matrix((np.ones(len(rows)), (labels[rows], rows)), shape=(n_lab, len(y)))
+    cnt = np.bincount(labels[inside], minlength=n_lab).astype(np.float64)
+    sums = np.asarray(onehot @ y)
+    overall = y[train].mean(axis=0)
+    gmean = np.where(cnt[:, None] > 0, sums / np.maximum(cnt, 1)[:, None], overall[None])
+    return np.where((grain >= 0)[:, None], gmean[labels], overall[None])
+
+
 def explained_r2(y: np.ndarray, x: np.ndarray, grain: np.ndarray, fold: np.ndarray) -> np.ndarray:
     """Cross-validated R^2 of every column of ``y`` ``(n, g)`` regressed on ``x`` ``(n, p)``
-    and its own per-grain training mean (:func:`grain_means`; pooled over held-out folds,
-    the training mean as the reference)."""
+    and its own per-grain training mean (:func:`grain_means`: fitted on the training
+    folds only, so a held-out fold's grain means come from the grain's points in other
+    folds; pooled over held-out folds, the training mean as the reference). A ridge
+    regression per column, solved for all columns at once."""
+    y = np.asarray(y, dtype=np.float64)
     ss_res = np.zeros(y.shape[1])
     ss_tot = np.zeros(y.shape[1])
     for f in np.unique(fold):
         train, test = fold != f, fold == f
         mu, sd = x[train].mean(axis=0), x[train].std(axis=0)
         sd[sd == 0] = 1.0
-        xs = (x - mu) / sd
-        for j in range(y.shape[1]):
-            yt = y[train, j]
-            gm = grain_means(y[:, j], grain, train)
-            design = np.column_stack([np.ones(len(y)), xs, gm - yt.mean()])
-            a = design[train]
-            beta = np.linalg.solve(a.T @ a + RIDGE_ALPHA * np.eye(a.shape[1]), a.T @ yt)
-            pred = design[test] @ beta
-            ss_res[j] += ((y[test, j] - pred) ** 2).sum()
-            ss_tot[j] += ((y[test, j] - yt.mean()) ** 2).sum()
+        base = np.column_stack([np.ones(len(y)), (x - mu) / sd])  # (n, q)
+        ymean = y[train].mean(axis=0)
+        gm = grain_means_all(y, grain, train) - ymean[None]  # (n, g)
+        bt, gt, yt = base[train], gm[train], y[train]
+        q = base.shape[1]
+        g = y.shape[1]
+        # normal equations of [base, gm_j] for every column j, (g, q + 1, q + 1)
+        a = np.zeros((g, q + 1, q + 1))
+        a[:, :q, :q] = bt.T @ bt
+        cross = bt.T @ gt  # (q, g)
+        a[:, :q, q] = cross.T
+        a[:, q, :q] = cross.T
+        a[:, q, q] = (gt * gt).sum(axis=0)
+        a += RIDGE_ALPHA * np.eye(q + 1)[None]
+        rhs = np.concatenate([(bt.T @ yt).T, (gt * yt).sum(axis=0)[:, None]], axis=1)  # (g, q+1)
+        beta = np.linalg.solve(a, rhs[..., None])[..., 0]  # (g, q + 1)
+        pred = base[test] @ beta[:, :q].T + gm[test] * beta[:, q][None]
+        ss_res += ((y[test] - pred) ** 2).sum(axis=0)
+        ss_tot += ((y[test] - ymean[None]) ** 2).sum(axis=0)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(ss_tot > 0, 1.0 - ss_res / ss_tot, 1.0)
 
@@ -114,7 +165,7 @@ def novelty_scan(cubes: Mapping[str, str | os.PathLike], rankings: Mapping[str, 
     The table's ``attrs["skipped"]`` holds :func:`cross_validation_skipped`'s reason
     when the map is too small for R^2 (then NaN, and the maps ordered by structure)."""
     conventional, geometry = read_conventional(conventional_path)
-    folds = spatial_folds(geometry.map_shape, settings["fold_grid"], settings["guard"])
+    folds = novelty_folds(geometry.map_shape, settings)
     idx = sample_pixels(folds, conventional["valid"], settings["max_pixels"], seed)
     x = conventional_regressors(conventional, idx)
     grain = conventional["grain_id"].ravel()[idx]

@@ -142,3 +142,92 @@ def indexed_orientations(result: Any, symmetry: Any = None):
     q[np.asarray(result["phase"]).ravel() < 0] = [1.0, 0.0, 0.0, 0.0]
     # PyEBSDIndex returns the sample->crystal rotation orix uses: no inverse needed
     return Orientation(q, symmetry=_default(symmetry))
+
+
+#: The Sigma3 (coherent twin) misorientation in cubic crystals: 60 deg about <111>.
+SIGMA3_AXIS, SIGMA3_ANGLE_DEG = (1.0, 1.0, 1.0), 60.0
+
+
+def brandon_tolerance(sigma: int, theta0_deg: float = 15.0) -> float:
+    """Brandon's criterion: the largest deviation (deg) from a CSL misorientation of
+    ``sigma`` that still counts as that boundary, ``theta0 / sqrt(sigma)`` (8.66 deg for
+    Sigma3)."""
+    return float(theta0_deg) / float(np.sqrt(sigma))
+
+
+def is_cubic(symmetry: Any) -> bool:
+    """Whether ``symmetry`` (orix; ``None``: m-3m) is a cubic Laue group (m-3m, m-3),
+    where the Sigma3 <111> twin is defined."""
+    return _default(symmetry).laue.name in ("m-3m", "m-3")
+
+
+def _sigma3_variants(symmetry: Any) -> np.ndarray:
+    """Distinct crystal-frame rotations ``r s`` (r: 60 deg about [111], s: a proper
+    symmetry operation) that take an orientation to its Sigma3 twins, modulo the
+    symmetry acting on the twin: ``(k, 4)``."""
+    from orix.quaternion import Orientation, Rotation
+
+    sym = _default(symmetry)
+    r = Rotation.from_axes_angles(SIGMA3_AXIS, SIGMA3_ANGLE_DEG, degrees=True)
+    ops = Rotation(sym.proper_subgroup.data)
+    cands = (r * ops).data.reshape(-1, 4)
+    keep: list[np.ndarray] = []
+    for c in cands:
+        if keep:
+            ang = Orientation(np.array(keep), symmetry=sym).angle_with(
+                Orientation(np.repeat(c[None], len(keep), 0), symmetry=sym), degrees=True)
+            if np.min(ang) < 1e-3:
+                continue
+        keep.append(c)
+    return np.array(keep)
+
+
+def sigma3_deviation(q1: np.ndarray, q2: np.ndarray, symmetry: Any = None) -> np.ndarray:
+    """Deviation (deg) of the misorientation of each ``(n, 4)`` quaternion pair from
+    Sigma3 (60 deg about <111>), in a cubic ``symmetry`` (default m-3m): the smallest
+    angle between ``q2`` and a Sigma3 twin of ``q1``. NaN for a non-cubic symmetry."""
+    from orix.quaternion import Orientation, Rotation
+
+    sym = _default(symmetry)
+    q1 = np.asarray(q1, dtype=np.float64).reshape(-1, 4)
+    q2 = np.asarray(q2, dtype=np.float64).reshape(-1, 4)
+    out = np.full(len(q1), np.nan)
+    if not is_cubic(sym) or not len(q1):
+        return out
+    variants = _sigma3_variants(sym)
+    for a in range(0, len(q1), PAIR_CHUNK):
+        b = min(a + PAIR_CHUNK, len(q1))
+        o2 = Orientation(q2[a:b], symmetry=sym)
+        best = np.full(b - a, np.inf)
+        for v in variants:
+            twin = Orientation((Rotation(v) * Rotation(q1[a:b])).data, symmetry=sym)
+            best = np.minimum(best, twin.angle_with(o2, degrees=True))
+        out[a:b] = best
+    return out
+
+
+def rodrigues_components(quats: np.ndarray, indexed: np.ndarray | None = None,
+                         phase: np.ndarray | None = None,
+                         symmetries: Sequence[Any] | None = None) -> np.ndarray:
+    """Rodrigues-Frank vector of each orientation in its phase's fundamental zone (orix
+    ``reduce`` then ``to_rodrigues``), ``(n, 3)``; NaN where not
+    ``indexed`` (or of a phase outside ``symmetries``). Orientation itself as three maps:
+    what an EBSD user reads off an IPF map, as numbers."""
+    from orix.quaternion import Orientation
+
+    q = np.asarray(quats, dtype=np.float64).reshape(-1, 4)
+    syms = list(symmetries) if symmetries is not None else [None]
+    ph = np.zeros(len(q), int) if phase is None else np.asarray(phase).ravel().astype(int)
+    ok = np.ones(len(q), bool) if indexed is None else np.asarray(indexed, bool).ravel()
+    out = np.full((len(q), 3), np.nan)
+    for k, sym in enumerate(syms):
+        sym = _default(sym)
+        mine = ok & (ph == k)
+        for a in range(0, len(q), PAIR_CHUNK):
+            b = min(a + PAIR_CHUNK, len(q))
+            sel = np.flatnonzero(mine[a:b]) + a
+            if sel.size:
+                o = Orientation(q[sel], symmetry=sym)
+                o = o.reduce() if hasattr(o, "reduce") else o.map_into_symmetry_reduced_zone()
+                out[sel] = np.asarray(o.to_rodrigues().data, dtype=np.float64)
+    return out

@@ -20,6 +20,7 @@ from latentebsd.baselines import baseline_variants
 from latentebsd.config import child_seed
 from latentebsd.io.patterns import PatternReader
 from latentebsd.phases import SIMULATED_MATERIALS, phases_from_config
+from latentebsd.replicates import replicate_specs, seed_groups
 from latentebsd.preprocess import choose_background, geometry_from_config, scan_settings
 from latentebsd.shards import aligned_shard_rows, stage_block_rows
 
@@ -72,6 +73,20 @@ class Plan:
     phases
         Mapped scan -> its phases (dicts of :meth:`latentebsd.phases.PhaseSpec.to_dict`,
         :func:`scan_phases`), what its index jobs index with.
+    replicates
+        Seed replicates (``models.replicates``, :mod:`latentebsd.replicates`): model name
+        (``vae16@seed1``) -> its variant's spec; trained, encoded, decoded, re-indexed,
+        scored and benchmarked, but in no figure, Table 1 or maps ranking.
+    models
+        Every trained model: ``variants``, then ``replicates``.
+    model_specs
+        ``specs`` and ``replicates`` together.
+    seed_groups
+        Seed k -> {replicated variant: model name}; seed 0 are the variants themselves.
+    index_sources
+        What is re-indexed: ``sources`` and the replicates.
+    detection_cubes
+        The cubes the detection benchmark scores: ``cube_sources`` and the replicates.
     """
 
     scans: list[str]
@@ -93,6 +108,12 @@ class Plan:
     analogue_variants: list[str]
     combined_variant: str
     phases: dict[str, list[dict[str, Any]]]
+    replicates: dict[str, dict[str, Any]]
+    models: list[str]
+    model_specs: dict[str, dict[str, Any]]
+    seed_groups: dict[int, dict[str, str]]
+    index_sources: list[str]
+    detection_cubes: list[str]
 
 
 def make_plan(config: Mapping[str, Any]) -> Plan:
@@ -108,6 +129,7 @@ def make_plan(config: Mapping[str, Any]) -> Plan:
     panel = panel_variant(config["evaluation"], variants)
     bench = config["benchmark"]
     baselines = baseline_variants(bench, specs)
+    replicates = replicate_specs(config["models"], variants)
     return Plan(
         scans=scans, mapped_scans=mapped, variants=variants, specs=specs, shards=shards,
         whole_scans=scan_regex([s for s in mapped if s not in shards]),
@@ -126,6 +148,12 @@ def make_plan(config: Mapping[str, Any]) -> Plan:
         analogue_variants=list(bench["analogue_variants"] or [panel]),
         combined_variant=bench["combined_variant"] or panel,
         phases={s: scan_phases(config, s) for s in mapped},
+        replicates=replicates,
+        models=[*variants, *replicates],
+        model_specs={**specs, **replicates},
+        seed_groups=seed_groups(config["models"], variants),
+        index_sources=["original", *variants, *replicates],
+        detection_cubes=[*variants, *baselines, *replicates],
     )
 
 

@@ -547,6 +547,9 @@ def trends_markdown(verdicts: Sequence[Mapping[str, Any]],
     ordered = ", ".join(f"{_metric(k)[2]} {tol[k]:g}{units.get(k, '')}" for k in tol)
     similar = ", ".join(f"{_metric(k)[2]} {sim[k]:g}{units.get(k, '')}" for k in sim)
     notes = [
+        "One training run per variant: a verdict here may flip with a retraining. "
+        "`trends_seeds.csv` and `results/findings.md` judge each trend on every seed of "
+        "`models.replicates` (it holds only if every seed agrees).",
         "Numbers: this run's Table 1 (`table1.csv`), every variant pooled over all scans; "
         "ratios and misorientation are medians of the per-pattern values, IQ is PyEBSDIndex "
         "pq; indexed is the `Indexed` column.",
@@ -591,3 +594,95 @@ def run_table_rule(metric_paths: Mapping[str, Sequence[str]], variants: Mapping[
         write_text(out_trends, trends)
         log.info("Trends:\n%s", trends)
     return frame
+
+
+# --------------------------------------------------------------------------- seeds
+
+#: The numeric Table 1 columns of the seed table and its spread rows.
+SEED_COLUMNS = ("Indexed", *(m[1] for m in TREND_METRICS if m[1] != "Indexed"))
+
+
+def seed_table(frames: Mapping[int, pd.DataFrame],
+               seed_groups: Mapping[int, Mapping[str, str]]) -> pd.DataFrame:
+    """Table 1's model rows of every seed (``frames``: seed -> :func:`table1` of that
+    seed's models, named by variant) with columns ``seed`` and ``model``, then one
+    ``spread`` row per variant: min, max and standard deviation over the seeds of
+    :data:`SEED_COLUMNS` (``<column>_min`` ...; ``seed`` = ``spread``)."""
+    rows = []
+    for k, frame in sorted(frames.items()):
+        models = frame[frame["variant"].isin(list(seed_groups[k]))].copy()
+        models.insert(0, "seed", str(k))
+        models.insert(1, "model", [seed_groups[k][v] for v in models["variant"]])
+        rows.append(models)
+    table = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
+    spread = []
+    for variant, g in table.groupby("variant", sort=False) if len(table) else ():
+        row: dict[str, Any] = {"seed": "spread", "model": f"{len(g)} seeds", "variant": variant,
+                               "Loss": g.iloc[0]["Loss"], "d": g.iloc[0]["d"],
+                               "loss": g.iloc[0]["loss"], "beta": g.iloc[0]["beta"]}
+        for col in SEED_COLUMNS:
+            v = pd.to_numeric(g[col], errors="coerce").to_numpy(np.float64) if col in g else np.array([])
+            v = v[np.isfinite(v)]
+            row[col] = np.nan
+            row[f"{col}_min"] = v.min() if v.size else np.nan
+            row[f"{col}_max"] = v.max() if v.size else np.nan
+            row[f"{col}_sd"] = v.std(ddof=1) if v.size > 1 else np.nan
+        spread.append(row)
+    return pd.concat([table, pd.DataFrame(spread)], ignore_index=True)
+
+
+def seed_trend_verdicts(frames: Mapping[int, pd.DataFrame]) -> pd.DataFrame:
+    """Each trend of :func:`trend_verdicts` judged on each seed's Table 1, and combined
+    (:func:`latentebsd.replicates.combine_verdicts`: it holds only if every seed says
+    so). One row per trend: ``trend``, ``metric``, ``verdict`` (combined), ``agreed``,
+    ``n_seeds``, then per seed ``seed<k>_verdict`` and ``seed<k>_values`` (the numbers
+    it was decided on)."""
+    from latentebsd.replicates import agreed, combine_verdicts
+
+    per_seed = {k: trend_verdicts(frame) for k, frame in sorted(frames.items())}
+    order: list[str] = []
+    by_trend: dict[str, dict[int, Mapping[str, Any]]] = {}
+    for k, vs in per_seed.items():
+        for v in vs:
+            if v["trend"] not in by_trend:
+                order.append(v["trend"])
+            by_trend.setdefault(v["trend"], {})[k] = v
+    rows = []
+    for trend in order:
+        seeds = by_trend[trend]
+        testable = {k: v["verdict"] for k, v in seeds.items() if v["verdict"] != UNTESTABLE}
+        first = next(iter(seeds.values()))
+        combined = combine_verdicts(testable) if testable else UNTESTABLE
+        row: dict[str, Any] = {"trend": trend, "metric": first["metric"], "verdict": combined,
+                               "agreed": agreed(combined), "n_seeds": len(testable)}
+        for k, v in seeds.items():
+            row[f"seed{k}_verdict"] = v["verdict"]
+            row[f"seed{k}_values"] = ", ".join(
+                f"{lab}: {val:.4g}" if isinstance(val, (int, float)) else f"{lab}"
+                for lab, val, *_ in v["values"]) if v["values"] else v.get("needs") or ""
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def run_seeds_rule(metric_paths: Mapping[str, Sequence[str]],
+                   seed_groups: Mapping[int, Mapping[str, str]],
+                   variants: Mapping[str, Any], settings: Mapping[str, Any] | None,
+                   out_table: str, out_trends: str) -> pd.DataFrame:
+    """What rule ``evaluate_seeds`` runs: Table 1 of each seed's models
+    (``seed_groups``: seed -> {variant: model}; ``metric_paths``: model -> per-scan
+    metrics files), the per-seed table with its spread (:func:`seed_table`) and the
+    trends judged on every seed (:func:`seed_trend_verdicts`)."""
+    frames = {}
+    for k, group in sorted(seed_groups.items(), key=lambda kv: int(kv[0])):
+        metrics = {v: [read_metrics(p)[0] for p in metric_paths[m]] for v, m in group.items()}
+        frames[int(k)] = table1(metrics, {v: variants[v] for v in group}, settings)
+    groups = {int(k): dict(g) for k, g in seed_groups.items()}
+    table = seed_table(frames, groups)
+    with atomic_path(out_table) as tmp:
+        table.to_csv(tmp, index=False)
+    trends = seed_trend_verdicts(frames)
+    with atomic_path(out_trends) as tmp:
+        trends.to_csv(tmp, index=False)
+    log.info("Trends over %d seed(s):\n%s", len(frames),
+             trends[["trend", "verdict"]].to_string(index=False))
+    return trends
