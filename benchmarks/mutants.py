@@ -82,6 +82,9 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant("indexed_nmatch_off_by_one", "src/latentebsd/io/index.py",
            (('(np.asarray(result["nmatch"]) >= min_nmatch)', '(np.asarray(result["nmatch"]) > min_nmatch)'),),
            ("tests/test_table1.py",), "indexed needs min_nmatch + 1 bands"),
+    Mutant("metrics_indexed_any_solution", "src/latentebsd/metrics.py",
+           (("idx_d = is_indexed(decoded, min_nmatch)", "idx_d = is_indexed(decoded, 0)"),),
+           ("tests/test_table1.py",), "a decoded pattern counts as indexed with any solution"),
     Mutant("index_stores_blank_quality", "src/latentebsd/index.py",
            (("for key, values in pattern_quality(patterns, window, sharp).items():",
              "for key, values in pattern_quality(np.broadcast_to(np.where(mask, np.float32(0.5), "
