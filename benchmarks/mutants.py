@@ -159,13 +159,14 @@ def copy_repo(dest: Path) -> Path:
     return target
 
 
-def run_tests(root: Path, tests: tuple[str, ...], keyword: str | None, timeout: float) -> tuple[int, str, float]:
-    """pytest on ``tests`` in ``root`` (its ``src`` first on the path): (exit code, last
-    lines, seconds)."""
+def run_tests(root: Path, tests: tuple[str, ...], keyword: str | None, timeout: float,
+              stop: bool = True) -> tuple[int, str, float]:
+    """pytest on ``tests`` in ``root`` (its ``src`` first on the path; ``stop``: at the
+    first failure): (exit code, the failed tests or the last line, seconds)."""
     env = {**os.environ, "PYTHONPATH": str(root / "src"), "PYTHONDONTWRITEBYTECODE": "1"}
     env.setdefault("LATENTEBSD_NUMBA_CACHE_DIR", str(Path(tempfile.gettempdir()) / "numba-mutants"))
-    cmd = [sys.executable, "-m", "pytest", "-q", "-x", "-m", "not slow", "-p", "no:cacheprovider",
-           "-p", "no:randomly", *tests]
+    cmd = [sys.executable, "-m", "pytest", "-q", *(["-x"] if stop else []), "-m", "not slow",
+           "-p", "no:cacheprovider", "-p", "no:randomly", *tests]
     if keyword:
         cmd += ["-k", keyword]
     t0 = time.perf_counter()
@@ -174,7 +175,8 @@ def run_tests(root: Path, tests: tuple[str, ...], keyword: str | None, timeout: 
     except subprocess.TimeoutExpired:
         return 124, "timed out", time.perf_counter() - t0
     lines = [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.strip()]
-    failed = [ln for ln in lines if ln.startswith(("FAILED", "ERROR"))]
+    failed = [ln.split(" - ")[0].removeprefix("FAILED ").removeprefix("ERROR ")
+              for ln in lines if ln.startswith(("FAILED", "ERROR"))]
     return proc.returncode, "; ".join(failed) or (lines[-1] if lines else ""), time.perf_counter() - t0
 
 
@@ -198,6 +200,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--markdown", help="also write the report as a Markdown table here")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds per pytest run")
     parser.add_argument("--no-baseline", action="store_true", help="skip the unmutated run")
+    parser.add_argument("--every-failure", action="store_true",
+                        help="run each mutant's tests to the end and name every test it fails "
+                             "(default: stop at the first)")
     args = parser.parse_args(argv)
     chosen = [m for m in MUTANTS if not args.names or m.name in args.names]
     unknown = set(args.names) - {m.name for m in MUTANTS}
@@ -225,7 +230,8 @@ def main(argv: list[str] | None = None) -> int:
         for m in chosen:
             original = plant(root, m)
             try:
-                rc, tail, secs = run_tests(root, m.tests, m.keyword, args.timeout)
+                rc, tail, secs = run_tests(root, m.tests, m.keyword, args.timeout,
+                                           stop=not args.every_failure)
             finally:
                 (root / m.path).write_text(original)
             status = "killed" if rc == 1 else "survived" if rc == 0 else f"error (rc {rc})"
