@@ -203,6 +203,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--every-failure", action="store_true",
                         help="run each mutant's tests to the end and name every test it fails "
                              "(default: stop at the first)")
+    parser.add_argument("--tests-from", metavar="REF",
+                        help="run the test files as they were at git REF (which mutants did the "
+                             "suite survive before its guards?); a -k that selects nothing "
+                             "there runs the whole files")
     args = parser.parse_args(argv)
     chosen = [m for m in MUTANTS if not args.names or m.name in args.names]
     unknown = set(args.names) - {m.name for m in MUTANTS}
@@ -216,6 +220,11 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     with tempfile.TemporaryDirectory(prefix="latentebsd-mutants-") as tmp:
         root = copy_repo(Path(tmp))
+        if args.tests_from:
+            for path in sorted({t for m in chosen for t in m.tests}):
+                old = subprocess.run(["git", "show", f"{args.tests_from}:{path}"], cwd=REPO,
+                                     capture_output=True, text=True, check=True).stdout
+                (root / path).write_text(old)
         if not args.no_baseline:
             groups = {}
             for m in chosen:
@@ -232,6 +241,9 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 rc, tail, secs = run_tests(root, m.tests, m.keyword, args.timeout,
                                            stop=not args.every_failure)
+                if rc == 5 and m.keyword:  # no test of that name (--tests-from): whole files
+                    rc, tail, secs = run_tests(root, m.tests, None, args.timeout,
+                                               stop=not args.every_failure)
             finally:
                 (root / m.path).write_text(original)
             status = "killed" if rc == 1 else "survived" if rc == 0 else f"error (rc {rc})"
