@@ -448,3 +448,106 @@ def test_saliency_figure_has_a_colour_bar_per_feature(tmp_path):
         saliency.save_figure = original
     assert captured["labels"] == ["|Δ f3| when blanked", "|Δ f7| when blanked"]
     assert (tmp_path / "s.png").stat().st_size > 0
+
+
+# -- guards on the numbers (issue 26) ----------------------------------------------------
+def _detection_files(tmp_path, rng, shape, mask, latent_maps):
+    """Truth (``mask`` as dislocation cells), pure-noise conventional maps and a latent
+    cube of ``latent_maps`` for :func:`latentebsd.benchmark.detection_scan`."""
+    from latentebsd.io.conventional import MAP_KEYS, write_conventional
+    from latentebsd.io.cube import cube_writer
+    from latentebsd.io.truth import write_truth
+
+    geometry = ScanGeometry(*shape, 1.0, (16, 16), np.array([0.5, 0.5, 0.5]), 70.0, 0.0)
+    zeros = np.zeros(shape, bool)
+    level = np.zeros(shape, np.int16)
+    truth = {"grain_id": np.zeros(shape, np.int32), "domain_id": np.zeros(shape, np.int32),
+             "cell_wall_mask": mask, "particle_mask": zeros, "twin_mask": zeros,
+             "scratch_mask": zeros, "grain_boundary_mask": zeros,
+             "dislocation_density": np.zeros(shape, np.float32),
+             "pattern_blur_px": np.zeros(shape, np.float32), "strength_level": level,
+             "strength": np.ones(shape, np.float32),
+             "quaternion": np.tile([1.0, 0, 0, 0], (*shape, 1))}
+    grading = {"levels": [1.0], "axis": "columns", "classes": {}}
+    write_truth(tmp_path / "t.h5", truth, geometry, "am", 0, {}, grading)
+    maps = {key: rng.normal(size=shape) for key in MAP_KEYS}
+    maps.update(ipf_rgb=np.zeros((*shape, 3)), rodrigues=rng.normal(size=(*shape, 3)),
+                valid=np.ones(shape, bool),
+                indexed=np.ones(shape, bool), grain_id=np.zeros(shape, np.int32))
+    write_conventional(tmp_path / "c.h5", maps, geometry, {"scan": "s"})
+    cube = tmp_path / "lat.nc"
+    with cube_writer(cube, None, len(latent_maps), *shape, 1.0,
+                     {"variant": "lat", "latent_dim": len(latent_maps), "step_um": 1.0},
+                     with_logvar=False) as w:
+        w.write(0, np.stack(latent_maps).astype(np.float32), None, np.ones(shape, bool))
+    return tmp_path / "t.h5", tmp_path / "c.h5", cube
+
+
+def test_a_feature_perfect_only_on_the_held_out_fold_is_never_chosen_nor_trained_on(
+        tmp_path, monkeypatch):
+    """Latent map 0 equals the class mask on fold 0 and is noise elsewhere; map 1 carries
+    the class everywhere, weaker. Scoring fold 0, the single map is chosen on the other
+    folds (map 1), the probe never sees fold 0's pixels, and no training call of either
+    mode is handed a scored pixel."""
+    import latentebsd.benchmark as bm
+
+    rng = np.random.default_rng(3)
+    shape = (32, 48)
+    mask = rng.random(shape) < 0.3
+    folds = spatial_folds(shape, tuple(section("benchmark")["fold_grid"]), section("benchmark")["guard"])
+    leak = np.where(folds == 0, 3.0 * mask + 0.01 * rng.normal(size=shape), rng.normal(size=shape))
+    honest = 1.5 * mask + rng.normal(size=shape)
+    truth, conventional, cube = _detection_files(tmp_path, rng, shape, mask, [leak, honest])
+
+    seen = []  # (train, test) of every training call
+
+    def spy(real, train_at, test_at):
+        # the real function, recording the (train, test) masks it is handed
+        def wrapped(*args, **kwargs):
+            seen.append((real.__name__, np.asarray(args[train_at], bool), np.asarray(args[test_at], bool)))
+            return real(*args, **kwargs)
+        return wrapped
+
+    monkeypatch.setattr(bm, "single_map_prediction", spy(bm.single_map_prediction, 4, 5))
+    monkeypatch.setattr(bm, "probe_inputs", spy(bm.probe_inputs, 1, 2))
+    frame = bm.detection_scan(truth, conventional, {"lat": cube}, {},
+                              section("benchmark", {"max_pixels": 10000}), "s", seed=0)
+    assert {name for name, _, _ in seen} == {"single_map_prediction", "probe_inputs"}
+    for name, train, test in seen:
+        assert train.sum() > 0 and test.sum() > 0 and not (train & test).any(), name
+    rows = frame[(frame["method"] == "lat") & (frame["class"] == "dislocation_cells")
+                 & (frame["level"] < 0)].set_index(["mode", "fold"])
+    assert rows.loc[("single", 0), "chosen"].endswith("map 1"), rows.loc[("single", 0), "chosen"]
+    # map 1's own AUC is ~0.86; map 0 would score ~1.0 on fold 0
+    assert rows.loc[("single", 0), "score"] < 0.95
+    assert rows.loc[("probe", 0), "score"] < 0.95
+
+
+def test_novelty_ranks_an_unexplained_structured_map_above_an_explained_one_on_spatial_folds():
+    """On a 24 x 30 map in spatial folds with 2 x 2-point grains: a map that is 2 x IQ is
+    explained (R^2 near 1), a smooth field unrelated to the conventional maps is not
+    (its held-out grains have no training points, so a pixel never predicts itself),
+    and the second is the more novel at equal structure."""
+    from latentebsd.novelty import novelty_score
+
+    folds = spatial_folds(SHAPE, (2, 2), 1).ravel()
+    keep = folds >= 0
+    iq, kam = smooth(1).ravel(), smooth(2).ravel()
+    rows, cols = np.mgrid[:SHAPE[0], :SHAPE[1]]
+    grain = ((rows // 2) * (SHAPE[1] // 2) + cols // 2).ravel()
+    x = np.column_stack([iq, kam])[keep]
+    y = np.column_stack([2.0 * iq + 0.05 * np.random.default_rng(3).normal(size=iq.size),
+                         smooth(7).ravel()])[keep]
+    r2 = explained_r2(y, x, grain[keep], folds[keep])
+    assert r2[0] > 0.95 and r2[1] < 0.3, r2
+    novelty = novelty_score(np.array([0.8, 0.8]), r2)
+    assert novelty[1] > 2 * novelty[0]
+
+
+def test_the_novelty_formula_is_structure_times_what_is_left_unexplained():
+    from latentebsd.novelty import novelty_score
+
+    structure = np.array([0.8, 0.8, 0.1, 0.8, 0.8])
+    r2 = np.array([0.0, 0.9, 0.0, 1.7, -0.4])  # R^2 is clipped to [0, 1]
+    np.testing.assert_allclose(novelty_score(structure, r2), [0.8, 0.08, 0.1, 0.0, 0.8])
+    assert np.isnan(novelty_score(np.array([0.5]), np.array([np.nan]))[0])

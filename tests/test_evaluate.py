@@ -392,3 +392,95 @@ def test_table1_shows_control_rows_and_the_originals_absolute_values(scan, decod
     assert "| Loss | d | Source (ours / paper) | Indexed | Indexed and agreeing | CI ratio (PyEBSDIndex cm) | IQ ratio (PyEBSDIndex pq) |" in md
     assert "Originals (preprocessed patterns), absolute values" in md and "Krieger-Lassen" in md
     assert "Indexed (any solution)" not in md and "iq_kp_ratio_q50" in (tmp_path / "t.csv").read_text()
+
+
+# -- guards on the numbers (issue 26) ----------------------------------------------------
+def _measured(stack, points, geometry, mask, phases):
+    """``stack`` (patterns at ``points``) measured as the index stage measures a decoded
+    pattern: Hough-indexed with each point's PC, quality inside the screen window."""
+    from latentebsd.index import build_indexer, index_patterns, pattern_quality, screen_window
+    from latentebsd.io.index import INDEX_DTYPE
+
+    indexer = build_indexer(geometry, phase_list=phases, patternmask=mask, **EVALUATION["hough"])
+    stack = np.where(mask, stack, np.float32(0.0)).astype(np.float32)
+    result = index_patterns(stack, geometry, indexer=indexer, points=points, chunk_size=64)
+    quality = pattern_quality(stack, screen_window(mask), EVALUATION["sharpness"])
+    return {**{f: result[f] for f in INDEX_DTYPE.names}, **quality}
+
+
+@pytest.fixture(scope="module")
+def degraded(scan):
+    """Twelve indexed points of the scan, measured three ways: the original patterns, a
+    degraded decoder's (Gaussian blur, sigma 1.5 px) and the blank-disc control's."""
+    from scipy.ndimage import gaussian_filter
+
+    from latentebsd.controls import control_patterns
+    from latentebsd.io.preprocessed import PreprocessedScan
+    from latentebsd.phases import phases_of
+
+    original, geometry, attrs = read_index(scan["orig_h5"])
+    _, mask, _ = read_screen(scan["pre"])
+    points = np.flatnonzero(original["indexed"])[:12]
+    assert len(points) == 12
+    reference = {k: np.asarray(v)[points] for k, v in original.items()
+                 if np.ndim(v) >= 1 and len(v) == geometry.n_patterns}
+    patterns = scan["patterns"][points]
+    with PreprocessedScan(scan["pre"]) as s:
+        blank = control_patterns(s)["blank_disc"]
+    phases = phases_of(attrs)
+    stacks = {"original": patterns,
+              "blurred": np.stack([gaussian_filter(p.astype(np.float64), 1.5) for p in patterns]),
+              "blank": np.repeat(blank[None], len(points), axis=0)}
+    measured = {k: _measured(v, points, geometry, mask, phases) for k, v in stacks.items()}
+    return {"points": points, "reference": reference, "measured": measured, "stacks": stacks,
+            "mask": mask, "metrics": {k: pattern_metrics(reference, v) for k, v in measured.items()}}
+
+
+def test_a_blurring_decoder_has_decoded_over_original_ratios_below_one(degraded):
+    """Ratios are decoded / original: a decoder that blurs loses sharpness (every ratio
+    < 1) and Hough peak height (median pq ratio < 1); the originals against themselves
+    score 1."""
+    m = degraded["metrics"]
+    assert np.all(m["blurred"]["sharpness_ratio"] < 1.0), m["blurred"]["sharpness_ratio"]
+    assert np.nanmedian(m["blurred"]["iq_pq_ratio"]) < 1.0
+    np.testing.assert_allclose(m["original"]["sharpness_ratio"], 1.0)
+    np.testing.assert_allclose(m["original"]["iq_pq_ratio"], 1.0)
+    ref, blurred = degraded["reference"], degraded["measured"]["blurred"]
+    np.testing.assert_allclose(m["blurred"]["sharpness_ratio"], blurred["sharpness"] / ref["sharpness"])
+
+
+def test_quality_controls_rank_blank_below_blurred_below_original_on_every_band_measure(degraded):
+    """Sharpness, Hough IQ (pq) and confidence (cm): blank disc < blurred < original
+    (medians over the points); the blank disc indexes nowhere, the originals everywhere.
+    Krieger-Lassen IQ is the documented exception (it measures smoothness: blurring
+    raises it, a constant disc has none - NaN)."""
+    q = degraded["measured"]
+    for field in ("sharpness", "pq", "cm"):
+        blank, blurred, original = (np.median(np.nan_to_num(q[k][field], nan=0.0))
+                                    for k in ("blank", "blurred", "original"))
+        assert blank < blurred < original or (field == "cm" and blank < blurred <= original), \
+            (field, blank, blurred, original)
+    m = degraded["metrics"]
+    assert not m["blank"]["indexed"].any() and m["original"]["indexed"].all()
+    assert np.all(q["blank"]["sharpness"] < 0.2 * q["original"]["sharpness"])
+    assert np.isnan(q["blank"]["iq_kp"]).all()
+    assert np.median(q["blurred"]["iq_kp"] - q["original"]["iq_kp"]) > 0
+
+
+def test_the_index_stage_stores_each_patterns_own_quality(scan, degraded):
+    """The sharpness and Krieger-Lassen IQ in the original's index file are those of its
+    own patterns (inside the screen window), pattern by pattern - not a constant, not a
+    blank disc's - and the IQ is kikuchipy's."""
+    from kikuchipy.pattern import get_image_quality
+
+    from latentebsd.index import screen_window
+
+    stored, own = degraded["reference"], degraded["measured"]["original"]
+    np.testing.assert_allclose(stored["sharpness"], own["sharpness"], rtol=1e-6)
+    np.testing.assert_allclose(stored["iq_kp"], own["iq_kp"], rtol=1e-5)
+    assert np.ptp(stored["iq_kp"]) > 1e-3 and np.ptp(stored["sharpness"]) > 0
+    assert np.all(stored["sharpness"] > 5 * degraded["measured"]["blank"]["sharpness"])
+    rows, cols = screen_window(degraded["mask"])
+    inner = np.where(degraded["mask"], degraded["stacks"]["original"], 0.0)[:, rows, cols]
+    kp = [get_image_quality(p.astype(np.float32), normalize=True) for p in inner]
+    np.testing.assert_allclose(stored["iq_kp"], kp, rtol=1e-4)

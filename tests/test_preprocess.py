@@ -268,3 +268,19 @@ def test_output_never_replaces_the_raw_scan(tiny_scan):
         preprocess_scan(tiny_scan["path"], tiny_scan["path"], tiny_scan["geometry"],
                         settings(binning=2), progress=False)
     assert _sha(tiny_scan["path"]) == before
+
+
+def test_bin_mask_keeps_a_binned_pixel_only_when_every_source_pixel_is_on_screen():
+    """Expected masks built by hand: a binned pixel half on the screen's edge is off screen
+    (its average mixes screen and the dark frame around it)."""
+    mask = np.array([[1, 1, 1, 0, 0, 0],
+                     [1, 1, 1, 1, 0, 0],
+                     [0, 1, 1, 1, 1, 1],
+                     [1, 1, 1, 1, 1, 1]], bool)
+    expected = np.array([[1, 0, 0],
+                         [0, 1, 1]], bool)
+    np.testing.assert_array_equal(bin_mask(mask, 2), expected)
+    np.testing.assert_array_equal(bin_mask(mask, 1), mask)
+    ring = np.ones((6, 6), bool)
+    ring[2, 2] = False  # one dark source pixel darkens exactly one 3 x 3 block
+    np.testing.assert_array_equal(bin_mask(ring, 3), np.array([[0, 1], [1, 1]], bool))

@@ -240,3 +240,56 @@ def test_seed_rule_and_findings_from_metrics_files(tmp_path) -> None:
                              str(tmp_path / "findings.md"), groups)
     assert text.startswith("# Findings") and "Inconclusive: the seeds disagree" in text
     assert "more latent dimensions -> more patterns indexed" in text
+
+
+# -- guards on the numbers (issue 26) ----------------------------------------------------
+def _metrics_with(values: np.ndarray) -> dict:
+    """Per-pattern metrics of one scan whose every ratio is ``values``."""
+    from latentebsd.io.metrics import METRICS
+
+    n = len(values)
+    m = {k: np.asarray(values, np.float64).copy() for k in METRICS}
+    m.update(indexed=np.ones(n, bool), indexed_original=np.ones(n, bool), valid=np.ones(n, bool),
+             wrong_phase=np.zeros(n, bool))
+    return m
+
+
+def test_table1_quantiles_of_skewed_values_are_their_10_50_90_percent_points() -> None:
+    """The cells are the quantiles themselves: of 0, 0.01, ..., 1 squared (skewed, so a
+    mirrored quantile is a different number) the 10/50/90 % points are 0.01/0.25/0.81."""
+    values = np.linspace(0.0, 1.0, 101) ** 2
+    from latentebsd.table1 import format_quantiles
+
+    assert format_quantiles(values, [0.1, 0.5, 0.9]) == "0.01/0.25/0.81"
+    row = table1({"v": [_metrics_with(values)]},
+                 {"v": {"loss": "vae", "latent_dim": 8}}).set_index("variant").loc["v"]
+    assert row["Sharpness ratio"] == "0.01/0.25/0.81"
+    assert row["sharpness_ratio_q10"] == pytest.approx(0.01)
+    assert row["sharpness_ratio_q50"] == pytest.approx(0.25)
+    assert row["sharpness_ratio_q90"] == pytest.approx(0.81)
+    assert row["sharpness_ratio_q10"] < row["sharpness_ratio_q50"] < row["sharpness_ratio_q90"]
+
+
+def test_indexed_needs_min_nmatch_matched_bands() -> None:
+    """A solution that 3 or 4 bands agree on is what noise gets: not indexed; 5 or more
+    (``evaluation.min_nmatch``) is. No solution (phase -1) is never indexed."""
+    from latentebsd.config import section
+    from latentebsd.io.index import is_indexed
+    from latentebsd.metrics import pattern_metrics
+
+    assert section("evaluation")["min_nmatch"] == 5
+    nmatch = np.array([0, 3, 4, 5, 6, 9, 9])
+    phase = np.array([0, 0, 0, 0, 0, 0, -1])
+    want = np.array([False, False, False, True, True, True, False])
+    np.testing.assert_array_equal(is_indexed({"phase": phase, "nmatch": nmatch}, 5), want)
+    n = len(nmatch)
+    quat = np.tile([1.0, 0.0, 0.0, 0.0], (n, 1))
+    index = {"quat": quat, "pq": np.ones(n), "cm": np.ones(n), "nmatch": nmatch, "phase": phase,
+             "iq_kp": np.ones(n), "sharpness": np.ones(n)}
+    full = {**index, "nmatch": np.full(n, 9), "phase": np.zeros(n, int)}
+    m = pattern_metrics(full, index)  # the default criterion, from the config
+    np.testing.assert_array_equal(m["indexed"], want)
+    np.testing.assert_array_equal(pattern_metrics(index, full)["indexed_original"], want)
+    # Table 1's "Indexed" counts only those: 3 of 7
+    row = table1({"v": [m]}, {"v": {"loss": "vae", "latent_dim": 8}}).set_index("variant").loc["v"]
+    assert row["Indexed"] == pytest.approx(round(100 * 3 / 7, 1))

@@ -417,3 +417,32 @@ def test_batches_from_host_memory_equal_device_resident_ones(dataset: Path, tmp_
     direct = s.batch(idx)
     s.staging = torch.empty((16, *SHAPE))  # what data_on_device: false stages through on CUDA
     np.testing.assert_array_equal(s.batch(idx).numpy(), direct.numpy())
+
+
+def test_a_resumed_run_trains_only_the_remaining_epochs(
+    dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Resuming skips the epochs the checkpoint holds: a 2-epoch run extended to 4 takes
+    2 epochs' optimizer steps (80 patterns / 16 = 5 per epoch), not 4. Equal weights alone
+    do not show it: a deterministic restart from scratch ends with the same weights."""
+    _run(dataset, tmp_path, epochs=2)
+    steps: list[int] = []
+    epochs: list[int] = []
+    real_step, real_epoch = tr._train_step, tr._run_epoch
+
+    def counted_step(*args: Any, **kwargs: Any) -> torch.Tensor:
+        steps.append(1)
+        return real_step(*args, **kwargs)
+
+    def counted_epoch(s: Any, epoch: int) -> None:
+        epochs.append(epoch)
+        real_epoch(s, epoch)
+
+    monkeypatch.setattr(tr, "_train_step", counted_step)
+    monkeypatch.setattr(tr, "_run_epoch", counted_epoch)
+    paths = _run(dataset, tmp_path, epochs=4)
+    assert epochs == [2, 3] and len(steps) == 2 * 5
+    # the loss history is still the whole run's: 4 epochs of 5 iterations
+    frame = pd.read_csv(paths["losses"])
+    assert len(frame[frame["level"] == "iteration"]) == 4 * 5
+    assert sorted(set(frame[frame["level"] == "epoch"]["epoch"])) == [1, 2, 3, 4]

@@ -217,6 +217,11 @@ def test_main_job_runs_end_to_end(reference):
     assert (scored["method"] == "conventional").any()  # something was scored
     table = (results / "evaluation/table1.md").read_text()
     assert "VAE" in table and "16" in table and "32" in table
+    # the numbers, not only the words (issue 26): Table 1 and the detection benchmark
+    check_table1_csv(pd.read_csv(results / "evaluation/table1.csv"),
+                     tiny_config()["models"]["variants"], n_patterns=3 * 5 + 4 * 5)
+    check_detection_csv(pd.read_csv(results / "benchmark/detection.csv"), ["vae16", "vae32", "betavae15"],
+                        scans={"wrought", "am"})
     for log in ("numba_warmup/simulate", "numba_warmup/index", "simulate/wrought", "preprocess/am",
                 "sample", "train/vae16", "encode/vae16/am/shard_1", "index/original/am/shard_0",
                 "index/original/am_gather"):
@@ -229,6 +234,147 @@ def test_main_job_runs_end_to_end(reference):
         assert f["row"][-1] == 3 and len(f["indexed"]) == 20
     assert not [p for p in results.rglob("*") if "shards" in p.parts and p.is_file()]
     assert not (results / ".numba").exists() or not list((results / ".numba").iterdir())  # temp()
+
+
+# -- what table1.csv and detection.csv must say (issue 26) --------------------------------
+def _finite(value) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def check_table1_csv(frame: pd.DataFrame, variants: dict, n_patterns: int | None = None) -> None:
+    """Assert what must hold in any run's ``table1.csv`` (:func:`latentebsd.table1.table1`
+    written as ``run_table_rule`` writes it): every column; the originals indexed (the
+    tiny study's 30 x 30 simulated patterns: 93 - 100 % per scan measured, a graded
+    scan's damaged column may miss one); the blank-disc control indexed nowhere with a
+    sharpness ratio < 0.2; every model's sharpness above the blank disc's (a decoder's
+    output has more structure than a constant disc); quantiles ordered; ratios >= 0;
+    agreeing <= indexed; the paper's values beside the models it has."""
+    from latentebsd.io.metrics import METRICS
+    from latentebsd.table1 import PAPER_TABLE1, TABLE_COLUMNS
+    from latentebsd.variants import variant_key
+
+    columns = ["variant", "Loss", "d", "loss", "beta", "n_patterns", "Indexed", "Indexed and agreeing",
+               "Paper indexed", *[h for _, h, _ in TABLE_COLUMNS],
+               *[f"Paper {h}" for _, h, _ in TABLE_COLUMNS],
+               *[f"{m}_q{q}" for m in METRICS for q in (10, 50, 90)], *[f"{m}_n" for m in METRICS],
+               "Original Sharpness", "Original IQ (pq)", "Original CI (cm)"]
+    missing = [c for c in columns if c not in frame.columns]
+    assert not missing, missing
+    rows = frame.set_index("variant")
+    assert list(frame["variant"])[:3] == ["original", "control_blank_disc", "control_mean_pattern"]
+    assert set(rows.index) == {"original", "control_blank_disc", "control_mean_pattern", *variants}
+    original, blank = rows.loc["original"], rows.loc["control_blank_disc"]
+    if n_patterns is not None:
+        assert original["n_patterns"] == n_patterns
+        assert all(rows.loc[v, "n_patterns"] == n_patterns for v in variants)
+    assert original["Indexed"] >= 85.0, original["Indexed"]
+    assert str(original["Original Sharpness"]).count("/") == 2
+    assert blank["Indexed"] <= 1.0 and blank["sharpness_ratio_q50"] < 0.2, blank
+    for name, row in rows.drop(index="original").iterrows():
+        assert 0.0 <= _finite(row["Indexed and agreeing"]) <= row["Indexed"] <= 100.0, name
+        for metric in METRICS:
+            q = [_finite(row[f"{metric}_q{p}"]) for p in (10, 50, 90)]
+            if all(np.isfinite(q)):
+                assert 0.0 <= q[0] <= q[1] <= q[2], (name, metric, q)
+                assert row[f"{metric}_n"] > 0
+    for name in variants:
+        row = rows.loc[name]
+        assert row["sharpness_ratio_q50"] > blank["sharpness_ratio_q50"], (name, row["sharpness_ratio_q50"])
+        assert row["Indexed"] >= blank["Indexed"]
+        paper = PAPER_TABLE1.get(variant_key(variants[name]))
+        assert (row["Paper indexed"] == paper["indexed"]) if paper else pd.isna(row["Paper indexed"])
+
+
+def check_detection_csv(frame: pd.DataFrame, latent: list, scans: set) -> None:
+    """Assert what must hold in any run's ``detection.csv`` (``run_summary_rule``): every
+    column; whole held-out folds only; AUCs (and their fold means) in [0, 1], Spearman's
+    rho in [-1, 1]; both modes; conventional EBSD and every latent variant scored;
+    ``folds`` counts the fold scores it summarises and ``mean`` is their mean."""
+    from latentebsd.benchmark import COLUMNS
+
+    missing = [c for c in (*COLUMNS, "mean", "sd", "folds") if c not in frame.columns]
+    assert not missing, missing
+    assert len(frame) > 0 and set(frame["scan"]) <= scans and (frame["level"] < 0).all()
+    assert set(frame["mode"]) == {"single", "probe"}
+    assert {"conventional", *latent} <= set(frame["method"])
+    assert set(frame["metric"]) <= {"roc_auc", "spearman"}
+    auc = frame[frame["metric"] == "roc_auc"]
+    rho = frame[frame["metric"] == "spearman"]
+    assert frame["score"].notna().any()
+    for col in ("score", "mean"):  # NaN (a constant prediction's rho) is no score
+        a, r = auc[col].dropna(), rho[col].dropna()
+        assert a.between(0.0, 1.0).all(), a[~a.between(0.0, 1.0)]
+        assert r.between(-1.0, 1.0).all(), r[~r.between(-1.0, 1.0)]
+    keys = ["scan", "class", "metric", "method", "family", "mode"]
+    counts = frame.groupby(keys)["score"].transform("count")
+    assert (counts == frame["folds"]).all()
+    means = frame.groupby(keys)["score"].transform("mean")
+    np.testing.assert_allclose(means, frame["mean"], atol=1e-5)
+
+
+def test_the_csv_checks_pass_the_writers_output_and_fail_a_wrong_table(tmp_path):
+    """The end-to-end test's checks on table1.csv and detection.csv, run on files the
+    real writers (``run_table_rule``'s CSV, ``run_summary_rule``) write from synthetic
+    metrics and fold scores - and a table whose blank disc indexes fails them."""
+    from latentebsd.benchmark import COLUMNS, run_summary_rule
+    from latentebsd.io.metrics import METRICS
+    from latentebsd.table1 import table1
+
+    variants = {"vae16": {"loss": "vae", "latent_dim": 16},
+                "betavae15": {"loss": "beta_vae", "latent_dim": 128, "beta": 15}}
+    rng = np.random.default_rng(0)
+
+    def metrics(level: float, indexed: float, n: int = 20) -> dict:
+        m = {k: rng.uniform(0.8, 1.2, n) * level for k in METRICS}
+        m["misorientation_deg"] = rng.uniform(0.0, 0.5, n)
+        m.update(indexed=np.arange(n) < indexed * n, indexed_original=np.ones(n, bool),
+                 valid=np.ones(n, bool), wrong_phase=np.zeros(n, bool))
+        return m
+
+    fields = {"cm": 0.5, "pq": 1.0, "sharpness": 0.02, "iq_kp": 0.3, "nmatch": 8, "fit": 0.5}
+    originals = [{**{k: np.full(20, v) for k, v in fields.items()}, "valid": np.ones(20, bool)}]
+    frame = table1({"vae16": [metrics(0.5, 0.9)], "betavae15": [metrics(0.3, 0.6)]}, variants,
+                   controls={"blank_disc": [metrics(0.01, 0.0)], "mean_pattern": [metrics(0.2, 0.1)]},
+                   originals=originals)
+    frame.to_csv(tmp_path / "table1.csv", index=False)  # as run_table_rule writes it
+    check_table1_csv(pd.read_csv(tmp_path / "table1.csv"), variants, n_patterns=20)
+    wrong = table1({"vae16": [metrics(0.5, 0.9)], "betavae15": [metrics(0.3, 0.6)]}, variants,
+                   controls={"blank_disc": [metrics(0.01, 0.5)], "mean_pattern": [metrics(0.2, 0.1)]},
+                   originals=originals)
+    wrong.to_csv(tmp_path / "wrong.csv", index=False)
+    with pytest.raises(AssertionError):
+        check_table1_csv(pd.read_csv(tmp_path / "wrong.csv"), variants, n_patterns=20)
+
+    rows = []
+    for scan in ("wrought", "am"):
+        for method, family in (("conventional", "conventional"), ("vae16", "latent"),
+                               ("betavae15", "latent")):
+            for fold in range(4):
+                for mode in ("single", "probe"):
+                    for cls, kind, metric in (("scratches", "mask", "roc_auc"),
+                                              ("dislocation_density", "continuous", "spearman")):
+                        rows.append({"scan": scan, "class": cls, "kind": kind, "metric": metric,
+                                     "method": method, "family": family, "fold": fold, "n_train": 30,
+                                     "level": -1, "n_test": 10, "n_test_positive": 3, "n_train_positive": 9,
+                                     "strength": np.nan, "parameter": "", "value": np.nan, "mode": mode,
+                                     "chosen": "+map 0",
+                                     "score": rng.uniform(0.4, 1.0) if kind == "mask" else rng.uniform(-1, 1)})
+    per_scan = []
+    for scan in ("wrought", "am"):
+        part = pd.DataFrame([r for r in rows if r["scan"] == scan], columns=COLUMNS)
+        part.to_csv(tmp_path / f"{scan}.csv", index=False)
+        per_scan.append(str(tmp_path / f"{scan}.csv"))
+    out = tmp_path / "detection.csv"
+    run_summary_rule(per_scan, str(out), str(tmp_path / "d.md"), str(tmp_path / "d.html"),
+                     str(tmp_path / "d.png"), ["vae16", "betavae15"], None)
+    detection = pd.read_csv(out)
+    check_detection_csv(detection, ["vae16", "betavae15"], {"wrought", "am"})
+    detection.loc[0, "score"] = 1.5 if detection.loc[0, "metric"] == "roc_auc" else -1.5
+    with pytest.raises(AssertionError):
+        check_detection_csv(detection, ["vae16", "betavae15"], {"wrought", "am"})
 
 
 def _output_of(log: Path, work: Path) -> Path:

@@ -157,6 +157,14 @@ def explained_r2(y: np.ndarray, x: np.ndarray, grain: np.ndarray, fold: np.ndarr
         return np.where(ss_tot > 0, 1.0 - ss_res / ss_tot, 1.0)
 
 
+def novelty_score(structure: np.ndarray, r2: np.ndarray) -> np.ndarray:
+    """Novelty of maps with spatial ``structure`` of which conventional EBSD explains
+    ``r2``: ``structure x (1 - R^2 clipped to [0, 1])`` - structured *and* unexplained
+    scores high; a map the conventional maps explain fully scores 0, whatever its
+    structure (NaN R^2: NaN)."""
+    return np.asarray(structure, np.float64) * (1.0 - np.clip(np.asarray(r2, np.float64), 0.0, 1.0))
+
+
 def novelty_scan(cubes: Mapping[str, str | os.PathLike], rankings: Mapping[str, str | os.PathLike],
                  conventional_path: str | os.PathLike, settings: Mapping[str, Any], scan: str,
                  memory_mb: float = 512, seed: int = 0) -> pd.DataFrame:
@@ -190,7 +198,8 @@ def novelty_scan(cubes: Mapping[str, str | os.PathLike], rankings: Mapping[str, 
                               "moran_i": rank["moran_i"].to_numpy(),
                               "reliability": rank["reliability"].to_numpy(),
                               "structure": rank["score"].to_numpy(), "r2_conventional": r2})
-        frame["novelty"] = frame["structure"] * (1.0 - frame["r2_conventional"].clip(0.0, 1.0))
+        frame["novelty"] = novelty_score(frame["structure"].to_numpy(),
+                                         frame["r2_conventional"].to_numpy())
         frame = frame.sort_values(["novelty", "structure", "feature"], ascending=[False, False, True],
                                   kind="stable", na_position="last")
         frame.insert(3, "novelty_rank", np.arange(1, len(frame) + 1))
