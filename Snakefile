@@ -21,18 +21,73 @@
 # Run: snakemake --cores all --resources gpu=1          (embedded default)
 #      snakemake --cores all --configfile config/paper.yaml   (your own scans)
 
+import os
+
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import min_version
+
+# Snakemake 9 (pyproject.toml: snakemake>=9); tested with 9.27.
+min_version("9.0")
+
+
+# The latentebsd package this revision of the workflow runs (pyproject.toml's version
+# and latentebsd.__version__, tests/test_layout.py checks all three). Every rule file and
+# script imports the package, which neither `snakedeploy` nor a `module` fetches: a
+# missing or different installed version stops the run here, before any job.
+LATENTEBSD_VERSION = "0.1.0"
+
+
+def _check_latentebsd_version():
+    source = workflow.basedir
+    here = (
+        f"pip install {source}"
+        if os.path.exists(os.path.join(source, "pyproject.toml"))
+        else f'pip install "git+<this workflow\'s repository>@v{LATENTEBSD_VERSION}"'
+    )
+    try:
+        import latentebsd
+    except ImportError as e:
+        raise WorkflowError(
+            f"the latentebsd workflow {LATENTEBSD_VERSION} ({source}) needs the latentebsd "
+            f"Python package {LATENTEBSD_VERSION}, which is not installed here ({e}). "
+            f"Install it into the environment that runs Snakemake: {here}"
+        )
+    installed = getattr(latentebsd, "__version__", "unknown")
+    if installed != LATENTEBSD_VERSION:
+        raise WorkflowError(
+            f"the latentebsd workflow is version {LATENTEBSD_VERSION} ({source}), but the "
+            f"installed latentebsd package is version {installed} "
+            f"({os.path.dirname(latentebsd.__file__)}). Install the package of the "
+            f"workflow's release: {here}"
+        )
+
+
+_check_latentebsd_version()
+
+
 from latentebsd.config import validate_config
-from latentebsd.workflow import claim_workdir
+from latentebsd.workflow import claim_workdir, clear_partials
 
 
 # A run killed with SIGKILL leaves Snakemake's locks and half-written temporaries;
 # when no other run is alive here they are cleared, so that the same command reruns.
-claim_workdir()
+# Only the top-level process of a run of this Snakefile does this: not Snakemake inside
+# a job (local subprocess or cluster job: --mode subprocess / remote), and not a host
+# workflow that uses this one as a module.
+claim_workdir(main=workflow.is_main_process and workflow.modifier.is_main_snakefile())
 
 
-# A --configfile replaces the embedded default instead of being merged into it (a
-# merge would keep the default's simulated scans beside your own).
-if not config:
+onstart:
+    # the half-written files only with the local executor: jobs of a killed cluster run
+    # may still be writing theirs (the executor is known only here, not at parse time)
+    clear_partials(local=workflow.local_exec)
+
+
+# The embedded default, config/config.yaml, is the config of a run without --configfile
+# (--config values override it). A --configfile replaces it instead of being merged into
+# it (a merge would keep the default's simulated scans beside your own). As a module,
+# the host's `config:` is the whole config.
+if not workflow.overwrite_configfiles:
 
     configfile: "config/config.yaml"
 

@@ -16,7 +16,10 @@ rule train:
         variant=lambda wc: P.specs[wc.variant],
         training=config["training"],
         seed=config["seed"],
-        checkpoint=lambda wc: f"results/models/{wc.variant}/checkpoint.pt",
+        # beside the weights, wherever they are (a module's prefix: moves both)
+        checkpoint=lambda wc, output: os.path.join(
+            os.path.dirname(output.weights), "checkpoint.pt"
+        ),
     threads: 1  # common.smk: one thread per job
     resources:
         gpu=gpu_slot,
