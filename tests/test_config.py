@@ -136,3 +136,16 @@ def test_config_file_errors_name_the_file(tmp_path):
     bad.write_text("scans: [unclosed\n")
     with pytest.raises(ConfigError, match=r"bad\.yaml: not valid YAML"):
         load_config(bad)
+
+
+def test_config_readme_is_generated_from_the_current_schema():
+    """config/README.md (the catalog's configuration page) is what
+    ``python -m latentebsd.config_readme`` writes from config/schema.yaml."""
+    from latentebsd.config_readme import render
+
+    assert (REPO / "config" / "README.md").read_text() == render(REPO / "config" / "schema.yaml"), (
+        "config/README.md is out of date: python -m latentebsd.config_readme > config/README.md")
+    text = render(REPO / "config" / "schema.yaml")
+    for key in ("`seed`", "`scans.<scan>.path`", "`models.variants.<name>.latent_dim`",
+                "`training.epochs`", "`evaluation.hough.nBands`"):
+        assert key in text, key
