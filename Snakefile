@@ -21,9 +21,6 @@
 # Run: snakemake --cores all --resources gpu=1          (embedded default)
 #      snakemake --cores all --configfile config/paper.yaml   (your own scans)
 
-import os
-
-from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version
 
 # Snakemake 9 (pyproject.toml: snakemake>=9); tested with 9.27.
@@ -37,32 +34,7 @@ min_version("9.0")
 LATENTEBSD_VERSION = "0.1.0"
 
 
-def _check_latentebsd_version():
-    source = workflow.basedir
-    here = (
-        f"pip install {source}"
-        if os.path.exists(os.path.join(source, "pyproject.toml"))
-        else f'pip install "git+<this workflow\'s repository>@v{LATENTEBSD_VERSION}"'
-    )
-    try:
-        import latentebsd
-    except ImportError as e:
-        raise WorkflowError(
-            f"the latentebsd workflow {LATENTEBSD_VERSION} ({source}) needs the latentebsd "
-            f"Python package {LATENTEBSD_VERSION}, which is not installed here ({e}). "
-            f"Install it into the environment that runs Snakemake: {here}"
-        )
-    installed = getattr(latentebsd, "__version__", "unknown")
-    if installed != LATENTEBSD_VERSION:
-        raise WorkflowError(
-            f"the latentebsd workflow is version {LATENTEBSD_VERSION} ({source}), but the "
-            f"installed latentebsd package is version {installed} "
-            f"({os.path.dirname(latentebsd.__file__)}). Install the package of the "
-            f"workflow's release: {here}"
-        )
-
-
-_check_latentebsd_version()
+include: "rules/version.smk"
 
 
 from latentebsd.config import validate_config

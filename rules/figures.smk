@@ -22,6 +22,9 @@ rule fig_dimensionality:
         seed=config["seed"],
     log:
         "logs/maps/fig8_{scan}.log",
+    resources:
+        runtime=minutes(60),
+        mem_mb=megabytes(8000),
     threads: 1
     conda:
         "../envs/latentebsd.yaml"
@@ -47,6 +50,9 @@ rule fig_cells:
         settings=config["maps"],
     log:
         "logs/maps/fig9_{scan}.log",
+    resources:
+        runtime=minutes(60),
+        mem_mb=megabytes(8000),
     threads: 1
     conda:
         "../envs/latentebsd.yaml"
@@ -73,6 +79,9 @@ rule fig_beta:
         seed=config["seed"],
     log:
         "logs/maps/fig10_{scan}.log",
+    resources:
+        runtime=minutes(60),
+        mem_mb=megabytes(8000),
     threads: 1
     conda:
         "../envs/latentebsd.yaml"
@@ -99,6 +108,9 @@ rule latent_panels:
         variant=P.panel_variant,
     log:
         "logs/evaluate/latent_panels/{scan}.log",
+    resources:
+        runtime=minutes(60),
+        mem_mb=megabytes(8000),
     threads: 1
     conda:
         "../envs/latentebsd.yaml"
@@ -123,6 +135,9 @@ rule decoded_maps:
         settings=config["evaluation"],
     log:
         "logs/evaluate/decoded_maps/{scan}.log",
+    resources:
+        runtime=minutes(60),
+        mem_mb=megabytes(8000),
     threads: 1
     conda:
         "../envs/latentebsd.yaml"

@@ -24,6 +24,8 @@ rule train:
     resources:
         gpu=gpu_slot,
         gpu_shared=gpu_shared_slot,
+        runtime=minutes(720),
+        mem_mb=megabytes(32000),
     log:
         "logs/train/{variant}.log",
     benchmark:
@@ -48,6 +50,9 @@ rule plot_losses:
         window=config["training"]["smoothing_window"],
     log:
         "logs/train/plot_losses.log",
+    resources:
+        runtime=minutes(60),
+        mem_mb=megabytes(8000),
     threads: 1
     conda:
         "../envs/latentebsd.yaml"
