@@ -28,7 +28,7 @@ min_version("9.0")
 
 
 # The latentebsd package this revision of the workflow runs (pyproject.toml's version
-# and latentebsd.__version__, tests/test_layout.py checks all three). Every rule file and
+# and latentebsd.__version__; tests/test_deploy.py checks all three). Every rule file and
 # script imports the package, which neither `snakedeploy` nor a `module` fetches: a
 # missing or different installed version stops the run here, before any job.
 LATENTEBSD_VERSION = "0.1.0"
