@@ -19,10 +19,9 @@ from packaging.requirements import Requirement
 ROOT = Path(__file__).resolve().parents[1]
 LOCK = ROOT / "requirements-lock.txt"
 ENV = ROOT / "envs" / "latentebsd.yaml"
+#: The lock covers the tests and the SLURM plugin; the conda environment of the rules
+#: only the package's own dependencies.
 EXTRAS = ("test", "slurm")
-#: Only the tests need these: not in the conda environment of the rules.
-TEST_ONLY = {"pytest", "iniconfig", "pluggy", "snakemake-executor-plugin-slurm",
-             "snakemake-executor-plugin-slurm-jobstep"}
 BEGIN, END = "      # --- pins: python .ci/lock.py ---", "      # --- end of pins ---"
 
 
@@ -30,8 +29,8 @@ def canonical(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def closure() -> dict[str, str]:
-    """name -> installed version of every distribution latentebsd[test,slurm] needs."""
+def closure(extras: tuple[str, ...] = EXTRAS) -> dict[str, str]:
+    """name -> installed version of every distribution latentebsd[extras] needs."""
     seen: dict[str, str] = {}
 
     def walk(name: str, extras: tuple[str, ...] = ()) -> None:
@@ -52,7 +51,7 @@ def closure() -> dict[str, str]:
     import tomllib
 
     project = tomllib.loads(pyproject)["project"]
-    for text in project["dependencies"] + [r for e in EXTRAS
+    for text in project["dependencies"] + [r for e in extras
                                            for r in project["optional-dependencies"][e]]:
         walk(Requirement(text).name)
     return dict(sorted(seen.items()))
@@ -67,13 +66,12 @@ def lock_text(pins: dict[str, str]) -> str:
 def env_text(pins: dict[str, str]) -> str:
     text = ENV.read_text()
     start, stop = text.index(BEGIN) + len(BEGIN), text.index(END)
-    lines = "".join(f"      - {k}=={v}\n" for k, v in pins.items() if k not in TEST_ONLY)
+    lines = "".join(f"      - {k}=={v}\n" for k, v in pins.items())
     return text[:start] + "\n" + lines + text[stop:]
 
 
 def main(argv: list[str]) -> int:
-    pins = closure()
-    wanted = {LOCK: lock_text(pins), ENV: env_text(pins)}
+    wanted = {LOCK: lock_text(closure()), ENV: env_text(closure(()))}
     if "--check" in argv:
         stale = [str(p.relative_to(ROOT)) for p, t in wanted.items() if p.read_text() != t]
         if stale:
