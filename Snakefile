@@ -46,13 +46,16 @@ from latentebsd.workflow import claim_workdir, clear_partials
 # Only the top-level process of a run of this Snakefile does this: not Snakemake inside
 # a job (local subprocess or cluster job: --mode subprocess / remote), and not a host
 # workflow that uses this one as a module.
-claim_workdir(main=workflow.is_main_process and workflow.modifier.is_main_snakefile())
+MAIN_RUN = workflow.is_main_process and workflow.modifier.base_snakefile is None
+claim_workdir(main=MAIN_RUN)
 
 
-onstart:
-    # the half-written files only with the local executor: jobs of a killed cluster run
-    # may still be writing theirs (the executor is known only here, not at parse time)
-    clear_partials(local=workflow.local_exec)
+if MAIN_RUN:
+
+    onstart:
+        # the half-written files only with the local executor: jobs of a killed cluster
+        # run may still be writing theirs (the executor is known here, not at parse time)
+        clear_partials(local=workflow.local_exec)
 
 
 # The embedded default, config/config.yaml, is the config of a run without --configfile

@@ -41,6 +41,4 @@ def check_latentebsd_version(wanted, rules_dir):
         )
 
 
-check_latentebsd_version(
-    LATENTEBSD_VERSION, workflow.current_basedir.get_path_or_uri(secret_free=True)
-)
+check_latentebsd_version(LATENTEBSD_VERSION, str(workflow.current_basedir))
