@@ -23,7 +23,8 @@
 
 from snakemake.utils import min_version
 
-# Snakemake 9 (pyproject.toml: snakemake>=9); tested with 9.27.
+# Snakemake 9 (pyproject.toml: snakemake>=9): tested with 9.27.1; 9.0.0 plans the
+# default, a --config override and the module use alike (dry runs).
 min_version("9.0")
 
 
