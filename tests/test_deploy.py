@@ -229,7 +229,10 @@ def test_a_host_workflow_runs_latentebsd_as_a_module_under_its_prefix(tmp_path):
                  "benchmarks/out/train_vae16.tsv"):
         assert (study / path).stat().st_size > 0, path
     assert not (host / "results/models").exists() and not (host / "logs").exists()
-    assert not list(study.rglob("checkpoint.pt"))  # beside the weights, deleted when done
+    # the checkpoints (kept: training.keep_checkpoint) beside the weights, under the prefix
+    checkpoints = sorted(p.relative_to(host) for p in host.rglob("checkpoint.pt"))
+    assert checkpoints == [Path(f"studies/ebsd/results/models/{v}/checkpoint.pt")
+                           for v in sorted(tiny_config()["models"]["variants"])], checkpoints
     assert not (REPO / "studies").exists()
 
 
