@@ -23,18 +23,49 @@
 # Run: snakemake --cores all --resources gpu=1          (embedded default)
 #      snakemake --cores all --configfile config/paper.yaml   (your own scans)
 
+from snakemake.utils import min_version
+
+# Snakemake 9 (pyproject.toml: snakemake>=9): tested with 9.27.1; 9.0.0 plans the
+# default, a --config override and the module use alike (dry runs).
+min_version("9.0")
+
+
+# The latentebsd package this revision of the workflow runs (pyproject.toml's version
+# and latentebsd.__version__; tests/test_deploy.py checks all three). Every rule file and
+# script imports the package, which neither `snakedeploy` nor a `module` fetches: a
+# missing or different installed version stops the run here, before any job.
+LATENTEBSD_VERSION = "0.1.0"
+
+
+include: "rules/version.smk"
+
+
 from latentebsd.config import validate_config
-from latentebsd.workflow import claim_workdir
+from latentebsd.workflow import claim_workdir, clear_partials
 
 
 # A run killed with SIGKILL leaves Snakemake's locks and half-written temporaries;
 # when no other run is alive here they are cleared, so that the same command reruns.
-claim_workdir()
+# Only the top-level process of a run of this Snakefile does this: not Snakemake inside
+# a job (local subprocess or cluster job: --mode subprocess / remote), and not a host
+# workflow that uses this one as a module.
+MAIN_RUN = workflow.is_main_process and workflow.modifier.base_snakefile is None
+claim_workdir(main=MAIN_RUN)
 
 
-# A --configfile replaces the embedded default instead of being merged into it (a
-# merge would keep the default's simulated scans beside your own).
-if not config:
+if MAIN_RUN:
+
+    onstart:
+        # the half-written files only with the local executor: jobs of a killed cluster
+        # run may still be writing theirs (the executor is known here, not at parse time)
+        clear_partials(local=workflow.local_exec)
+
+
+# The embedded default, config/config.yaml, is the config of a run without --configfile
+# (--config values override it). A --configfile replaces it instead of being merged into
+# it (a merge would keep the default's simulated scans beside your own). As a module,
+# the host's `config:` is the whole config.
+if not workflow.overwrite_configfiles:
 
     configfile: "config/config.yaml"
 

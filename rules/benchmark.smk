@@ -19,6 +19,9 @@ rule baseline_cube:
         "logs/benchmark/baseline/{variant}/{scan}.log",
     benchmark:
         "benchmarks/out/baseline_{variant}_{scan}.tsv"
+    resources:
+        runtime=minutes(60),
+        mem_mb=megabytes(8000),
     threads: 1
     conda:
         "../envs/latentebsd.yaml"
@@ -47,6 +50,9 @@ rule latent_analogues:
         variant=scan_regex(P.analogue_variants),
     log:
         "logs/benchmark/analogues/{variant}/{scan}.log",
+    resources:
+        runtime=minutes(60),
+        mem_mb=megabytes(8000),
     threads: 1
     conda:
         "../envs/latentebsd.yaml"
@@ -76,6 +82,9 @@ rule detection:
         "logs/benchmark/detection/{scan}.log",
     benchmark:
         "benchmarks/out/detection_{scan}.tsv"
+    resources:
+        runtime=minutes(60),
+        mem_mb=megabytes(8000),
     threads: 1
     conda:
         "../envs/latentebsd.yaml"
@@ -106,6 +115,9 @@ rule detection_summary:
         combined=P.combined_variant,
     log:
         "logs/benchmark/detection_summary.log",
+    resources:
+        runtime=minutes(60),
+        mem_mb=megabytes(8000),
     threads: 1
     conda:
         "../envs/latentebsd.yaml"
@@ -145,6 +157,9 @@ rule detection_limits:
         threshold=config["benchmark"]["detection_threshold"],
     log:
         "logs/benchmark/detection_limits.log",
+    resources:
+        runtime=minutes(60),
+        mem_mb=megabytes(8000),
     threads: 1
     conda:
         "../envs/latentebsd.yaml"
@@ -175,6 +190,9 @@ rule novelty:
         seed=config["seed"],
     log:
         "logs/benchmark/novelty/{scan}.log",
+    resources:
+        runtime=minutes(60),
+        mem_mb=megabytes(8000),
     threads: 1
     conda:
         "../envs/latentebsd.yaml"
@@ -205,6 +223,9 @@ rule saliency:
         dpi=config["evaluation"]["dpi"],
     log:
         "logs/benchmark/saliency/{scan}.log",
+    resources:
+        runtime=minutes(60),
+        mem_mb=megabytes(8000),
     threads: 1
     conda:
         "../envs/latentebsd.yaml"

@@ -43,6 +43,21 @@ def gpu_shared_slot(wildcards):
     return gpu_share(local=workflow.local_exec, forced_cpu=forced_cpu)
 
 
+def minutes(n):
+    """``resources.runtime`` of a rule: ``n`` minutes at the paper's scale, times the
+    attempt (a job retried after a failure - the SLURM profile's ``retries: 1`` - gets
+    twice as long). A cluster executor submits it (SLURM: ``sbatch -t``); the SLURM
+    profile's ``set-resources`` overrides it per rule; a local run ignores it."""
+    return lambda wildcards, attempt: n * attempt
+
+
+def megabytes(n):
+    """``resources.mem_mb`` of a rule: ``n`` MB, times the attempt (as :func:`minutes`).
+    A cluster executor asks for it (SLURM: ``sbatch --mem``); locally it limits the jobs
+    running at once only under ``--resources mem_mb=...``."""
+    return lambda wildcards, attempt: n * attempt
+
+
 def fill(pattern, **wildcards):
     """``pattern`` (a rule's output) with its wildcards filled in."""
     return expand(pattern, **wildcards)[0]

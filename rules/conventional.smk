@@ -25,6 +25,9 @@ rule conventional_maps:
         settings=config["evaluation"],
     log:
         "logs/evaluate/conventional/{scan}.log",
+    resources:
+        runtime=minutes(60),
+        mem_mb=megabytes(8000),
     threads: 1
     conda:
         "../envs/latentebsd.yaml"

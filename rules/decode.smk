@@ -16,6 +16,8 @@ rule decode:
     resources:
         gpu=gpu_slot,
         gpu_shared=gpu_shared_slot,
+        runtime=minutes(120),
+        mem_mb=megabytes(32000),
     log:
         "logs/decode/{variant}/{scan}.log",
     benchmark:
@@ -50,6 +52,9 @@ rule gather_decoded:
         scan=P.sharded_scans,
     log:
         "logs/decode/{variant}/{scan}_gather.log",
+    resources:
+        runtime=minutes(60),
+        mem_mb=megabytes(8000),
     threads: 1
     conda:
         "../envs/latentebsd.yaml"

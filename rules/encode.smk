@@ -18,6 +18,8 @@ rule encode:
     resources:
         gpu=gpu_slot,
         gpu_shared=gpu_shared_slot,
+        runtime=minutes(120),
+        mem_mb=megabytes(32000),
     log:
         "logs/encode/{variant}/{scan}.log",
     benchmark:
@@ -55,6 +57,9 @@ rule gather_latent:
         scan=P.sharded_scans,
     log:
         "logs/encode/{variant}/{scan}_gather.log",
+    resources:
+        runtime=minutes(60),
+        mem_mb=megabytes(8000),
     threads: 1
     conda:
         "../envs/latentebsd.yaml"
@@ -69,6 +74,9 @@ rule latent_summary:
         "results/latent/summary.csv",
     log:
         "logs/encode/summary.log",
+    resources:
+        runtime=minutes(60),
+        mem_mb=megabytes(8000),
     threads: 1
     conda:
         "../envs/latentebsd.yaml"

@@ -22,6 +22,9 @@ rule fig_dimensionality:
         seed=config["seed"],
     log:
         "logs/maps/fig8_{scan}.log",
+    resources:
+        runtime=minutes(60),
+        mem_mb=megabytes(8000),
     threads: 1
     conda:
         "../envs/latentebsd.yaml"
@@ -48,6 +51,9 @@ rule fig_cells:
         detected_auc=config["benchmark"]["detection_threshold"],
     log:
         "logs/maps/fig9_{scan}.log",
+    resources:
+        runtime=minutes(60),
+        mem_mb=megabytes(8000),
     threads: 1
     conda:
         "../envs/latentebsd.yaml"
@@ -74,6 +80,9 @@ rule fig_beta:
         seed=config["seed"],
     log:
         "logs/maps/fig10_{scan}.log",
+    resources:
+        runtime=minutes(60),
+        mem_mb=megabytes(8000),
     threads: 1
     conda:
         "../envs/latentebsd.yaml"
@@ -100,6 +109,9 @@ rule latent_panels:
         variant=P.panel_variant,
     log:
         "logs/evaluate/latent_panels/{scan}.log",
+    resources:
+        runtime=minutes(60),
+        mem_mb=megabytes(8000),
     threads: 1
     conda:
         "../envs/latentebsd.yaml"
@@ -124,6 +136,9 @@ rule decoded_maps:
         settings=config["evaluation"],
     log:
         "logs/evaluate/decoded_maps/{scan}.log",
+    resources:
+        runtime=minutes(60),
+        mem_mb=megabytes(8000),
     threads: 1
     conda:
         "../envs/latentebsd.yaml"

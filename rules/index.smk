@@ -19,6 +19,9 @@ rule index_scan:
         "logs/index/{source}/{scan}.log",
     benchmark:
         "benchmarks/out/index_{source}_{scan}.tsv"
+    resources:
+        runtime=minutes(240),
+        mem_mb=megabytes(16000),
     threads: 1
     conda:
         "../envs/latentebsd.yaml"
@@ -50,6 +53,9 @@ rule gather_index:
         scan=P.sharded_scans,
     log:
         "logs/index/{source}/{scan}_gather.log",
+    resources:
+        runtime=minutes(60),
+        mem_mb=megabytes(8000),
     threads: 1
     conda:
         "../envs/latentebsd.yaml"

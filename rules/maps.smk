@@ -24,6 +24,9 @@ rule feature_maps:
         "logs/maps/{variant}/{scan}.log",
     benchmark:
         "benchmarks/out/maps_{variant}_{scan}.tsv"
+    resources:
+        runtime=minutes(60),
+        mem_mb=megabytes(8000),
     threads: 1
     conda:
         "../envs/latentebsd.yaml"
@@ -39,6 +42,9 @@ rule truth_match_summary:
         wide="results/maps/truth_match_summary_wide.csv",
     log:
         "logs/maps/truth_match_summary.log",
+    resources:
+        runtime=minutes(60),
+        mem_mb=megabytes(8000),
     threads: 1
     conda:
         "../envs/latentebsd.yaml"

@@ -14,6 +14,9 @@ rule evaluate_metrics:
         scan=P.whole_scans,
     log:
         "logs/evaluate/metrics/{variant}/{scan}.log",
+    resources:
+        runtime=minutes(60),
+        mem_mb=megabytes(8000),
     threads: 1
     conda:
         "../envs/latentebsd.yaml"
@@ -42,6 +45,9 @@ rule gather_metrics:
         scan=P.sharded_scans,
     log:
         "logs/evaluate/metrics/{variant}/{scan}_gather.log",
+    resources:
+        runtime=minutes(60),
+        mem_mb=megabytes(8000),
     threads: 1
     conda:
         "../envs/latentebsd.yaml"
@@ -62,6 +68,9 @@ rule quality_controls:
         seed=lambda wc: child_seed(config["seed"], "quality_controls", wc.scan),
     log:
         "logs/evaluate/controls/{scan}.log",
+    resources:
+        runtime=minutes(60),
+        mem_mb=megabytes(8000),
     threads: 1
     conda:
         "../envs/latentebsd.yaml"

@@ -13,6 +13,9 @@ rule preprocess:
         "logs/preprocess/{scan}.log",
     benchmark:
         "benchmarks/out/preprocess_{scan}.tsv"
+    resources:
+        runtime=minutes(60),
+        mem_mb=megabytes(8000),
     threads: 1
     conda:
         "../envs/latentebsd.yaml"

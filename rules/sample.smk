@@ -14,6 +14,9 @@ rule sample:
         seed=config["seed"],
     log:
         "logs/sample.log",
+    resources:
+        runtime=minutes(60),
+        mem_mb=megabytes(8000),
     threads: 1
     conda:
         "../envs/latentebsd.yaml"

@@ -15,6 +15,9 @@ rule simulate_scan:
         "logs/simulate/{scan}.log",
     benchmark:
         "benchmarks/out/simulate_{scan}.tsv"
+    resources:
+        runtime=minutes(120),
+        mem_mb=megabytes(8000),
     threads: 1
     conda:
         "../envs/latentebsd.yaml"

@@ -29,6 +29,9 @@ rule evaluate_table1:
         settings=config["evaluation"],
     log:
         "logs/evaluate/table1.log",
+    resources:
+        runtime=minutes(60),
+        mem_mb=megabytes(8000),
     threads: 1
     conda:
         "../envs/latentebsd.yaml"

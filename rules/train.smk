@@ -16,11 +16,16 @@ rule train:
         variant=lambda wc: P.model_specs[wc.variant],
         training=config["training"],
         seed=lambda wc: training_seed(config["seed"], wc.variant),  # a replicate's own
-        checkpoint=lambda wc: f"results/models/{wc.variant}/checkpoint.pt",
+        # beside the weights, wherever they are (a module's prefix: moves both)
+        checkpoint=lambda wc, output: os.path.join(
+            os.path.dirname(output.weights), "checkpoint.pt"
+        ),
     threads: 1  # common.smk: one thread per job
     resources:
         gpu=gpu_slot,
         gpu_shared=gpu_shared_slot,
+        runtime=minutes(720),
+        mem_mb=megabytes(32000),
     log:
         "logs/train/{variant}.log",
     benchmark:
@@ -45,6 +50,9 @@ rule plot_losses:
         window=config["training"]["smoothing_window"],
     log:
         "logs/train/plot_losses.log",
+    resources:
+        runtime=minutes(60),
+        mem_mb=megabytes(8000),
     threads: 1
     conda:
         "../envs/latentebsd.yaml"

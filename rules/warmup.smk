@@ -16,6 +16,9 @@ rule numba_warmup:
         "logs/numba_warmup/{part}.log",
     benchmark:
         "benchmarks/out/numba_warmup_{part}.tsv"
+    resources:
+        runtime=minutes(60),
+        mem_mb=megabytes(8000),
     threads: 1
     conda:
         "../envs/latentebsd.yaml"

@@ -374,6 +374,12 @@ def real_slurm_or_skip() -> None:
                 f"(then set {REAL_SLURM_ENV}=1, or run: eval \"$({START_CLUSTER})\")")
 
 
+def workflow_rules() -> list[str]:
+    """Names of the workflow's rules (``rule x:`` and ``use rule ... as x``)."""
+    text = "".join(p.read_text() for p in sorted((REPO / "rules").glob("*.smk")))
+    return [a or b for a, b in re.findall(r"^(?:rule (\w+):|use rule \w+ as (\w+))", text, re.M)]
+
+
 def real_cluster_profile(dest: Path) -> dict:
     """A copy of profiles/slurm that fits the test node (2 CPUs, ~16 GB, one fake GPU),
     written to ``dest/config.yaml``; everything else (partitions, retries,
@@ -391,8 +397,12 @@ def real_cluster_profile(dest: Path) -> dict:
     profile = yaml.safe_load((REPO / "profiles" / "slurm" / "config.yaml").read_text())
     small = {"mem_mb": "1000 * attempt", "runtime": "10 * attempt"}
     profile["default-resources"].update(small)
+    # every rule declares its own runtime / mem_mb (rules/*.smk), which default-resources
+    # do not override: set-resources does
+    for rule in workflow_rules():
+        profile["set-resources"].setdefault(rule, {})
     for resources in profile["set-resources"].values():
-        resources.update({k: v for k, v in small.items() if k in resources})
+        resources.update(small)
         if "cpus_per_gpu" in resources:
             resources["cpus_per_gpu"] = 1
     profile["set-threads"] = {rule: 1 for rule in profile["set-threads"]}

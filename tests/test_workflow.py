@@ -377,6 +377,22 @@ def test_the_csv_checks_pass_the_writers_output_and_fail_a_wrong_table(tmp_path)
         check_detection_csv(detection, ["vae16", "betavae15"], {"wrought", "am"})
 
 
+@pytest.mark.slow
+def test_the_report_of_the_finished_study_holds_every_figure(reference, tmp_path):
+    """`snakemake --report` on the finished tiny study (the catalog's `report: true`):
+    a self-contained HTML file with the captions' categories and the figures."""
+    work, _ = reference
+    shutil.copytree(REPO / "report", work / "report", dirs_exist_ok=True)  # the captions
+    report = tmp_path / "report.html"
+    run = snakemake("--report", str(report), cwd=work)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    text = report.read_text()
+    for expected in ("0. Training", "3. Conventional EBSD maps", "6. Detection benchmark",
+                     "losses_all.png", "table1"):
+        assert expected in text, expected
+    assert report.stat().st_size > 200_000  # the figures are embedded
+
+
 def _output_of(log: Path, work: Path) -> Path:
     """The output whose absence means the job of ``log`` has not finished."""
     parts = log.relative_to(work / "logs").with_suffix("").parts

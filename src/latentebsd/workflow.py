@@ -18,20 +18,29 @@ log = logging.getLogger(__name__)
 _claim: IO | None = None  # held open (and locked) for the life of the Snakemake process
 
 
-def claim_workdir(workdir: str | os.PathLike = ".") -> bool:
+def claim_workdir(workdir: str | os.PathLike = ".", main: bool = True) -> bool:
     """Take the run lock of ``workdir`` for this Snakemake process; when no other live
-    run holds it, clear what a killed run left behind.
+    run holds it, clear the Snakemake locks a killed run left behind.
 
     A run killed with SIGKILL (a closed laptop lid, a cluster's time limit, ``kill -9``)
     leaves Snakemake's locks under ``.snakemake/locks`` - the next run would refuse to
     start until ``--unlock`` - and the temporary ``.<name>.partial.<ext>`` files of the
-    outputs it was writing. The kernel releases this ``flock`` when the holder dies, so
-    getting it proves that nobody is running here: the stale locks and temporaries are
-    removed (and reported), and the README command simply runs again. A second,
-    concurrent Snakemake (a dry run in another terminal, or Snakemake inside a cluster
-    job) does not get the lock and touches nothing. Returns whether it got the lock.
+    outputs it was writing (:func:`clear_partials`). The kernel releases this ``flock``
+    when the holder dies, so getting it proves that nobody is running here: the stale
+    locks are removed (and reported), and the README command simply runs again. A
+    second, concurrent Snakemake (a dry run in another terminal) does not get the lock
+    and touches nothing.
+
+    ``main``: whether this is the top-level process of a run of latentebsd's own
+    Snakefile. Anything else - Snakemake inside a job (``--mode subprocess`` locally,
+    ``--mode remote`` in a cluster job, where ``flock`` may be local to the node and
+    prove nothing about the other nodes), or a host workflow that uses latentebsd as a
+    ``module`` (its directory, its locks) - takes no lock and touches nothing. Returns
+    whether it got the lock.
     """
     global _claim
+    if not main:
+        return False
     if _claim is not None:
         return True
     meta = Path(workdir) / ".snakemake"
@@ -44,15 +53,32 @@ def claim_workdir(workdir: str | os.PathLike = ".") -> bool:
         return False
     _claim = f
     locks = sorted((meta / "locks").glob("*")) if (meta / "locks").is_dir() else []
+    for path in locks:
+        path.unlink(missing_ok=True)
+    if locks:
+        print(f"latentebsd: removed {len(locks)} Snakemake lock(s) a killed run left",
+              file=sys.stderr)
+    return True
+
+
+def clear_partials(workdir: str | os.PathLike = ".", local: bool = True) -> int:
+    """Delete the half-written ``results/**/.<name>.partial<suffix>`` files a killed
+    run left, once this process holds the run lock (:func:`claim_workdir`) and its jobs
+    run on this machine (``local``: Snakemake's local executor). Called when the run
+    starts its jobs (``onstart``), because only then is the executor known: the jobs of
+    a killed cluster run may still be running on their nodes, writing theirs, and are
+    left alone. Returns the number of files removed."""
+    if _claim is None or not local:
+        return 0
     results = Path(workdir) / "results"
     # the names io.atomic.atomic_path writes under: .<stem>.partial<suffix>
     partials = sorted(results.rglob(".*.partial*")) if results.is_dir() else []
-    for path in [*locks, *partials]:
+    for path in partials:
         path.unlink(missing_ok=True)
-    if locks or partials:
-        print(f"latentebsd: removed what a killed run left: {len(locks)} Snakemake lock(s), "
-              f"{len(partials)} half-written file(s) under {results}", file=sys.stderr)
-    return True
+    if partials:
+        print(f"latentebsd: removed {len(partials)} half-written file(s) a killed run left "
+              f"under {results}", file=sys.stderr)
+    return len(partials)
 
 
 @contextlib.contextmanager
