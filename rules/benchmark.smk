@@ -135,6 +135,9 @@ rule detection_seeds:
     log:
         "logs/benchmark/detection_seeds.log",
     threads: 1
+    resources:
+        runtime=minutes(10),
+        mem_mb=megabytes(2000),
     conda:
         "../envs/latentebsd.yaml"
     script:

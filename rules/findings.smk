@@ -17,6 +17,9 @@ rule findings:
     log:
         "logs/evaluate/findings.log",
     threads: 1
+    resources:
+        runtime=minutes(10),
+        mem_mb=megabytes(2000),
     conda:
         "../envs/latentebsd.yaml"
     script:

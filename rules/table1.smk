@@ -59,6 +59,9 @@ rule evaluate_seeds:
     log:
         "logs/evaluate/table1_seeds.log",
     threads: 1
+    resources:
+        runtime=minutes(10),
+        mem_mb=megabytes(2000),
     conda:
         "../envs/latentebsd.yaml"
     script:
