@@ -43,7 +43,6 @@ include: "rules/version.smk"
 from latentebsd.config import validate_config
 from latentebsd.workflow import claim_workdir, clear_partials
 
-
 # A run killed with SIGKILL leaves Snakemake's locks and half-written temporaries;
 # when no other run is alive here they are cleared, so that the same command reruns.
 # Only the top-level process of a run of this Snakefile does this: not Snakemake inside
@@ -92,6 +91,6 @@ include: "rules/findings.smk"
 
 
 rule all:
+    default_target: True
     input:
         all_targets(),
-    default_target: True

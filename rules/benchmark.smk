@@ -9,22 +9,22 @@ rule baseline_cube:
     output:
         cube="results/latent/{variant}/{scan}.nc",
         tiff="results/latent/{variant}/{scan}.tif",
-    params:
-        benchmark=config["benchmark"],
-        variants=P.specs,
-        seed=config["seed"],
-    wildcard_constraints:
-        variant=scan_regex(P.baselines),
     log:
         "logs/benchmark/baseline/{variant}/{scan}.log",
     benchmark:
         "benchmarks/out/baseline_{variant}_{scan}.tsv"
+    wildcard_constraints:
+        variant=scan_regex(P.baselines),
+    conda:
+        "../envs/latentebsd.yaml"
+    threads: 1
     resources:
         runtime=minutes(60),
         mem_mb=megabytes(8000),
-    threads: 1
-    conda:
-        "../envs/latentebsd.yaml"
+    params:
+        benchmark=config["benchmark"],
+        variants=P.specs,
+        seed=config["seed"],
     script:
         "../scripts/baseline_cube.py"
 
@@ -42,20 +42,20 @@ rule latent_analogues:
             subcategory="{scan}",
             labels={"scan": "{scan}", "figure": "latent KAM / GROD ({variant})"},
         ),
+    log:
+        "logs/benchmark/analogues/{variant}/{scan}.log",
+    wildcard_constraints:
+        variant=scan_regex(P.analogue_variants),
+    conda:
+        "../envs/latentebsd.yaml"
+    threads: 1
+    resources:
+        runtime=minutes(60),
+        mem_mb=megabytes(8000),
     params:
         neighbours=config["benchmark"]["analogue_neighbours"],
         memory_mb=config["maps"]["memory_mb"],
         dpi=config["evaluation"]["dpi"],
-    wildcard_constraints:
-        variant=scan_regex(P.analogue_variants),
-    log:
-        "logs/benchmark/analogues/{variant}/{scan}.log",
-    resources:
-        runtime=minutes(60),
-        mem_mb=megabytes(8000),
-    threads: 1
-    conda:
-        "../envs/latentebsd.yaml"
     script:
         "../scripts/latent_analogues.py"
 
@@ -64,11 +64,26 @@ rule detection:
     input:
         unpack(truth_input),
         conventional=rules.conventional_maps.output.h5,
-        cubes=lambda wc: expand(rules.encode.output.cube, variant=P.detection_cubes, scan=wc.scan),
-        analogues=lambda wc: expand(rules.latent_analogues.output.h5,
-                                    variant=P.analogue_variants, scan=wc.scan),
+        cubes=lambda wc: expand(
+            rules.encode.output.cube, variant=P.detection_cubes, scan=wc.scan
+        ),
+        analogues=lambda wc: expand(
+            rules.latent_analogues.output.h5, variant=P.analogue_variants, scan=wc.scan
+        ),
     output:
         "results/benchmark/detection/{scan}.csv",
+    log:
+        "logs/benchmark/detection/{scan}.log",
+    benchmark:
+        "benchmarks/out/detection_{scan}.tsv"
+    wildcard_constraints:
+        scan=scan_regex(P.truth_scans),
+    conda:
+        "../envs/latentebsd.yaml"
+    threads: 1
+    resources:
+        runtime=minutes(60),
+        mem_mb=megabytes(8000),
     params:
         settings=config["benchmark"],
         names=P.detection_cubes,
@@ -76,18 +91,6 @@ rule detection:
         combined=P.combined_variant,
         memory_mb=config["maps"]["memory_mb"],
         seed=config["seed"],
-    wildcard_constraints:
-        scan=scan_regex(P.truth_scans),
-    log:
-        "logs/benchmark/detection/{scan}.log",
-    benchmark:
-        "benchmarks/out/detection_{scan}.tsv"
-    resources:
-        runtime=minutes(60),
-        mem_mb=megabytes(8000),
-    threads: 1
-    conda:
-        "../envs/latentebsd.yaml"
     script:
         "../scripts/detection.py"
 
@@ -110,17 +113,17 @@ rule detection_summary:
             category="6. Detection benchmark",
             labels={"figure": "Detection scores per class"},
         ),
-    params:
-        latent=VARIANTS,
-        combined=P.combined_variant,
     log:
         "logs/benchmark/detection_summary.log",
+    conda:
+        "../envs/latentebsd.yaml"
+    threads: 1
     resources:
         runtime=minutes(60),
         mem_mb=megabytes(8000),
-    threads: 1
-    conda:
-        "../envs/latentebsd.yaml"
+    params:
+        latent=VARIANTS,
+        combined=P.combined_variant,
     script:
         "../scripts/detection_summary.py"
 
@@ -130,16 +133,16 @@ rule detection_seeds:
         expand(rules.detection.output[0], scan=P.truth_scans),
     output:
         "results/benchmark/detection_seeds.csv",
-    params:
-        seed_groups=P.seed_groups,
     log:
         "logs/benchmark/detection_seeds.log",
+    conda:
+        "../envs/latentebsd.yaml"
     threads: 1
     resources:
         runtime=minutes(10),
         mem_mb=megabytes(2000),
-    conda:
-        "../envs/latentebsd.yaml"
+    params:
+        seed_groups=P.seed_groups,
     script:
         "../scripts/detection_seeds.py"
 
@@ -156,16 +159,16 @@ rule detection_limits:
             category="6. Detection benchmark",
             labels={"figure": "Detection limits"},
         ),
-    params:
-        threshold=config["benchmark"]["detection_threshold"],
     log:
         "logs/benchmark/detection_limits.log",
+    conda:
+        "../envs/latentebsd.yaml"
+    threads: 1
     resources:
         runtime=minutes(60),
         mem_mb=megabytes(8000),
-    threads: 1
-    conda:
-        "../envs/latentebsd.yaml"
+    params:
+        threshold=config["benchmark"]["detection_threshold"],
     script:
         "../scripts/detection_limits.py"
 
@@ -173,9 +176,12 @@ rule detection_limits:
 rule novelty:
     input:
         conventional=rules.conventional_maps.output.h5,
-        cubes=lambda wc: expand(rules.encode.output.cube, variant=P.cube_sources, scan=wc.scan),
-        rankings=lambda wc: expand(rules.feature_maps.output.ranking, variant=P.cube_sources,
-                                   scan=wc.scan),
+        cubes=lambda wc: expand(
+            rules.encode.output.cube, variant=P.cube_sources, scan=wc.scan
+        ),
+        rankings=lambda wc: expand(
+            rules.feature_maps.output.ranking, variant=P.cube_sources, scan=wc.scan
+        ),
     output:
         csv="results/benchmark/novelty/{scan}.csv",
         png=report(
@@ -185,20 +191,20 @@ rule novelty:
             subcategory="{scan}",
             labels={"scan": "{scan}", "figure": "the most novel latent maps"},
         ),
+    log:
+        "logs/benchmark/novelty/{scan}.log",
+    conda:
+        "../envs/latentebsd.yaml"
+    threads: 1
+    resources:
+        runtime=minutes(60),
+        mem_mb=megabytes(8000),
     params:
         settings=config["benchmark"],
         names=P.cube_sources,
         panel_variant=P.panel_variant,
         memory_mb=config["maps"]["memory_mb"],
         seed=config["seed"],
-    log:
-        "logs/benchmark/novelty/{scan}.log",
-    resources:
-        runtime=minutes(60),
-        mem_mb=megabytes(8000),
-    threads: 1
-    conda:
-        "../envs/latentebsd.yaml"
     script:
         "../scripts/novelty.py"
 
@@ -207,9 +213,12 @@ rule saliency:
     input:
         preprocessed=rules.preprocess.output[0],
         weights=lambda wc: fill(rules.train.output.weights, variant=P.panel_variant),
-        cube=lambda wc: fill(rules.encode.output.cube, variant=P.panel_variant, scan=wc.scan),
-        ranking=lambda wc: fill(rules.feature_maps.output.ranking, variant=P.panel_variant,
-                                scan=wc.scan),
+        cube=lambda wc: fill(
+            rules.encode.output.cube, variant=P.panel_variant, scan=wc.scan
+        ),
+        ranking=lambda wc: fill(
+            rules.feature_maps.output.ranking, variant=P.panel_variant, scan=wc.scan
+        ),
         novelty=rules.novelty.output.csv,
     output:
         h5="results/benchmark/saliency/{scan}.h5",
@@ -220,17 +229,17 @@ rule saliency:
             subcategory="{scan}",
             labels={"scan": "{scan}", "figure": "occlusion saliency"},
         ),
+    log:
+        "logs/benchmark/saliency/{scan}.log",
+    conda:
+        "../envs/latentebsd.yaml"
+    threads: 1
+    resources:
+        runtime=minutes(60),
+        mem_mb=megabytes(8000),
     params:
         settings=config["benchmark"],
         variant=P.panel_variant,
         dpi=config["evaluation"]["dpi"],
-    log:
-        "logs/benchmark/saliency/{scan}.log",
-    resources:
-        runtime=minutes(60),
-        mem_mb=megabytes(8000),
-    threads: 1
-    conda:
-        "../envs/latentebsd.yaml"
     script:
         "../scripts/saliency.py"

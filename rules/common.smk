@@ -7,7 +7,6 @@ from latentebsd.plan import make_plan, scan_regex, scan_seed
 from latentebsd.replicates import training_seed
 from latentebsd.workflow import gpu_request, gpu_share
 
-
 P = make_plan(config)
 # Threads: every rule declares 1. On a CPU two jobs side by side do more than one job on
 # two threads (2 cores, measured: training 1.5x, Hough indexing 1.6x faster on two
@@ -37,7 +36,8 @@ def gpu_slot(wildcards):
 def gpu_shared_slot(wildcards):
     """``resources.gpu_shared``: 1 in a local run on a machine with a GPU, where these
     jobs share the GPU (as many at once as its memory allows, decided in the jobs:
-    latentebsd.workflow.gpu_admission), unless ``--resources gpu=0`` asks for the CPU."""
+    latentebsd.workflow.gpu_admission), unless ``--resources gpu=0`` asks for the CPU.
+    """
     given = workflow.global_resources.get("gpu")
     forced_cpu = getattr(given, "value", None) == 0
     return gpu_share(local=workflow.local_exec, forced_cpu=forced_cpu)
@@ -70,8 +70,10 @@ def scan_source(wildcards):
     if "simulate" not in scan:
         return {"patterns": scan["path"]}
     out = rules.simulate_scan.output
-    return {"patterns": fill(out.patterns, scan=wildcards.scan),
-            "geometry": fill(out.truth, scan=wildcards.scan)}
+    return {
+        "patterns": fill(out.patterns, scan=wildcards.scan),
+        "geometry": fill(out.truth, scan=wildcards.scan),
+    }
 
 
 def shard_rows(wildcards):
@@ -103,8 +105,9 @@ def index_inputs(wildcards):
     if wildcards.source == "original":
         inputs["patterns"] = inputs["preprocessed"]
     else:
-        inputs["patterns"] = fill(rules.decode.output[0], variant=wildcards.source,
-                                  scan=wildcards.scan)
+        inputs["patterns"] = fill(
+            rules.decode.output[0], variant=wildcards.source, scan=wildcards.scan
+        )
     return inputs
 
 
@@ -114,8 +117,10 @@ def cube_series(variants):
     def inputs(wildcards):
         return {
             "preprocessed": fill(rules.preprocess.output[0], scan=wildcards.scan),
-            "cubes": [fill(rules.encode.output.cube, variant=v, scan=wildcards.scan)
-                      for v in variants],
+            "cubes": [
+                fill(rules.encode.output.cube, variant=v, scan=wildcards.scan)
+                for v in variants
+            ],
             "weights": [fill(rules.train.output.weights, variant=v) for v in variants],
         }
 
@@ -127,14 +132,20 @@ def cell_figure_inputs(wildcards):
     out = rules.feature_maps.output
     vae = P.vae_variants
     inputs = {
-        "cubes": [fill(rules.encode.output.cube, variant=v, scan=wildcards.scan) for v in vae],
+        "cubes": [
+            fill(rules.encode.output.cube, variant=v, scan=wildcards.scan) for v in vae
+        ],
         "rankings": [fill(out.ranking, variant=v, scan=wildcards.scan) for v in vae],
     }
     if wildcards.scan in P.truth_scans:
-        inputs["truth_matches"] = [fill(out.truth_csv, variant=v, scan=wildcards.scan) for v in vae]
+        inputs["truth_matches"] = [
+            fill(out.truth_csv, variant=v, scan=wildcards.scan) for v in vae
+        ]
         # the conventional descriptors' cell-wall AUC, for the verdict in the title
         inputs["truth"] = fill(rules.simulate_scan.output.truth, scan=wildcards.scan)
-        inputs["conventional"] = fill(rules.conventional_maps.output.h5, scan=wildcards.scan)
+        inputs["conventional"] = fill(
+            rules.conventional_maps.output.h5, scan=wildcards.scan
+        )
     return inputs
 
 
@@ -151,13 +162,30 @@ def all_targets():
         *expand(rules.encode.output.cube, **cubes),
         *expand(rules.encode.output.tiff, **cubes),
         rules.latent_summary.output[0],
-        *[f for name in ("ranking", "montage", "top", "segmentation", "segmentation_png")
-          for f in expand(maps[name], **cubes)],
+        *[
+            f
+            for name in (
+                "ranking",
+                "montage",
+                "top",
+                "segmentation",
+                "segmentation_png",
+            )
+            for f in expand(maps[name], **cubes)
+        ],
         *expand(maps.truth_csv, variant=P.cube_sources, scan=P.truth_scans),
         *expand(maps.truth_png, variant=P.cube_sources, scan=P.truth_scans),
         *(rules.truth_match_summary.output if P.truth_scans else []),
-        *(expand(rules.fig_dimensionality.output.figure, scan=SCANS) if P.vae_variants else []),
-        *(expand(rules.fig_cells.output.figure, scan=P.cell_scans) if P.vae_variants else []),
+        *(
+            expand(rules.fig_dimensionality.output.figure, scan=SCANS)
+            if P.vae_variants
+            else []
+        ),
+        *(
+            expand(rules.fig_cells.output.figure, scan=P.cell_scans)
+            if P.vae_variants
+            else []
+        ),
         *(expand(rules.fig_beta.output.figure, scan=SCANS) if P.beta_variants else []),
         *expand(rules.index_scan.output.h5, source=P.sources, scan=SCANS),
         *expand(rules.index_scan.output.ang, source=P.sources, scan=SCANS),
@@ -168,7 +196,9 @@ def all_targets():
         *expand(rules.conventional_maps.output.panel, scan=SCANS),
         *expand(rules.latent_panels.output[0], scan=SCANS),
         *expand(rules.decoded_maps.output[0], scan=SCANS),
-        *expand(rules.latent_analogues.output.png, variant=P.analogue_variants, scan=SCANS),
+        *expand(
+            rules.latent_analogues.output.png, variant=P.analogue_variants, scan=SCANS
+        ),
         *(rules.detection_summary.output if P.truth_scans else []),
         *(rules.detection_limits.output if P.truth_scans else []),
         *rules.evaluate_seeds.output,

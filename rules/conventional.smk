@@ -21,15 +21,15 @@ rule conventional_maps:
             subcategory="{scan}",
             labels={"scan": "{scan}", "figure": "IQ, GROD, KAM, sharpness, Sigma3"},
         ),
-    params:
-        settings=config["evaluation"],
     log:
         "logs/evaluate/conventional/{scan}.log",
+    conda:
+        "../envs/latentebsd.yaml"
+    threads: 1
     resources:
         runtime=minutes(60),
         mem_mb=megabytes(8000),
-    threads: 1
-    conda:
-        "../envs/latentebsd.yaml"
+    params:
+        settings=config["evaluation"],
     script:
         "../scripts/conventional_maps.py"

@@ -9,22 +9,22 @@ rule decode:
         preprocessed=rules.preprocess.output[0],
     output:
         "results/decoded/{variant}/{scan}.up2",
-    params:
-        settings=config["evaluation"],
+    log:
+        "logs/decode/{variant}/{scan}.log",
+    benchmark:
+        "benchmarks/out/decode_{variant}_{scan}.tsv"
     wildcard_constraints:
         scan=P.whole_scans,
+    conda:
+        "../envs/latentebsd.yaml"
+    threads: 1  # common.smk: one thread per job
     resources:
         gpu=gpu_slot,
         gpu_shared=gpu_shared_slot,
         runtime=minutes(120),
         mem_mb=megabytes(32000),
-    log:
-        "logs/decode/{variant}/{scan}.log",
-    benchmark:
-        "benchmarks/out/decode_{variant}_{scan}.tsv"
-    threads: 1  # common.smk: one thread per job
-    conda:
-        "../envs/latentebsd.yaml"
+    params:
+        settings=config["evaluation"],
     script:
         "../scripts/decode.py"
 
@@ -32,14 +32,14 @@ rule decode:
 use rule decode as decode_shard with:
     output:
         temp("results/shards/decoded/{variant}/{scan}/{shard}.up2"),
-    params:
-        rows=shard_rows,
-    wildcard_constraints:
-        scan=P.sharded_scans,
     log:
         "logs/decode/{variant}/{scan}/shard_{shard}.log",
     benchmark:
         "benchmarks/out/decode_{variant}_{scan}_shard_{shard}.tsv"
+    wildcard_constraints:
+        scan=P.sharded_scans,
+    params:
+        rows=shard_rows,
 
 
 rule gather_decoded:
@@ -48,15 +48,15 @@ rule gather_decoded:
         preprocessed=rules.preprocess.output[0],
     output:
         up2="results/decoded/{variant}/{scan}.up2",
-    wildcard_constraints:
-        scan=P.sharded_scans,
     log:
         "logs/decode/{variant}/{scan}_gather.log",
+    wildcard_constraints:
+        scan=P.sharded_scans,
+    conda:
+        "../envs/latentebsd.yaml"
+    threads: 1
     resources:
         runtime=minutes(60),
         mem_mb=megabytes(8000),
-    threads: 1
-    conda:
-        "../envs/latentebsd.yaml"
     script:
         "../scripts/gather_decoded.py"

@@ -11,22 +11,22 @@ rule encode:
         cube="results/latent/{variant}/{scan}.nc",
         tiff="results/latent/{variant}/{scan}.tif",
         reduction="results/latent/{variant}/{scan}_reduction.json",
-    params:
-        settings=config["maps"],
+    log:
+        "logs/encode/{variant}/{scan}.log",
+    benchmark:
+        "benchmarks/out/encode_{variant}_{scan}.tsv"
     wildcard_constraints:
         scan=P.whole_scans,
+    conda:
+        "../envs/latentebsd.yaml"
+    threads: 1  # common.smk: one thread per job
     resources:
         gpu=gpu_slot,
         gpu_shared=gpu_shared_slot,
         runtime=minutes(120),
         mem_mb=megabytes(32000),
-    log:
-        "logs/encode/{variant}/{scan}.log",
-    benchmark:
-        "benchmarks/out/encode_{variant}_{scan}.tsv"
-    threads: 1  # common.smk: one thread per job
-    conda:
-        "../envs/latentebsd.yaml"
+    params:
+        settings=config["maps"],
     script:
         "../scripts/encode.py"
 
@@ -35,14 +35,14 @@ use rule encode as encode_shard with:
     output:
         cube=temp("results/shards/latent/{variant}/{scan}/{shard}.nc"),
         reduction=temp("results/shards/latent/{variant}/{scan}/{shard}.json"),
-    params:
-        rows=shard_rows,
-    wildcard_constraints:
-        scan=P.sharded_scans,
     log:
         "logs/encode/{variant}/{scan}/shard_{shard}.log",
     benchmark:
         "benchmarks/out/encode_{variant}_{scan}_shard_{shard}.tsv"
+    wildcard_constraints:
+        scan=P.sharded_scans,
+    params:
+        rows=shard_rows,
 
 
 rule gather_latent:
@@ -53,16 +53,16 @@ rule gather_latent:
         cube="results/latent/{variant}/{scan}.nc",
         tiff="results/latent/{variant}/{scan}.tif",
         reduction="results/latent/{variant}/{scan}_reduction.json",
-    wildcard_constraints:
-        scan=P.sharded_scans,
     log:
         "logs/encode/{variant}/{scan}_gather.log",
+    wildcard_constraints:
+        scan=P.sharded_scans,
+    conda:
+        "../envs/latentebsd.yaml"
+    threads: 1
     resources:
         runtime=minutes(60),
         mem_mb=megabytes(8000),
-    threads: 1
-    conda:
-        "../envs/latentebsd.yaml"
     script:
         "../scripts/gather_latent.py"
 
@@ -74,11 +74,11 @@ rule latent_summary:
         "results/latent/summary.csv",
     log:
         "logs/encode/summary.log",
+    conda:
+        "../envs/latentebsd.yaml"
+    threads: 1
     resources:
         runtime=minutes(60),
         mem_mb=megabytes(8000),
-    threads: 1
-    conda:
-        "../envs/latentebsd.yaml"
     script:
         "../scripts/latent_summary.py"

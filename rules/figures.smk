@@ -12,22 +12,25 @@ rule fig_dimensionality:
             caption="../report/fig8.rst",
             category="5. Latent feature maps",
             subcategory="{scan}",
-            labels={"scan": "{scan}", "figure": "Fig 8: reconstructions by latent dimension"},
+            labels={
+                "scan": "{scan}",
+                "figure": "Fig 8: reconstructions by latent dimension",
+            },
         ),
         csv="results/maps/figures/fig8_dimensionality_{scan}.csv",
+    log:
+        "logs/maps/fig8_{scan}.log",
+    conda:
+        "../envs/latentebsd.yaml"
+    threads: 1
+    resources:
+        runtime=minutes(60),
+        mem_mb=megabytes(8000),
     params:
         variants=P.vae_variants,
         specs=P.specs,
         settings=config["maps"],
         seed=config["seed"],
-    log:
-        "logs/maps/fig8_{scan}.log",
-    resources:
-        runtime=minutes(60),
-        mem_mb=megabytes(8000),
-    threads: 1
-    conda:
-        "../envs/latentebsd.yaml"
     script:
         "../scripts/fig_dimensionality.py"
 
@@ -41,22 +44,25 @@ rule fig_cells:
             caption="../report/fig9.rst",
             category="5. Latent feature maps",
             subcategory="{scan}",
-            labels={"scan": "{scan}", "figure": "Fig 9: latent map per d closest to the cells"},
+            labels={
+                "scan": "{scan}",
+                "figure": "Fig 9: latent map per d closest to the cells",
+            },
         ),
         csv="results/maps/figures/fig9_cells_{scan}.csv",
+    log:
+        "logs/maps/fig9_{scan}.log",
+    conda:
+        "../envs/latentebsd.yaml"
+    threads: 1
+    resources:
+        runtime=minutes(60),
+        mem_mb=megabytes(8000),
     params:
         variants=P.vae_variants,
         specs=P.specs,
         settings=config["maps"],
         detected_auc=config["benchmark"]["detection_threshold"],
-    log:
-        "logs/maps/fig9_{scan}.log",
-    resources:
-        runtime=minutes(60),
-        mem_mb=megabytes(8000),
-    threads: 1
-    conda:
-        "../envs/latentebsd.yaml"
     script:
         "../scripts/fig_cells.py"
 
@@ -73,28 +79,31 @@ rule fig_beta:
             labels={"scan": "{scan}", "figure": "Fig 10: beta-VAE reconstructions"},
         ),
         csv="results/maps/figures/fig10_beta_{scan}.csv",
+    log:
+        "logs/maps/fig10_{scan}.log",
+    conda:
+        "../envs/latentebsd.yaml"
+    threads: 1
+    resources:
+        runtime=minutes(60),
+        mem_mb=megabytes(8000),
     params:
         variants=P.beta_variants,
         specs=P.specs,
         settings=config["maps"],
         seed=config["seed"],
-    log:
-        "logs/maps/fig10_{scan}.log",
-    resources:
-        runtime=minutes(60),
-        mem_mb=megabytes(8000),
-    threads: 1
-    conda:
-        "../envs/latentebsd.yaml"
     script:
         "../scripts/fig_beta.py"
 
 
 rule latent_panels:
     input:
-        ranking=lambda wc: fill(rules.feature_maps.output.ranking, variant=P.panel_variant,
-                                scan=wc.scan),
-        latent=lambda wc: fill(rules.encode.output.cube, variant=P.panel_variant, scan=wc.scan),
+        ranking=lambda wc: fill(
+            rules.feature_maps.output.ranking, variant=P.panel_variant, scan=wc.scan
+        ),
+        latent=lambda wc: fill(
+            rules.encode.output.cube, variant=P.panel_variant, scan=wc.scan
+        ),
         conventional=rules.conventional_maps.output.h5,
     output:
         report(
@@ -102,19 +111,22 @@ rule latent_panels:
             caption="../report/latent_vs_conventional.rst",
             category="4. Latent vs conventional maps",
             subcategory="{scan}",
-            labels={"scan": "{scan}", "figure": "Latent maps vs IQ, GROD, KAM, sharpness (Figs 5/6)"},
+            labels={
+                "scan": "{scan}",
+                "figure": "Latent maps vs IQ, GROD, KAM, sharpness (Figs 5/6)",
+            },
         ),
-    params:
-        settings=config["evaluation"],
-        variant=P.panel_variant,
     log:
         "logs/evaluate/latent_panels/{scan}.log",
+    conda:
+        "../envs/latentebsd.yaml"
+    threads: 1
     resources:
         runtime=minutes(60),
         mem_mb=megabytes(8000),
-    threads: 1
-    conda:
-        "../envs/latentebsd.yaml"
+    params:
+        settings=config["evaluation"],
+        variant=P.panel_variant,
     script:
         "../scripts/latent_panels.py"
 
@@ -128,19 +140,22 @@ rule decoded_maps:
             caption="../report/decoded_maps.rst",
             category="2. Decoded patterns (Fig 11)",
             subcategory="{scan}",
-            labels={"scan": "{scan}", "figure": "IPF and IQ maps from decoded patterns (Fig 11)"},
+            labels={
+                "scan": "{scan}",
+                "figure": "IPF and IQ maps from decoded patterns (Fig 11)",
+            },
         ),
+    log:
+        "logs/evaluate/decoded_maps/{scan}.log",
+    conda:
+        "../envs/latentebsd.yaml"
+    threads: 1
+    resources:
+        runtime=minutes(60),
+        mem_mb=megabytes(8000),
     params:
         sources=P.sources,
         variants=P.specs,
         settings=config["evaluation"],
-    log:
-        "logs/evaluate/decoded_maps/{scan}.log",
-    resources:
-        runtime=minutes(60),
-        mem_mb=megabytes(8000),
-    threads: 1
-    conda:
-        "../envs/latentebsd.yaml"
     script:
         "../scripts/decoded_maps.py"

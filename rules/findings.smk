@@ -12,15 +12,15 @@ rule findings:
             category="0. Findings",
             labels={"table": "Findings across seeds"},
         ),
-    params:
-        seed_groups=P.seed_groups,
     log:
         "logs/evaluate/findings.log",
+    conda:
+        "../envs/latentebsd.yaml"
     threads: 1
     resources:
         runtime=minutes(10),
         mem_mb=megabytes(2000),
-    conda:
-        "../envs/latentebsd.yaml"
+    params:
+        seed_groups=P.seed_groups,
     script:
         "../scripts/findings.py"

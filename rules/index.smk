@@ -10,21 +10,21 @@ rule index_scan:
     output:
         h5="results/index/{source}/{scan}.h5",
         ang="results/index/{source}/{scan}.ang",
-    params:
-        settings=config["evaluation"],
-        phases=lambda wc: P.phases[wc.scan],
-    wildcard_constraints:
-        scan=P.whole_scans,
     log:
         "logs/index/{source}/{scan}.log",
     benchmark:
         "benchmarks/out/index_{source}_{scan}.tsv"
+    wildcard_constraints:
+        scan=P.whole_scans,
+    conda:
+        "../envs/latentebsd.yaml"
+    threads: 1
     resources:
         runtime=minutes(240),
         mem_mb=megabytes(16000),
-    threads: 1
-    conda:
-        "../envs/latentebsd.yaml"
+    params:
+        settings=config["evaluation"],
+        phases=lambda wc: P.phases[wc.scan],
     script:
         "../scripts/index_scan.py"
 
@@ -32,14 +32,14 @@ rule index_scan:
 use rule index_scan as index_shard with:
     output:
         h5=temp("results/shards/index/{source}/{scan}/{shard}.h5"),
-    params:
-        rows=shard_rows,
-    wildcard_constraints:
-        scan=P.sharded_scans,
     log:
         "logs/index/{source}/{scan}/shard_{shard}.log",
     benchmark:
         "benchmarks/out/index_{source}_{scan}_shard_{shard}.tsv"
+    wildcard_constraints:
+        scan=P.sharded_scans,
+    params:
+        rows=shard_rows,
 
 
 rule gather_index:
@@ -49,15 +49,15 @@ rule gather_index:
     output:
         h5="results/index/{source}/{scan}.h5",
         ang="results/index/{source}/{scan}.ang",
-    wildcard_constraints:
-        scan=P.sharded_scans,
     log:
         "logs/index/{source}/{scan}_gather.log",
+    wildcard_constraints:
+        scan=P.sharded_scans,
+    conda:
+        "../envs/latentebsd.yaml"
+    threads: 1
     resources:
         runtime=minutes(60),
         mem_mb=megabytes(8000),
-    threads: 1
-    conda:
-        "../envs/latentebsd.yaml"
     script:
         "../scripts/gather_index.py"

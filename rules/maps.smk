@@ -15,38 +15,42 @@ rule feature_maps:
         # best latent feature per ground-truth class (all "absent" for a scan without truth)
         truth_csv="results/maps/{variant}/{scan}/truth_match.csv",
         truth_png="results/maps/{variant}/{scan}/truth_match.png",
-    params:
-        settings=config["maps"],
-        seed=config["seed"],
-    wildcard_constraints:
-        variant=scan_regex(P.cube_sources),  # trained models and the PCA / NMF baselines
     log:
         "logs/maps/{variant}/{scan}.log",
     benchmark:
         "benchmarks/out/maps_{variant}_{scan}.tsv"
+    wildcard_constraints:
+        variant=scan_regex(P.cube_sources),  # trained models and the PCA / NMF baselines
+    conda:
+        "../envs/latentebsd.yaml"
+    threads: 1
     resources:
         runtime=minutes(60),
         mem_mb=megabytes(8000),
-    threads: 1
-    conda:
-        "../envs/latentebsd.yaml"
+    params:
+        settings=config["maps"],
+        seed=config["seed"],
     script:
         "../scripts/feature_maps.py"
 
 
 rule truth_match_summary:
     input:
-        expand(rules.feature_maps.output.truth_csv, variant=P.cube_sources, scan=P.truth_scans),
+        expand(
+            rules.feature_maps.output.truth_csv,
+            variant=P.cube_sources,
+            scan=P.truth_scans,
+        ),
     output:
         long="results/maps/truth_match_summary.csv",
         wide="results/maps/truth_match_summary_wide.csv",
     log:
         "logs/maps/truth_match_summary.log",
+    conda:
+        "../envs/latentebsd.yaml"
+    threads: 1
     resources:
         runtime=minutes(60),
         mem_mb=megabytes(8000),
-    threads: 1
-    conda:
-        "../envs/latentebsd.yaml"
     script:
         "../scripts/truth_match_summary.py"

@@ -4,22 +4,26 @@
 
 rule evaluate_metrics:
     input:
-        original=lambda wc: fill(rules.index_scan.output.h5, source="original", scan=wc.scan),
-        decoded=lambda wc: fill(rules.index_scan.output.h5, source=wc.variant, scan=wc.scan),
+        original=lambda wc: fill(
+            rules.index_scan.output.h5, source="original", scan=wc.scan
+        ),
+        decoded=lambda wc: fill(
+            rules.index_scan.output.h5, source=wc.variant, scan=wc.scan
+        ),
     output:
         "results/evaluation/metrics/{variant}/{scan}.h5",
-    params:
-        settings=config["evaluation"],
-    wildcard_constraints:
-        scan=P.whole_scans,
     log:
         "logs/evaluate/metrics/{variant}/{scan}.log",
+    wildcard_constraints:
+        scan=P.whole_scans,
+    conda:
+        "../envs/latentebsd.yaml"
+    threads: 1
     resources:
         runtime=minutes(60),
         mem_mb=megabytes(8000),
-    threads: 1
-    conda:
-        "../envs/latentebsd.yaml"
+    params:
+        settings=config["evaluation"],
     script:
         "../scripts/evaluate_metrics.py"
 
@@ -27,12 +31,12 @@ rule evaluate_metrics:
 use rule evaluate_metrics as metrics_shard with:
     output:
         temp("results/shards/metrics/{variant}/{scan}/{shard}.h5"),
-    params:
-        rows=shard_rows,
-    wildcard_constraints:
-        scan=P.sharded_scans,
     log:
         "logs/evaluate/metrics/{variant}/{scan}/shard_{shard}.log",
+    wildcard_constraints:
+        scan=P.sharded_scans,
+    params:
+        rows=shard_rows,
 
 
 rule gather_metrics:
@@ -41,16 +45,16 @@ rule gather_metrics:
         preprocessed=rules.preprocess.output[0],
     output:
         metrics="results/evaluation/metrics/{variant}/{scan}.h5",
-    wildcard_constraints:
-        scan=P.sharded_scans,
     log:
         "logs/evaluate/metrics/{variant}/{scan}_gather.log",
+    wildcard_constraints:
+        scan=P.sharded_scans,
+    conda:
+        "../envs/latentebsd.yaml"
+    threads: 1
     resources:
         runtime=minutes(60),
         mem_mb=megabytes(8000),
-    threads: 1
-    conda:
-        "../envs/latentebsd.yaml"
     script:
         "../scripts/gather_metrics.py"
 
@@ -60,19 +64,21 @@ rule gather_metrics:
 rule quality_controls:
     input:
         preprocessed=rules.preprocess.output[0],
-        original=lambda wc: fill(rules.index_scan.output.h5, source="original", scan=wc.scan),
+        original=lambda wc: fill(
+            rules.index_scan.output.h5, source="original", scan=wc.scan
+        ),
     output:
         "results/evaluation/controls/{scan}.h5",
-    params:
-        settings=config["evaluation"],
-        seed=lambda wc: child_seed(config["seed"], "quality_controls", wc.scan),
     log:
         "logs/evaluate/controls/{scan}.log",
+    conda:
+        "../envs/latentebsd.yaml"
+    threads: 1
     resources:
         runtime=minutes(60),
         mem_mb=megabytes(8000),
-    threads: 1
-    conda:
-        "../envs/latentebsd.yaml"
+    params:
+        settings=config["evaluation"],
+        seed=lambda wc: child_seed(config["seed"], "quality_controls", wc.scan),
     script:
         "../scripts/quality_controls.py"

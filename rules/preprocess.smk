@@ -6,18 +6,18 @@ rule preprocess:
         unpack(scan_source),
     output:
         "results/preprocessed/{scan}.h5",
-    params:
-        scan=lambda wc: config["scans"][wc.scan],
-        settings=config["preprocess"],
     log:
         "logs/preprocess/{scan}.log",
     benchmark:
         "benchmarks/out/preprocess_{scan}.tsv"
+    conda:
+        "../envs/latentebsd.yaml"
+    threads: 1
     resources:
         runtime=minutes(60),
         mem_mb=megabytes(8000),
-    threads: 1
-    conda:
-        "../envs/latentebsd.yaml"
+    params:
+        scan=lambda wc: config["scans"][wc.scan],
+        settings=config["preprocess"],
     script:
         "../scripts/preprocess.py"

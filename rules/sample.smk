@@ -5,20 +5,23 @@
 rule sample:
     input:
         preprocessed=expand(rules.preprocess.output[0], scan=P.scans),
-        truths=[fill(rules.simulate_scan.output.truth, scan=s) for s in P.scans
-                if "simulate" in config["scans"][s]],
+        truths=[
+            fill(rules.simulate_scan.output.truth, scan=s)
+            for s in P.scans
+            if "simulate" in config["scans"][s]
+        ],
     output:
         "results/sample/dataset.h5",
-    params:
-        settings=config["sample"],
-        seed=config["seed"],
     log:
         "logs/sample.log",
+    conda:
+        "../envs/latentebsd.yaml"
+    threads: 1
     resources:
         runtime=minutes(60),
         mem_mb=megabytes(8000),
-    threads: 1
-    conda:
-        "../envs/latentebsd.yaml"
+    params:
+        settings=config["sample"],
+        seed=config["seed"],
     script:
         "../scripts/sample.py"

@@ -7,19 +7,19 @@ rule simulate_scan:
     output:
         patterns="results/simulated/{scan}.up2",
         truth="results/simulated/{scan}_truth.h5",
-    params:
-        spec=lambda wc: config["scans"][wc.scan]["simulate"],
-        settings=config["simulation"],
-        seed=lambda wc: scan_seed(config, wc.scan),
     log:
         "logs/simulate/{scan}.log",
     benchmark:
         "benchmarks/out/simulate_{scan}.tsv"
+    conda:
+        "../envs/latentebsd.yaml"
+    threads: 1
     resources:
         runtime=minutes(120),
         mem_mb=megabytes(8000),
-    threads: 1
-    conda:
-        "../envs/latentebsd.yaml"
+    params:
+        spec=lambda wc: config["scans"][wc.scan]["simulate"],
+        settings=config["simulation"],
+        seed=lambda wc: scan_seed(config, wc.scan),
     script:
         "../scripts/simulate_scan.py"

@@ -22,19 +22,21 @@ rule evaluate_table1:
             category="1. Table 1",
             labels={"table": "Trends"},
         ),
-    params:
-        metric_paths={v: expand(rules.evaluate_metrics.output[0], variant=v, scan=SCANS)
-                      for v in VARIANTS},
-        variants=P.specs,
-        settings=config["evaluation"],
     log:
         "logs/evaluate/table1.log",
+    conda:
+        "../envs/latentebsd.yaml"
+    threads: 1
     resources:
         runtime=minutes(60),
         mem_mb=megabytes(8000),
-    threads: 1
-    conda:
-        "../envs/latentebsd.yaml"
+    params:
+        metric_paths={
+            v: expand(rules.evaluate_metrics.output[0], variant=v, scan=SCANS)
+            for v in VARIANTS
+        },
+        variants=P.specs,
+        settings=config["evaluation"],
     script:
         "../scripts/evaluate_table1.py"
 
@@ -44,26 +46,30 @@ rule evaluate_table1:
 # agrees (latentebsd.replicates).
 rule evaluate_seeds:
     input:
-        metrics=lambda wc: expand(rules.evaluate_metrics.output[0],
-                                  variant=[m for g in P.seed_groups.values() for m in g.values()],
-                                  scan=SCANS),
+        metrics=lambda wc: expand(
+            rules.evaluate_metrics.output[0],
+            variant=[m for g in P.seed_groups.values() for m in g.values()],
+            scan=SCANS,
+        ),
     output:
         table="results/evaluation/table1_seeds.csv",
         trends="results/evaluation/trends_seeds.csv",
-    params:
-        metric_paths={m: expand(rules.evaluate_metrics.output[0], variant=m, scan=SCANS)
-                      for g in P.seed_groups.values() for m in g.values()},
-        seed_groups=P.seed_groups,
-        variants=P.specs,
-        settings=config["evaluation"],
     log:
         "logs/evaluate/table1_seeds.log",
+    conda:
+        "../envs/latentebsd.yaml"
     threads: 1
     resources:
         runtime=minutes(10),
         mem_mb=megabytes(2000),
-    conda:
-        "../envs/latentebsd.yaml"
+    params:
+        metric_paths={
+            m: expand(rules.evaluate_metrics.output[0], variant=m, scan=SCANS)
+            for g in P.seed_groups.values()
+            for m in g.values()
+        },
+        seed_groups=P.seed_groups,
+        variants=P.specs,
+        settings=config["evaluation"],
     script:
         "../scripts/evaluate_seeds.py"
-

@@ -12,6 +12,18 @@ rule train:
         weights="results/models/{variant}/weights.pt",
         losses="results/models/{variant}/losses.csv",
         plot="results/models/{variant}/losses.png",
+    log:
+        "logs/train/{variant}.log",
+    benchmark:
+        "benchmarks/out/train_{variant}.tsv"
+    conda:
+        "../envs/latentebsd.yaml"
+    threads: 1  # common.smk: one thread per job
+    resources:
+        gpu=gpu_slot,
+        gpu_shared=gpu_shared_slot,
+        runtime=minutes(720),
+        mem_mb=megabytes(32000),
     params:
         variant=lambda wc: P.model_specs[wc.variant],
         training=config["training"],
@@ -20,18 +32,6 @@ rule train:
         checkpoint=lambda wc, output: os.path.join(
             os.path.dirname(output.weights), "checkpoint.pt"
         ),
-    threads: 1  # common.smk: one thread per job
-    resources:
-        gpu=gpu_slot,
-        gpu_shared=gpu_shared_slot,
-        runtime=minutes(720),
-        mem_mb=megabytes(32000),
-    log:
-        "logs/train/{variant}.log",
-    benchmark:
-        "benchmarks/out/train_{variant}.tsv"
-    conda:
-        "../envs/latentebsd.yaml"
     script:
         "../scripts/train.py"
 
@@ -45,16 +45,16 @@ rule plot_losses:
             caption="../report/losses.rst",
             category="0. Training",
         ),
-    params:
-        names=VARIANTS,
-        window=config["training"]["smoothing_window"],
     log:
         "logs/train/plot_losses.log",
+    conda:
+        "../envs/latentebsd.yaml"
+    threads: 1
     resources:
         runtime=minutes(60),
         mem_mb=megabytes(8000),
-    threads: 1
-    conda:
-        "../envs/latentebsd.yaml"
+    params:
+        names=VARIANTS,
+        window=config["training"]["smoothing_window"],
     script:
         "../scripts/plot_losses.py"

@@ -7,20 +7,20 @@
 rule numba_warmup:
     output:
         temp("results/.numba/warmup_{part}.json"),
-    params:
-        simulation=config["simulation"],
-        evaluation=config["evaluation"],
-    wildcard_constraints:
-        part="simulate|index",
     log:
         "logs/numba_warmup/{part}.log",
     benchmark:
         "benchmarks/out/numba_warmup_{part}.tsv"
+    wildcard_constraints:
+        part="simulate|index",
+    conda:
+        "../envs/latentebsd.yaml"
+    threads: 1
     resources:
         runtime=minutes(60),
         mem_mb=megabytes(8000),
-    threads: 1
-    conda:
-        "../envs/latentebsd.yaml"
+    params:
+        simulation=config["simulation"],
+        evaluation=config["evaluation"],
     script:
         "../scripts/numba_warmup.py"
