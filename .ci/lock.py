@@ -18,7 +18,7 @@ from packaging.requirements import Requirement
 
 ROOT = Path(__file__).resolve().parents[1]
 LOCK = ROOT / "requirements-lock.txt"
-ENV = ROOT / "envs" / "latentebsd.yaml"
+ENV = ROOT / "workflow" / "envs" / "latentebsd.yaml"
 #: The lock covers the tests and the SLURM plugin; the conda environment of the rules
 #: only the package's own dependencies.
 EXTRAS = ("test", "slurm")

@@ -29,7 +29,7 @@ stamp() { echo "[$(( $(date +%s) - T0 )) s] $*" | tee -a "$OUT/gpu_run.log"; }
 
 workflow_copy() {  # a fresh copy of the workflow files in $1
     rm -rf "$1" && mkdir -p "$1"
-    cp -r "$REPO"/{Snakefile,rules,scripts,config,envs,profiles} "$1"/
+    cp -r "$REPO"/{workflow,config,profiles} "$1"/
 }
 
 pack() {  # pack NAME DIR PATHS...: a .tgz of what exists of PATHS under DIR

@@ -154,12 +154,12 @@ def test_readme_own_scan_block_alone_is_a_valid_config():
 
 def test_config_readme_is_generated_from_the_current_schema():
     """config/README.md (the catalog's configuration page) is what
-    ``python -m latentebsd.config_readme`` writes from config/schema.yaml."""
+    ``python -m latentebsd.config_readme`` writes from workflow/schemas/config.schema.yaml."""
     from latentebsd.config_readme import render
 
-    assert (REPO / "config" / "README.md").read_text() == render(REPO / "config" / "schema.yaml"), (
+    assert (REPO / "config" / "README.md").read_text() == render(REPO / "workflow" / "schemas" / "config.schema.yaml"), (
         "config/README.md is out of date: python -m latentebsd.config_readme > config/README.md")
-    text = render(REPO / "config" / "schema.yaml")
+    text = render(REPO / "workflow" / "schemas" / "config.schema.yaml")
     for key in ("`seed`", "`scans.<scan>.path`", "`models.variants.<name>.latent_dim`",
                 "`training.epochs`", "`evaluation.hough.nBands`"):
         assert key in text, key

@@ -28,7 +28,7 @@ def run(*args: str, cwd: Path, env: dict | None = None, timeout: int = 600) -> s
 
 
 def snakefile_version() -> str:
-    return re.search(r'^LATENTEBSD_VERSION = "([^"]+)"', (REPO / "Snakefile").read_text(), re.M)[1]
+    return re.search(r'^LATENTEBSD_VERSION = "([^"]+)"', (REPO / "workflow" / "Snakefile").read_text(), re.M)[1]
 
 
 # ------------------------------------------------------------------- versions, pins
@@ -43,7 +43,7 @@ def test_workflow_package_and_environment_name_one_version():
     version = snakefile_version()
     assert tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"] == version
     assert latentebsd.__version__ == version
-    env = (REPO / "envs" / "latentebsd.yaml").read_text()
+    env = (REPO / "workflow" / "envs" / "latentebsd.yaml").read_text()
     assert re.search(rf"latentebsd @ git\+https://\S+@v{re.escape(version)}$", env, re.M), env
 
 
@@ -70,7 +70,7 @@ def test_the_conda_environment_is_pinned_to_the_lock_and_has_no_relative_path():
     a path (``-e ..``) would point at the wrong directory; its pip pins are those of
     requirements-lock.txt (those of the package itself, without the tests'), as
     .ci/lock.py writes both."""
-    env = yaml.safe_load((REPO / "envs" / "latentebsd.yaml").read_text())
+    env = yaml.safe_load((REPO / "workflow" / "envs" / "latentebsd.yaml").read_text())
     pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
     assert not [p for p in pip if p.startswith(("-e", ".", "/", "file:"))], pip
     lock = {line.split("==")[0]: line for line in (REPO / "requirements-lock.txt").read_text().splitlines()
@@ -213,7 +213,7 @@ def test_a_host_workflow_runs_latentebsd_as_a_module_under_its_prefix(tmp_path):
     host's own included)."""
     host = tmp_path / "host"
     host.mkdir()
-    (host / "Snakefile").write_text(HOST_SNAKEFILE.format(snakefile=REPO / "Snakefile"))
+    (host / "Snakefile").write_text(HOST_SNAKEFILE.format(snakefile=REPO / "workflow" / "Snakefile"))
     (host / "host.yaml").write_text(yaml.safe_dump({"latentebsd": tiny_config(), "other": 1}))
     (host / "results/other").mkdir(parents=True)
     (host / "results/other/.table.partial.csv").write_text("the host's own job, running")
@@ -242,7 +242,7 @@ def _tagged_repo(tmp_path: Path, tag: str) -> Path:
     file:// URL offline)."""
     repo = tmp_path / "github" / "latentebsd"
     repo.mkdir(parents=True)
-    for name in ("Snakefile", "rules", "scripts", "config", "envs", "profiles", "report",
+    for name in ("workflow", "config", "profiles",
                  "LICENSE", "pyproject.toml", ".snakemake-workflow-catalog.yml"):
         src = REPO / name
         (shutil.copytree if src.is_dir() else shutil.copy)(src, repo / name)
@@ -270,12 +270,15 @@ def test_snakedeploy_deploys_a_tagged_release(tmp_path):
     assert (dest / "config/README.md").exists() and (dest / "profiles/slurm/config.yaml").exists()
     assert (dest / "LICENSE").exists()
     snakefile = (dest / "workflow/Snakefile").read_text()
-    assert f'path="Snakefile", tag="{tag}")' in snakefile, snakefile
+    assert f'path="workflow/Snakefile", tag="{tag}")' in snakefile, snakefile
 
-    local = re.sub(r'github\([^)]*\)', f'"{repo / "Snakefile"}"', snakefile)
+    local = re.sub(r'github\([^)]*\)', f'"{repo / "workflow" / "Snakefile"}"', snakefile)
     (dest / "workflow/Snakefile").write_text(local)
     result = run("-n", "--quiet", "rules", cwd=dest)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     jobs = job_counts(result.stdout + result.stderr)
-    assert jobs["train"] == 8 and jobs["simulate_scan"] == 3, jobs
+    default = yaml.safe_load((REPO / "config" / "config.yaml").read_text())["models"]
+    replicas = default.get("replicates") or {"seeds": 1, "variants": []}
+    expected = len(default["variants"]) + (replicas["seeds"] - 1) * len(replicas["variants"])
+    assert jobs["train"] == expected == 10 and jobs["simulate_scan"] == 3, jobs  # 8 + 2 replicates
     assert not (repo / "results").exists() and not (repo / ".snakemake").exists()

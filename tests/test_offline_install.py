@@ -98,7 +98,7 @@ def test_non_editable_install_from_the_wheelhouse_runs_a_job(tmp_path: Path) -> 
 
     work = tmp_path / "work"
     work.mkdir()
-    for name in ("Snakefile", "rules", "scripts", "config", "envs", "profiles"):
+    for name in ("workflow", "config", "profiles"):
         src = REPO / name
         (shutil.copytree if src.is_dir() else shutil.copy)(src, work / name)
     shape, grid = (24, 24), (3, 4)

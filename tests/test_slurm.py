@@ -219,7 +219,7 @@ def slurm_logs(work: Path) -> str:
 
 def tiny_workflow(work: Path) -> None:
     """The workflow's files in ``work`` with a config small enough for a 1-min run."""
-    for name in ("Snakefile", "rules", "scripts", "config", "envs", "profiles"):
+    for name in ("workflow", "config", "profiles"):
         src = REPO / name
         (shutil.copytree if src.is_dir() else shutil.copy)(src, work / name)
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
@@ -376,7 +376,7 @@ def real_slurm_or_skip() -> None:
 
 def workflow_rules() -> list[str]:
     """Names of the workflow's rules (``rule x:`` and ``use rule ... as x``)."""
-    text = "".join(p.read_text() for p in sorted((REPO / "rules").glob("*.smk")))
+    text = "".join(p.read_text() for p in sorted((REPO / "workflow" / "rules").glob("*.smk")))
     return [a or b for a, b in re.findall(r"^(?:rule (\w+):|use rule \w+ as (\w+))", text, re.M)]
 
 

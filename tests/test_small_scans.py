@@ -108,7 +108,7 @@ def test_the_main_job_runs_on_a_3x3_real_map_and_a_two_phase_scan(tmp_path):
 
     work = tmp_path / "work"
     work.mkdir()
-    for name in ("Snakefile", "rules", "scripts", "config", "envs", "profiles"):
+    for name in ("workflow", "config", "profiles"):
         src = REPO / name
         (shutil.copytree if src.is_dir() else shutil.copy)(src, work / name)
     data = save_nickel_small(work / "data" / "ni.h5")

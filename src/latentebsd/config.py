@@ -1,6 +1,6 @@
 """Workflow configuration: one schema, validated once, defaults filled, keys named in errors.
 
-The schema (``config/schema.yaml``, JSON schema written as YAML) is the one place where
+The schema (``workflow/schemas/config.schema.yaml``, JSON schema written as YAML) is the one place where
 every setting, its default and its allowed range are written. :func:`validate_config`
 fills in the defaults, rejects unknown keys (a typo such as ``epochz`` is an error, not
 a silently ignored setting), puts every section's keys in the schema's order (so that
@@ -28,7 +28,7 @@ import yaml
 from latentebsd.phases import PhaseError, check_entries
 
 #: The schema ships inside the package (``latentebsd/schema.yaml``, in the repository a
-#: link to ``config/schema.yaml``), so that a non-editable install - a wheel on a
+#: link to ``workflow/schemas/config.schema.yaml``), so that a non-editable install - a wheel on a
 #: cluster node - validates configs in every job without the repository beside it.
 DEFAULT_SCHEMA = Path(__file__).resolve().with_name("schema.yaml")
 
@@ -77,7 +77,7 @@ def _load_schema(path: str) -> dict:
 
 
 def schema(schema_path: str | os.PathLike | None = None) -> dict:
-    """The parsed schema (``config/schema.yaml`` by default); do not modify it."""
+    """The parsed schema (``workflow/schemas/config.schema.yaml`` by default); do not modify it."""
     return _load_schema(str(Path(schema_path) if schema_path else DEFAULT_SCHEMA))
 
 
@@ -104,7 +104,7 @@ def validate_config(config: dict, schema_path: str | os.PathLike | None = None) 
     config
         The parsed configuration (Snakemake's ``config`` dict).
     schema_path
-        JSON schema (YAML). Defaults to the package's copy of ``config/schema.yaml``.
+        JSON schema (YAML). Defaults to the package's copy of ``workflow/schemas/config.schema.yaml``.
 
     Returns
     -------

@@ -1,6 +1,6 @@
 """What the workflow makes for a validated config: scans, variants, shards, figure series.
 
-Imported by ``rules/common.smk`` alone: the rule files read their wildcard ranges and
+Imported by ``workflow/rules/common.smk`` alone: the rule files read their wildcard ranges and
 scan groups from one :class:`Plan`, and ``common.smk`` turns it into target lists and
 input functions (each path is spelled once, in the rule that writes it).
 """
