@@ -280,5 +280,5 @@ def test_snakedeploy_deploys_a_tagged_release(tmp_path):
     default = yaml.safe_load((REPO / "config" / "config.yaml").read_text())["models"]
     replicas = default.get("replicates") or {"seeds": 1, "variants": []}
     expected = len(default["variants"]) + (replicas["seeds"] - 1) * len(replicas["variants"])
-    assert jobs["train"] == expected == 10 and jobs["simulate_scan"] == 3, jobs  # 8 + 2 replicates
+    assert jobs["train"] == expected == 12 and jobs["simulate_scan"] == 3, jobs  # 8 + 2 x 2 replicates
     assert not (repo / "results").exists() and not (repo / ".snakemake").exists()

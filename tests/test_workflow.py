@@ -58,15 +58,15 @@ def test_the_quick_overlay_runs_every_job_of_the_default(tmp_path):
                         cwd=workflow_copy(tmp_path / name, config))
         assert run.returncode == 0, run.stderr + run.stdout
         runs[name] = job_counts(run.stdout + run.stderr)
-    # the default's seed replicates (2 models: vae16@seed1, vae128@seed1) are the only
-    # jobs quick leaves out: trained once, encoded / decoded / indexed / scored per scan
+    # the default's seed replicates (4 models: vae16 and vae128 @seed1, @seed2) are the
+    # only jobs quick leaves out: trained once, encoded / decoded / indexed / scored per scan
     per_model = {"train": 1, "encode": 2, "decode": 2, "index_scan": 2, "evaluate_metrics": 2}
-    assert runs["quick"]["train"] == 8 and runs["default"]["train"] == 10
+    assert runs["quick"]["train"] == 8 and runs["default"]["train"] == 12
     assert set(runs["quick"]) == set(runs["default"])
     for rule, n in runs["default"].items():
         if rule == "total":
             continue
-        assert runs["quick"][rule] == n - 2 * per_model.get(rule, 0), rule
+        assert runs["quick"][rule] == n - 4 * per_model.get(rule, 0), rule
     quick = yaml.safe_load((REPO / "config" / "quick.yaml").read_text())
     assert set(quick) <= {"scans", "sample", "training", "models"}, set(quick)
     assert quick.get("models", {}) in ({}, {"replicates": {"seeds": 1}})
@@ -83,7 +83,7 @@ def test_the_gpu_overlay_is_the_default_at_the_paper_scale(tmp_path):
     run = snakemake("-n", "--quiet", "rules", "--configfile", "config/config.yaml", "config/gpu.yaml",
                     cwd=workflow_copy(tmp_path, config))
     assert run.returncode == 0, run.stderr + run.stdout
-    assert job_counts(run.stdout + run.stderr)["train"] == 8 + 2  # and the seed replicates
+    assert job_counts(run.stdout + run.stderr)["train"] == 8 + 4  # and the seed replicates
     merged = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     for key, value in yaml.safe_load((REPO / "config" / "gpu.yaml").read_text()).items():
         merged[key].update(value)
