@@ -278,10 +278,12 @@ def test_profile_submits_gpu_jobs_with_gpus_and_cpu_jobs_without(tmp_path):
         line = without_wrap(args)
         rule = submitted_rule(args)
         wanted = {**profile["default-resources"], **profile["set-resources"].get(rule, {})}
-        first = {k: str(eval(str(v), {"attempt": 1})) for k, v in wanted.items()
-                 if k in ("mem_mb", "runtime")}  # "8000 * attempt" on the first attempt
-        assert args[args.index("--mem") + 1] == first["mem_mb"], line
-        assert args[args.index("-t") + 1] == first["runtime"], line
+        # runtime / mem_mb as the rule declares them (the profile keeps only site
+        # settings); a runtime that grows with the input adds ceil(per_gb x a tiny scan)
+        minutes, per_gb, mem_mb = declared_resources()[rule]
+        assert args[args.index("--mem") + 1] == str(mem_mb), line
+        runtime = int(args[args.index("-t") + 1])
+        assert runtime == minutes if not per_gb else minutes <= runtime <= minutes + 1, line
         assert args[args.index("-p") + 1] == wanted["slurm_partition"], line
         if rule in GPU_RULES:
             assert f"--cpus-per-gpu={wanted['cpus_per_gpu']}" in args, line
@@ -378,6 +380,39 @@ def workflow_rules() -> list[str]:
     """Names of the workflow's rules (``rule x:`` and ``use rule ... as x``)."""
     text = "".join(p.read_text() for p in sorted((REPO / "workflow" / "rules").glob("*.smk")))
     return [a or b for a, b in re.findall(r"^(?:rule (\w+):|use rule \w+ as (\w+))", text, re.M)]
+
+
+def declared_resources() -> dict[str, tuple[int, float, int]]:
+    """``rule -> (minutes, per_gb, mem_mb)`` as workflow/rules/*.smk declare them
+    (``runtime=minutes(n[, per_gb=k])``, ``mem_mb=megabytes(m)``); a ``use rule a as b``
+    without its own resources inherits ``a``'s."""
+    text = "".join(p.read_text() for p in sorted((REPO / "workflow" / "rules").glob("*.smk")))
+    blocks = re.split(r"^(?=rule \w+:|use rule \w+ as \w+)", text, flags=re.M)
+    out: dict[str, tuple[int, float, int]] = {}
+    for block in blocks:
+        head = re.match(r"rule (\w+):|use rule (\w+) as (\w+)", block)
+        if not head:
+            continue
+        name = head.group(1) or head.group(3)
+        rt = re.search(r"runtime=minutes\((\d+)(?:, per_gb=([\d.]+))?\)", block)
+        mem = re.search(r"mem_mb=megabytes\((\d+)\)", block)
+        if rt and mem:
+            out[name] = (int(rt.group(1)), float(rt.group(2) or 0), int(mem.group(1)))
+        elif head.group(2):
+            out[name] = out[head.group(2)]
+    return out
+
+
+def test_every_rule_declares_runtime_and_memory_and_the_scan_rules_grow_with_input():
+    """Rules, not the profile, size the jobs: every rule declares both, and the rules
+    that stream a whole scan ask for more time for a bigger scan."""
+    declared = declared_resources()
+    assert set(workflow_rules()) <= set(declared), set(workflow_rules()) - set(declared)
+    for rule in ("preprocess", "index_scan", "encode", "decode", "evaluate_metrics"):
+        assert declared[rule][1] > 0, rule
+    profile = yaml.safe_load((REPO / "profiles" / "slurm" / "config.yaml").read_text())
+    for rule, resources in profile["set-resources"].items():
+        assert not {"runtime", "mem_mb"} & set(resources), rule
 
 
 def real_cluster_profile(dest: Path) -> dict:

@@ -559,3 +559,27 @@ def test_a_gpu_job_never_runs_on_the_cpu_in_silence(monkeypatch, caplog):
 def _mkdir(path: Path) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def test_the_readme_own_scan_block_plans_a_study_as_written(tmp_path):
+    """The README's own-scan block, saved as `my.yaml` with only its pattern file's path
+    pointed at a real (tiny) UP2, plans the whole study through `snakemake -n
+    --configfile my.yaml` - what a new user runs first."""
+    from conftest import band_patterns
+    from latentebsd.io.patterns import write_up2
+
+    text = (REPO / "README.md").read_text()
+    own = text[text.index("## Your own scans"):]
+    block = own[own.index("```yaml\n") + len("```yaml\n"):]
+    block = yaml.safe_load(block[:block.index("```")])
+    work = workflow_copy(tmp_path, yaml.safe_load((REPO / "config" / "config.yaml").read_text()))
+    (scan,) = block["scans"]
+    shape = (24, 24)
+    write_up2(work / "mine.up2", [band_patterns(12, shape)], (3, 4), shape, 1.0)
+    block["scans"][scan]["path"] = "mine.up2"
+    (work / "my.yaml").write_text(yaml.safe_dump(block, sort_keys=False))
+    run = snakemake("-n", "--quiet", "rules", "--configfile", "my.yaml", cwd=work)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    jobs = job_counts(run.stdout + run.stderr)
+    assert jobs["train"] == len(block["models"]["variants"]) and "simulate_scan" not in jobs, jobs
+    assert jobs["index_scan"] >= 1 + len(block["models"]["variants"]), jobs

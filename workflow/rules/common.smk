@@ -2,6 +2,8 @@
 # functions and the target list. Every path is spelled once, in the rule that writes
 # it; consumers refer to it as rules.<rule>.output.<name>.
 
+import math
+
 from latentebsd.config import child_seed
 from latentebsd.plan import make_plan, scan_regex, scan_seed
 from latentebsd.replicates import training_seed
@@ -43,12 +45,22 @@ def gpu_shared_slot(wildcards):
     return gpu_share(local=workflow.local_exec, forced_cpu=forced_cpu)
 
 
-def minutes(n):
-    """``resources.runtime`` of a rule: ``n`` minutes at the paper's scale, times the
+def minutes(n, per_gb=0):
+    """``resources.runtime`` of a rule: ``n`` minutes, plus ``per_gb`` minutes per GB of
+    the job's input (the scan it streams: a 1M-pattern scan is 7 - 30 GB), times the
     attempt (a job retried after a failure - the SLURM profile's ``retries: 1`` - gets
-    twice as long). A cluster executor submits it (SLURM: ``sbatch -t``); the SLURM
-    profile's ``set-resources`` overrides it per rule; a local run ignores it."""
-    return lambda wildcards, attempt: n * attempt
+    twice as long). ``per_gb`` is ~3x the rate measured on one 2-core CPU
+    (benchmarks/RESULTS.md, "Memory and throughput vs scan size": index ~4 min per GB of
+    preprocessed patterns, decode ~0.5, encode and preprocess ~0.15). A cluster executor
+    submits it (SLURM: ``sbatch -t``); the SLURM profile's ``set-resources`` overrides it
+    per rule; a local run ignores it. Memory does not grow with the scan (every stage
+    streams it in chunks), so :func:`megabytes` has no such term."""
+    if not per_gb:
+        return lambda wildcards, attempt: n * attempt
+    return (
+        lambda wildcards, input, attempt: math.ceil(n + per_gb * input.size_mb / 1024)
+        * attempt
+    )
 
 
 def megabytes(n):

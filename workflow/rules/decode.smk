@@ -21,7 +21,7 @@ rule decode:
     resources:
         gpu=gpu_slot,
         gpu_shared=gpu_shared_slot,
-        runtime=minutes(120),
+        runtime=minutes(120, per_gb=2),
         mem_mb=megabytes(32000),
     params:
         settings=config["evaluation"],

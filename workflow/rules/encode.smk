@@ -23,7 +23,7 @@ rule encode:
     resources:
         gpu=gpu_slot,
         gpu_shared=gpu_shared_slot,
-        runtime=minutes(120),
+        runtime=minutes(120, per_gb=1),
         mem_mb=megabytes(32000),
     params:
         settings=config["maps"],

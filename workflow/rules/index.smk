@@ -20,7 +20,7 @@ rule index_scan:
         "../envs/latentebsd.yaml"
     threads: 1
     resources:
-        runtime=minutes(240),
+        runtime=minutes(240, per_gb=12),
         mem_mb=megabytes(16000),
     params:
         settings=config["evaluation"],

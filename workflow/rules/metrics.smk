@@ -20,7 +20,7 @@ rule evaluate_metrics:
         "../envs/latentebsd.yaml"
     threads: 1
     resources:
-        runtime=minutes(60),
+        runtime=minutes(60, per_gb=4),
         mem_mb=megabytes(8000),
     params:
         settings=config["evaluation"],

@@ -14,7 +14,7 @@ rule preprocess:
         "../envs/latentebsd.yaml"
     threads: 1
     resources:
-        runtime=minutes(60),
+        runtime=minutes(60, per_gb=1),
         mem_mb=megabytes(8000),
     params:
         scan=lambda wc: config["scans"][wc.scan],
