@@ -19,6 +19,8 @@ import yaml
 
 from conftest import REPO
 from test_workflow import SNAKEMAKE, job_counts, tiny_config, workflow_copy
+from latentebsd.config import validate_config
+from latentebsd.plan import make_plan
 
 
 def run(*args: str, cwd: Path, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
@@ -231,8 +233,9 @@ def test_a_host_workflow_runs_latentebsd_as_a_module_under_its_prefix(tmp_path):
     assert not (host / "results/models").exists() and not (host / "logs").exists()
     # the checkpoints (kept: training.keep_checkpoint) beside the weights, under the prefix
     checkpoints = sorted(p.relative_to(host) for p in host.rglob("checkpoint.pt"))
+    trained = sorted(make_plan(validate_config(tiny_config())).model_specs)  # + seed replicates
     assert checkpoints == [Path(f"studies/ebsd/results/models/{v}/checkpoint.pt")
-                           for v in sorted(tiny_config()["models"]["variants"])], checkpoints
+                           for v in trained], checkpoints
     assert not (REPO / "studies").exists()
 
 
