@@ -258,7 +258,8 @@ def check_table1_csv(frame: pd.DataFrame, variants: dict, n_patterns: int | None
     tiny study's 30 x 30 simulated patterns: 93 - 100 % per scan measured, a graded
     scan's damaged column may miss one); the blank-disc control indexed nowhere with a
     sharpness ratio < 0.2; every model's sharpness above the blank disc's (a decoder's
-    output has more structure than a constant disc); quantiles ordered; ratios >= 0;
+    output has more structure than a constant disc); quantiles ordered; ratios >= 0 (but
+    Krieger-Lassen IQ's);
     agreeing <= indexed; the paper's values beside the models it has."""
     from latentebsd.io.metrics import METRICS
     from latentebsd.table1 import PAPER_TABLE1, TABLE_COLUMNS
@@ -286,7 +287,10 @@ def check_table1_csv(frame: pd.DataFrame, variants: dict, n_patterns: int | None
         for metric in METRICS:
             q = [_finite(row[f"{metric}_q{p}"]) for p in (10, 50, 90)]
             if all(np.isfinite(q)):
-                assert 0.0 <= q[0] <= q[1] <= q[2], (name, metric, q)
+                assert q[0] <= q[1] <= q[2], (name, metric, q)
+                # Krieger-Lassen IQ (1 - inertia / its maximum) goes negative on a noisy
+                # 30 x 30 window, and so does its ratio; every other metric is >= 0
+                assert metric == "iq_kp_ratio" or q[0] >= 0.0, (name, metric, q)
                 assert row[f"{metric}_n"] > 0
     for name in variants:
         row = rows.loc[name]
