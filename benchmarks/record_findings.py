@@ -26,6 +26,7 @@ import re
 import shutil
 import subprocess
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pandas as pd
@@ -136,7 +137,7 @@ def record(run_dir: Path, name: str, command: str, wall_s: float | None,
             shutil.copy(run_dir / src, out / dst)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=run_dir,
                             capture_output=True, text=True).stdout.strip() or "unknown"
-    date = subprocess.run(["date", "-u", "+%Y-%m-%d"], capture_output=True, text=True).stdout.strip()
+    date = datetime.now(timezone.utc).strftime("%Y-%m-%d")
     (out / "run.json").write_text(json.dumps(
         {"command": command, "commit": commit, "date": date, "wall_s": wall_s,
          "machine": machine_text or machine()}, indent=1) + "\n")
