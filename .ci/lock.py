@@ -9,12 +9,10 @@ dependency closure of ``latentebsd[test,slurm]``, torch without its local build 
 
 from __future__ import annotations
 
-import importlib.metadata as md
-import re
 import sys
 from pathlib import Path
 
-from packaging.requirements import Requirement
+from latentebsd.wheelhouse import PROJECT, installed_closure
 
 ROOT = Path(__file__).resolve().parents[1]
 LOCK = ROOT / "requirements-lock.txt"
@@ -25,36 +23,12 @@ EXTRAS = ("test", "slurm")
 BEGIN, END = "      # --- pins: python .ci/lock.py ---", "      # --- end of pins ---"
 
 
-def canonical(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
 def closure(extras: tuple[str, ...] = EXTRAS) -> dict[str, str]:
-    """name -> installed version of every distribution latentebsd[extras] needs."""
-    seen: dict[str, str] = {}
-
-    def walk(name: str, extras: tuple[str, ...] = ()) -> None:
-        key = canonical(name)
-        if key in seen:
-            return
-        try:
-            dist = md.distribution(name)
-        except md.PackageNotFoundError:
-            return
-        seen[key] = dist.version.split("+")[0]
-        for text in dist.requires or []:
-            req = Requirement(text)
-            if req.marker is None or any(req.marker.evaluate({"extra": e}) for e in ("", *extras)):
-                walk(req.name, tuple(req.extras))
-
-    pyproject = (ROOT / "pyproject.toml").read_text()
-    import tomllib
-
-    project = tomllib.loads(pyproject)["project"]
-    for text in project["dependencies"] + [r for e in extras
-                                           for r in project["optional-dependencies"][e]]:
-        walk(Requirement(text).name)
-    return dict(sorted(seen.items()))
+    """name -> installed version (local build label dropped) of every distribution
+    latentebsd[extras] needs: the wheelhouse builder's walk
+    (:func:`latentebsd.wheelhouse.installed_closure`), less the project itself."""
+    return {name: version.split("+")[0]
+            for name, version in sorted(installed_closure(extras=extras).items()) if name != PROJECT}
 
 
 def lock_text(pins: dict[str, str]) -> str:
